@@ -1,0 +1,19 @@
+"""Message models and the topic catalog (pure pydantic, no I/O)."""
+
+from twinstream.schemas.dead_letter import DeadLetter, RejectReason
+from twinstream.schemas.prediction import Prediction
+from twinstream.schemas.telemetry import SCHEMA_VERSION, Telemetry
+from twinstream.schemas.topics import PREDICTIONS, TELEMETRY, TELEMETRY_DLQ, TopicSpec, topic_catalog
+
+__all__ = [
+    "DeadLetter",
+    "PREDICTIONS",
+    "Prediction",
+    "RejectReason",
+    "SCHEMA_VERSION",
+    "TELEMETRY",
+    "TELEMETRY_DLQ",
+    "Telemetry",
+    "TopicSpec",
+    "topic_catalog",
+]

@@ -1,0 +1,50 @@
+"""DeadLetter: an input message the platform could not use, kept with the reason.
+
+Nothing is dropped silently: a message that fails validation is wrapped with its
+original bytes and its coordinates (topic, partition, offset) so it can be
+inspected, fixed and replayed.
+
+>>> d = DeadLetter(original=b"not json", topic="twinstream.telemetry", partition=0,
+...                offset=41, reason="bad_json", error="unexpected character")
+>>> DeadLetter.model_validate_json(d.model_dump_json()).original
+b'not json'
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class RejectReason(StrEnum):
+    """Why a message went to the dead-letter topic (a closed set, to count on)."""
+
+    EMPTY = "empty"
+    OVERSIZED = "oversized"
+    BAD_JSON = "bad_json"
+    NOT_AN_OBJECT = "not_an_object"
+    SCHEMA_VERSION = "schema_version"
+    INVALID = "invalid"
+    NON_FINITE = "non_finite"
+    KEY_MISMATCH = "key_mismatch"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    OUT_OF_ORDER = "out_of_order"
+    TWIN_ERROR = "twin_error"
+
+
+class DeadLetter(BaseModel):
+    """A rejected message with its original bytes and the reason."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64", val_json_bytes="base64")
+
+    original: bytes = Field(description="The message value exactly as received (base64 in JSON).")
+    key: bytes | None = Field(default=None, description="The message key as received.")
+    topic: str
+    partition: int = Field(ge=0)
+    offset: int = Field(ge=0)
+    reason: RejectReason
+    error: str = Field(max_length=4000, description="Human-readable detail.")
+    entity_id: str | None = Field(default=None, description="Entity id, when it could be read.")
+    time: AwareDatetime = Field(default_factory=lambda: datetime.now(timezone.utc), description="When it was rejected.")

@@ -1,0 +1,51 @@
+"""Prediction: what a twin says about its entity after applying one telemetry event.
+
+``(entity_id, seq)`` identifies a prediction: consumers and the InfluxDB sink can
+de-duplicate on it, because after a crash a prediction may be published twice
+(at-least-once delivery) but never with a different meaning.
+
+>>> p = Prediction(entity_id="engine-7", event_time="2026-01-01T00:00:00Z", seq=3,
+...                target="rul", value=112.5, lower=90.0, upper=130.0, model_version="river-linreg-v1")
+>>> p.prior_version is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from twinstream.schemas.telemetry import EntityId, MetricName, datetime_to_ns
+
+
+class Prediction(BaseModel):
+    """A twin's point prediction with an interval, tagged with the models behind it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    entity_id: EntityId
+    event_time: AwareDatetime = Field(description="Event time of the telemetry that produced it.")
+    seq: int = Field(ge=0, description="Sequence number of that telemetry event.")
+    target: MetricName = Field(description="What is predicted, e.g. 'rul' (remaining useful life, cycles).")
+    value: float
+    lower: float | None = Field(default=None, description="Lower bound of the prediction interval.")
+    upper: float | None = Field(default=None, description="Upper bound of the prediction interval.")
+    model_version: str = Field(description="Twin learner family and version.")
+    prior_version: str | None = Field(default=None, description="Fleet prior version, when the twin uses one.")
+    updates: int = Field(default=0, ge=0, description="Updates the twin had applied when it predicted.")
+    synthetic: bool = Field(default=False, description="True when the input event was synthetic.")
+
+    @model_validator(mode="after")
+    def _check(self) -> "Prediction":
+        for name in ("value", "lower", "upper"):
+            number = getattr(self, name)
+            if number is not None and not math.isfinite(number):
+                raise ValueError(f"{name} is not finite")
+        if self.lower is not None and self.upper is not None and self.lower > self.upper:
+            raise ValueError("lower bound above upper bound")
+        return self
+
+    @property
+    def event_time_ns(self) -> int:
+        return datetime_to_ns(self.event_time)

