@@ -9,15 +9,20 @@ idempotently at start-up (:mod:`twinstream.streams.topic_admin`).
 ['twinstream.telemetry', 'twinstream.predictions', 'twinstream.telemetry.dlq']
 >>> TELEMETRY.name, TELEMETRY.key
 ('twinstream.telemetry', 'entity_id')
+>>> TELEMETRY.in_namespace("plant7").name
+'plant7.telemetry'
 """
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 DAY_MS = 24 * 3600 * 1000
+DEFAULT_NAMESPACE = "twinstream"
+NAMESPACE_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
 
 
 class TopicSpec(BaseModel):
@@ -25,7 +30,7 @@ class TopicSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    name: str = Field(pattern=r"^twinstream(\.[a-z0-9_]+)+$")
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
     value_schema: str = Field(description="Name of the pydantic model of the value.")
     key: Literal["entity_id"] = "entity_id"
     partitions: int = Field(default=4, ge=1)
@@ -36,6 +41,13 @@ class TopicSpec(BaseModel):
 
     def with_partitions(self, partitions: int) -> "TopicSpec":
         return self.model_copy(update={"partitions": partitions})
+
+    def in_namespace(self, namespace: str) -> "TopicSpec":
+        """The same topic under another leading name (several deployments on one cluster)."""
+        if not NAMESPACE_PATTERN.match(namespace):
+            raise ValueError(f"topic namespace {namespace!r} must match {NAMESPACE_PATTERN.pattern}")
+        _, rest = self.name.split(".", 1)
+        return self.model_copy(update={"name": f"{namespace}.{rest}"})
 
     @property
     def config(self) -> dict[str, str]:
@@ -61,6 +73,8 @@ TELEMETRY_DLQ = TopicSpec(
 )
 
 
-def topic_catalog(partitions: int) -> list[TopicSpec]:
+def topic_catalog(partitions: int, namespace: str = DEFAULT_NAMESPACE) -> list[TopicSpec]:
     """All platform topics, with keyed topics set to ``partitions`` partitions."""
-    return [spec.with_partitions(partitions) for spec in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ)]
+    return [
+        spec.with_partitions(partitions).in_namespace(namespace) for spec in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ)
+    ]

@@ -11,6 +11,7 @@ builds one with :meth:`Settings.model_copy`, so no process mutates shared config
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,11 @@ class Settings(BaseSettings):
         description="Kafka bootstrap URL, e.g. kafka://127.0.0.1:9092. None: start the embedded broker.",
     )
     app_id: str = Field(default="twinstream", description="Faust app id = consumer group; keep it unique per deployment.")
+    topic_namespace: str = Field(
+        default="twinstream",
+        pattern=r"^[a-z][a-z0-9_]*$",
+        description="Leading name of every catalog topic (twinstream.telemetry, ...).",
+    )
     partitions: int = Field(default=4, ge=1, le=1024, description="Partitions of the keyed topics.")
     data_dir: Path = Field(default=Path(".twinstream"), description="Worker state (RocksDB tables).")
     store: str = Field(default="rocksdb://", description="Faust table store: rocksdb:// or memory://.")
@@ -48,6 +54,9 @@ class Settings(BaseSettings):
 
     # --- InfluxDB sink -------------------------------------------------------------
     influx_url: str | None = Field(default=None, description="InfluxDB (v2 write API) URL; None disables the sink.")
+    influx_api: Literal["v2", "v1"] = Field(
+        default="v2", description="v2: /api/v2/write (InfluxDB 2, VictoriaMetrics); v1: /write?db=<bucket> (InfluxDB 1.x)."
+    )
     influx_org: str = "twinstream"
     influx_bucket: str = "twinstream"
     influx_token: SecretStr = SecretStr("")

@@ -1,0 +1,42 @@
+"""Prometheus metrics of the worker and sinks (one registry per process).
+
+Exposed with :func:`serve_metrics` when ``TWINSTREAM_METRICS_PORT`` is set. Labels are
+kept low-cardinality (topic, reason, target), never the entity id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class WorkerMetrics:
+    """Counters and gauges for throughput, lag, errors and model quality."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.events_in = Counter("twinstream_events_in_total", "Telemetry messages received", ["topic"], registry=r)
+        self.events_applied = Counter("twinstream_events_applied_total", "Telemetry events applied to twins", registry=r)
+        self.duplicates = Counter(
+            "twinstream_duplicates_skipped_total", "Events skipped because the twin already applied their seq", registry=r
+        )
+        self.sequence_gaps = Counter("twinstream_sequence_gaps_total", "Sequence numbers skipped by a source", registry=r)
+        self.dead_letters = Counter("twinstream_dead_letters_total", "Messages sent to the DLQ", ["reason"], registry=r)
+        self.predictions = Counter("twinstream_predictions_total", "Predictions published", ["target"], registry=r)
+        self.checkpoints = Counter("twinstream_checkpoints_total", "Twin-state checkpoints written", registry=r)
+        self.checkpoint_seconds = Histogram(
+            "twinstream_checkpoint_seconds", "Time to write a checkpoint and flush", registry=r
+        )
+        self.twins = Gauge("twinstream_twins", "Twins held by this worker", registry=r)
+        self.lag_seconds = Gauge("twinstream_event_lag_seconds", "Now minus event time of the last event", registry=r)
+        self.abs_error = Histogram(
+            "twinstream_abs_error", "Absolute error of predictions whose target was known",
+            ["target"], buckets=(1, 2, 5, 10, 20, 50, 100, 200), registry=r,
+        )
+        self.sink_points = Counter("twinstream_sink_points_total", "Points written to InfluxDB", registry=r)
+        self.sink_failures = Counter("twinstream_sink_write_failures_total", "Failed InfluxDB writes (retried)", registry=r)
+
+
+def serve_metrics(metrics: WorkerMetrics, port: int, addr: str = "127.0.0.1") -> None:
+    """Serve ``/metrics`` for Prometheus in a background thread."""
+    start_http_server(port, addr=addr, registry=metrics.registry)
