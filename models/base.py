@@ -1,0 +1,102 @@
+"""The contract every twin learner follows (River style: one class, learn/predict one).
+
+A twin's learner sees one entity's stream, one sample at a time. Beyond River's
+``learn_one``/``predict_one`` a twin needs: an interval (operators act on ranges, not
+points), a byte size (state lives in a changelog-backed table, so size is cost), and
+a snapshot that survives pickling into that table. Learners must tolerate missing
+features (``None``/NaN) and predict something sensible before any learning.
+
+>>> from twinstream.models.river_linear import RiverLinearTwin
+>>> learner = RiverLinearTwin(seed=1)
+>>> learner.learn_one({"a": 1.0, "b": None}, 3.0)
+>>> isinstance(learner.predict_one({"a": 1.0}), float)
+True
+>>> restored = TwinLearner.restore(learner.snapshot())
+>>> restored.predict_one({"a": 1.0}) == learner.predict_one({"a": 1.0})
+True
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import math
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+Features = Mapping[str, float | None]
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalPrediction:
+    """A point prediction and a (lower, upper) interval around it."""
+
+    value: float
+    lower: float
+    upper: float
+
+
+def clean_features(x: Features) -> dict[str, float]:
+    """Drop missing values (None, NaN, inf): learners see only what was measured."""
+    return {k: float(v) for k, v in x.items() if v is not None and math.isfinite(v)}
+
+
+class TwinLearner(abc.ABC):
+    """Base class of per-entity online learners.
+
+    Subclasses set ``family`` and ``version`` (recorded on every prediction) and
+    implement :meth:`learn_one`, :meth:`predict_one` and :meth:`predict_interval`.
+    """
+
+    family: ClassVar[str] = "abstract"
+    version: ClassVar[str] = "0"
+
+    def observe_one(self, x: Features) -> Features:
+        """Called exactly once per applied event, before predict/learn; returns the features to use.
+
+        Stateful feature extraction (smoothing, the entity's own baseline, trends) updates
+        here, so that predicting and learning on the same event see the same features.
+        The default passes ``x`` through.
+        """
+        return x
+
+    @abc.abstractmethod
+    def learn_one(self, x: Features, y: float) -> None:
+        """Update the learner with one labelled sample."""
+
+    @abc.abstractmethod
+    def predict_one(self, x: Features) -> float:
+        """Point prediction for ``x`` (finite, also before any learning)."""
+
+    @abc.abstractmethod
+    def predict_interval(self, x: Features) -> IntervalPrediction:
+        """Point prediction with an interval."""
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.family}-v{self.version}"
+
+    def params(self) -> dict[str, Any]:
+        """Constructor parameters, for :meth:`clone` (override when they differ from attributes)."""
+        return {}
+
+    def clone(self) -> "TwinLearner":
+        """A fresh, untrained learner with the same parameters."""
+        return type(self)(**copy.deepcopy(self.params()))
+
+    def snapshot(self) -> bytes:
+        """The learner's full state as bytes (what the twin table stores)."""
+        return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
+
+    @staticmethod
+    def restore(blob: bytes) -> "TwinLearner":
+        learner = pickle.loads(blob)
+        if not isinstance(learner, TwinLearner):
+            raise TypeError(f"snapshot holds {type(learner).__name__}, not a TwinLearner")
+        return learner
+
+    def state_bytes(self) -> int:
+        """Size of the snapshot in bytes (the twin's memory and changelog cost)."""
+        return len(self.snapshot())
