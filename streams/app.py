@@ -34,6 +34,7 @@ def create_app(settings: Settings) -> faust.App:
     """A Faust app configured for twinstream (no agents yet)."""
     if settings.broker is None:
         raise ValueError("settings.broker is not set; start the embedded broker first")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         broker=settings.broker,

@@ -11,7 +11,7 @@ builds one with :meth:`Settings.model_copy`, so no process mutates shared config
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +46,13 @@ class Settings(BaseSettings):
         ge=0,
         description="Twin state is written to the changelog table at most this often; input offsets are acknowledged only after the checkpoint that holds them.",
     )
+
+    # --- twins ---------------------------------------------------------------------
+    learner: str = Field(default="river-linear", description="Twin learner family (twinstream.models.registry).")
+    learner_params: dict[str, Any] = Field(
+        default_factory=lambda: {"clip_min": 0.0}, description="Learner constructor parameters (JSON in env)."
+    )
+    target: str = Field(default="rul", description="What twins predict; learned from telemetry targets of that name.")
 
     # --- input validation ----------------------------------------------------------
     max_payload_bytes: int = Field(default=64 * 1024, ge=256, description="Larger telemetry messages go to the DLQ.")

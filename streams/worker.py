@@ -1,0 +1,45 @@
+"""Build and run the twin worker process.
+
+``build_worker_app`` is what the CLI, the demo and the tests use, so they all run the
+same agents with the same configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+
+from twinstream.settings import Settings
+from twinstream.streams.app import create_app, declare_topics, quiet_library_loggers
+from twinstream.streams.ingest import IngestAgent
+from twinstream.streams.metrics import WorkerMetrics, serve_metrics
+from twinstream.streams.topic_admin import ensure_topics
+
+
+def build_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) -> tuple[faust.App, IngestAgent]:
+    """A Faust app with the ingest agent, its twin table and checkpoint timer."""
+    app = create_app(settings)
+    topics = declare_topics(app, settings)
+    agent = IngestAgent(app, settings, topics, metrics or WorkerMetrics())
+    return app, agent
+
+
+def run_worker(settings: Settings) -> None:
+    """Run the worker until SIGINT/SIGTERM (blocking)."""
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    quiet_library_loggers()
+    ensure_topics(settings)
+    metrics = WorkerMetrics()
+    if settings.metrics_port is not None:
+        serve_metrics(metrics, settings.metrics_port)
+    app, _ = build_worker_app(settings, metrics)
+    worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m twinstream.streams.worker`
+    run_worker(Settings())

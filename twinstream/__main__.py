@@ -1,0 +1,3 @@
+from twinstream.cli import app
+
+app(prog_name="twinstream")

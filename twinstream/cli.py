@@ -1,0 +1,152 @@
+"""The ``twinstream`` command line (typer + rich).
+
+Every command builds one :class:`~twinstream.settings.Settings` from ``TWINSTREAM_*``
+environment variables, overridden by the flags given on the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from twinstream.settings import Settings
+
+app = typer.Typer(help="twinstream: streaming digital twins that learn per entity.", no_args_is_help=True)
+topics_app = typer.Typer(help="Topic catalog.", no_args_is_help=True)
+replay_app = typer.Typer(help="Replay data sets as live telemetry.", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+app.add_typer(replay_app, name="replay")
+console = Console(stderr=True)
+
+BrokerOpt = Annotated[Optional[str], typer.Option("--broker", help="kafka://host:port (env TWINSTREAM_BROKER).")]
+AppIdOpt = Annotated[Optional[str], typer.Option("--app-id", help="Faust app id / consumer group.")]
+NamespaceOpt = Annotated[Optional[str], typer.Option("--topic-namespace", help="Leading name of the catalog topics.")]
+PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions of keyed topics.")]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from env, with non-None CLI values on top; exits with a readable error."""
+    try:
+        return Settings(**{key: value for key, value in overrides.items() if value is not None})
+    except ValidationError as exc:
+        console.print(f"[red]invalid configuration:[/red]\n{exc}")
+        raise typer.Exit(2) from None
+
+
+def require_broker(settings: Settings) -> Settings:
+    if settings.broker is None:
+        console.print("[red]no broker:[/red] pass --broker kafka://host:port or set TWINSTREAM_BROKER "
+                      "(`twinstream broker` starts an embedded one)")
+        raise typer.Exit(2)
+    return settings
+
+
+@app.command()
+def broker(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 = any free port).")] = 9092,
+    host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+) -> None:
+    """Run the embedded Kafka-protocol broker (Tansu, memory-only) in the foreground."""
+    from twinstream.broker import EmbeddedBroker
+
+    with EmbeddedBroker(port=port or None, host=host) as embedded:
+        console.print(f"embedded broker listening on [bold]{embedded.url}[/bold] (memory only; Ctrl-C stops it)")
+        stop = False
+
+        def _stop(*_: object) -> None:
+            nonlocal stop
+            stop = True
+
+        signal.signal(signal.SIGTERM, _stop)
+        try:
+            while not stop and embedded.running:
+                time.sleep(0.2)
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+def worker(
+    broker: BrokerOpt = None,
+    app_id: AppIdOpt = None,
+    topic_namespace: NamespaceOpt = None,
+    partitions: PartitionsOpt = None,
+    data_dir: Annotated[Optional[Path], typer.Option(help="State directory (RocksDB).")] = None,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus /metrics here.")] = None,
+) -> None:
+    """Run the twin worker (Faust): telemetry in, twins updated, predictions out."""
+    from twinstream.streams.worker import run_worker
+
+    settings = require_broker(load_settings(broker=broker, app_id=app_id, topic_namespace=topic_namespace,
+                                            partitions=partitions, data_dir=data_dir, metrics_port=metrics_port))
+    run_worker(settings)
+
+
+@app.command()
+def sink(
+    broker: BrokerOpt = None,
+    app_id: AppIdOpt = None,
+    topic_namespace: NamespaceOpt = None,
+    influx_url: Annotated[Optional[str], typer.Option(help="InfluxDB URL.")] = None,
+) -> None:
+    """Run the InfluxDB sink (Faust): predictions topic -> InfluxDB, nothing lost on outages."""
+    from twinstream.streams.influx_sink import run_sink
+
+    settings = require_broker(load_settings(broker=broker, app_id=app_id, topic_namespace=topic_namespace,
+                                            influx_url=influx_url))
+    if settings.influx_url is None:
+        console.print("[red]no InfluxDB:[/red] pass --influx-url or set TWINSTREAM_INFLUX_URL")
+        raise typer.Exit(2)
+    run_sink(settings)
+
+
+@topics_app.command("create")
+def topics_create(broker: BrokerOpt = None, topic_namespace: NamespaceOpt = None, partitions: PartitionsOpt = None) -> None:
+    """Create the topic catalog (idempotent)."""
+    from twinstream.streams.topic_admin import ensure_topics
+
+    settings = require_broker(load_settings(broker=broker, topic_namespace=topic_namespace, partitions=partitions))
+    for name, status in ensure_topics(settings).items():
+        console.print(f"{name}: {status}")
+
+
+@topics_app.command("list")
+def topics_list(topic_namespace: NamespaceOpt = None, partitions: PartitionsOpt = None) -> None:
+    """Print the topic catalog as JSON."""
+    from twinstream.schemas.topics import topic_catalog
+
+    settings = load_settings(topic_namespace=topic_namespace, partitions=partitions)
+    print(json.dumps([spec.model_dump() for spec in topic_catalog(settings.partitions, settings.topic_namespace)], indent=2))
+
+
+@replay_app.command("cmapss")
+def replay_cmapss(
+    broker: BrokerOpt = None,
+    topic_namespace: NamespaceOpt = None,
+    subset: Annotated[str, typer.Option(help="C-MAPSS subset.")] = "FD001",
+    data: Annotated[Optional[Path], typer.Option(help="Directory in NASA's layout (default: bundled FD001).")] = None,
+    rate: Annotated[float, typer.Option(help="Events per second; 0 = as fast as possible.")] = 0.0,
+    labels: Annotated[bool, typer.Option(help="Attach known RUL to training engines.")] = True,
+) -> None:
+    """Replay C-MAPSS engines as telemetry, interleaved in fleet time order."""
+    from twinstream.connectors.cmapss_replay import cmapss_events
+    from twinstream.connectors.producer import send_all
+    from twinstream.schemas.topics import TELEMETRY
+
+    settings = require_broker(load_settings(broker=broker, topic_namespace=topic_namespace))
+    events = cmapss_events(subset, data_dir=data, labels=labels)
+    topic = TELEMETRY.in_namespace(settings.topic_namespace).name
+    sent = asyncio.run(send_all(settings.broker_servers, topic, events, rate=rate, description=f"{subset} -> {topic}"))
+    console.print(f"sent {sent} events to {topic}")
+
+
+def main() -> None:  # pragma: no cover
+    app()
