@@ -148,5 +148,26 @@ def replay_cmapss(
     console.print(f"sent {sent} events to {topic}")
 
 
+@app.command()
+def demo(
+    broker: BrokerOpt = None,
+    influx_url: Annotated[Optional[str], typer.Option(help="Also write predictions to this InfluxDB.")] = None,
+    summary_json: Annotated[Optional[Path], typer.Option(help="Write the summary as JSON here.")] = None,
+    report_dir: Annotated[Path, typer.Option(help="Plot, logs and worker state go here.")] = Path("twinstream-report"),
+    rate: Annotated[float, typer.Option(help="Replay rate in events/s; 0 = as fast as possible.")] = 0.0,
+    timeout: Annotated[float, typer.Option(help="Give up waiting for the outputs after this many seconds.")] = 600.0,
+) -> None:
+    """Broker + worker + C-MAPSS FD001 replay; waits for every event, prints a summary."""
+    from twinstream.demo import DemoOptions, print_summary, run_demo
+
+    settings = load_settings(broker=broker, influx_url=influx_url)
+    summary = run_demo(settings, DemoOptions(rate=rate, timeout_s=timeout, report_dir=report_dir), console)
+    print_summary(summary, console)
+    if summary_json is not None:
+        summary_json.parent.mkdir(parents=True, exist_ok=True)
+        summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+        console.print(f"summary written to {summary_json}")
+
+
 def main() -> None:  # pragma: no cover
     app()
