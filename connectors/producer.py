@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -31,6 +31,7 @@ async def send_all(
     rate: float = 0.0,
     show_progress: bool = True,
     description: str = "replay",
+    on_sent: Callable[[int], None] | None = None,
 ) -> int:
     """Send every message, keyed, confirming delivery; ``rate`` <= 0 means unthrottled.
 
@@ -60,6 +61,8 @@ async def send_all(
                     ahead = index / rate - (time.monotonic() - started)
                     if ahead > 0:
                         await asyncio.sleep(ahead)
+                if on_sent is not None:
+                    on_sent(index)
                 if index % 1000 == 0 or index == len(messages):
                     elapsed = max(time.monotonic() - started, 1e-9)
                     progress.update(task, completed=index, rate=index / elapsed)
