@@ -37,3 +37,59 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedB
 def app_id() -> str:
     """A fresh Faust app id (= consumer group) per test: Tansu breaks on group reuse."""
     return f"tstest-{uuid.uuid4().hex[:10]}"
+
+
+# --- time-series servers for the InfluxDB sink (see tsdb_servers.py) -----------------
+
+from collections.abc import Callable  # noqa: E402
+
+from tsdb_servers import (  # noqa: E402
+    INFLUXD_BIN,
+    VICTORIA_METRICS_BIN,
+    InfluxDB1Server,
+    VictoriaMetricsServer,
+    require_binary,
+)
+
+
+@pytest.fixture(scope="session")
+def victoria_metrics(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VictoriaMetricsServer]:
+    """One VictoriaMetrics for the session (skipped with the reason if not installed)."""
+    binary = require_binary(VICTORIA_METRICS_BIN, "victoria-metrics")
+    server = VictoriaMetricsServer(tmp_path_factory.mktemp("vm"), binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def victoria_metrics_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[], VictoriaMetricsServer]]:
+    """Private VictoriaMetrics instances for tests that stop and restart the server."""
+    binary = require_binary(VICTORIA_METRICS_BIN, "victoria-metrics")
+    servers: list[VictoriaMetricsServer] = []
+
+    def start() -> VictoriaMetricsServer:
+        server = VictoriaMetricsServer(tmp_path_factory.mktemp("vm-own"), binary)
+        servers.append(server)
+        server.start()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@pytest.fixture(scope="session")
+def influxdb_v1(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDB1Server]:
+    """One InfluxDB 1.x for the session (skipped with the reason if not installed)."""
+    binary = require_binary(INFLUXD_BIN, "influxdb")
+    server = InfluxDB1Server(tmp_path_factory.mktemp("influxd"), binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
