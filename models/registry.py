@@ -2,10 +2,12 @@
 
 >>> make_learner("river-linear", clip_min=0.0).family
 'river-linear'
+>>> make_learner(DEFAULT_LEARNER, **DEFAULT_PARAMS).prior_version
+'rul-mlp-v1'
 >>> make_learner("nope")
 Traceback (most recent call last):
 ...
-ValueError: unknown learner 'nope'; known: river-linear
+ValueError: unknown learner 'nope'; known: prior-twin, river-linear
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ from __future__ import annotations
 from typing import Any
 
 from twinstream.models.base import TwinLearner
+from twinstream.models.prior_twin import PriorTwin
 from twinstream.models.river_linear import RiverLinearTwin
 
 LEARNERS: dict[str, type[TwinLearner]] = {
     RiverLinearTwin.family: RiverLinearTwin,
+    PriorTwin.family: PriorTwin,
 }
+DEFAULT_LEARNER = PriorTwin.family
+DEFAULT_PARAMS: dict[str, Any] = {"prior": "bundled"}
 
 
 def make_learner(name: str, **params: Any) -> TwinLearner:

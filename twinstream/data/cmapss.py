@@ -100,12 +100,21 @@ def parse_rul(path: Path) -> list[int]:
         return [int(float(line)) for line in handle if line.strip()]
 
 
-def load_subset(name: str = "FD001", data_dir: Path | None = None) -> CmapssSubset:
-    """Load one subset from ``data_dir`` (NASA's file layout) or the bundled copy."""
+def subset_files(name: str = "FD001", data_dir: Path | None = None) -> dict[str, Path]:
+    """Paths of a subset's ``train``, ``test`` and ``RUL`` files in NASA's layout (not checked to exist).
+
+    >>> sorted(p.name for p in subset_files("FD001").values())
+    ['RUL_FD001.txt', 'test_FD001.txt', 'train_FD001.txt']
+    """
     if name not in SUBSETS:
         raise ValueError(f"unknown C-MAPSS subset {name!r}; expected one of {', '.join(SUBSETS)}")
     directory = Path(data_dir) if data_dir is not None else bundled_dir()
-    paths = {kind: directory / f"{kind}_{name}.txt" for kind in ("train", "test", "RUL")}
+    return {kind: directory / f"{kind}_{name}.txt" for kind in ("train", "test", "RUL")}
+
+
+def load_subset(name: str = "FD001", data_dir: Path | None = None) -> CmapssSubset:
+    """Load one subset from ``data_dir`` (NASA's file layout) or the bundled copy."""
+    paths = subset_files(name, data_dir)
     missing = [str(path) for path in paths.values() if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"C-MAPSS {name}: missing {', '.join(missing)}")

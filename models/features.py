@@ -1,0 +1,127 @@
+"""Causal per-entity features for remaining-useful-life twins, in bounded state.
+
+Why these features: an engine's raw sensors mix noise, its own manufacturing offset and
+wear. A twin sees one engine and only its past, so it keeps, per sensor, a fast and a
+slow exponentially weighted mean (noise filter and trend), and the mean of the engine's
+own first cycles (its personal baseline). The deviation from that baseline removes the
+engine-to-engine offset that a fleet model cannot know. State is a few floats per
+sensor (no windows), so a twin stays small however long it lives.
+
+The same class computes the features for prior training (offline, over history) and in
+the live twin, so the prior never sees features the twin cannot produce.
+
+>>> fx = RulFeatures(sensors=("s2", "s3"))
+>>> for v in (1.0, 2.0, 3.0):
+...     x = fx.update({"s2": v, "s3": None})
+>>> x["age"], round(x["s2_ew"], 3), round(x["s2_dev"], 3), x["s3_dev"]
+(3.0, 1.359, -0.641, nan)
+>>> fx.schema().names[:3]
+['age', 's2_ew', 's2_dev']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+from twinstream.data.cmapss import INFORMATIVE_SENSORS
+from twinstream.schemas.prior import FeatureSchema
+
+EXTRACTOR = "rul-features"
+EXTRACTOR_VERSION = "1"
+NAN = float("nan")
+
+
+class RulFeatures:
+    """Per-entity feature state: EW means (fast, slow) and an early baseline per sensor.
+
+    ``update`` is called once per event, in event order, and returns the features for that
+    event. Missing or non-finite readings leave a sensor's state unchanged; a sensor never
+    seen yields NaN features (the prior imputes them).
+    """
+
+    __slots__ = ("sensors", "fast_span", "slow_span", "baseline_n", "_af", "_as", "_fast", "_slow", "_bsum", "_bn", "n")
+
+    def __init__(
+        self,
+        sensors: Sequence[str] = INFORMATIVE_SENSORS,
+        fast_span: int = 15,
+        slow_span: int = 60,
+        baseline_n: int = 20,
+    ) -> None:
+        self.sensors = tuple(sensors)
+        self.fast_span = fast_span
+        self.slow_span = slow_span
+        self.baseline_n = baseline_n
+        self._af = 2.0 / (fast_span + 1.0)
+        self._as = 2.0 / (slow_span + 1.0)
+        k = len(self.sensors)
+        self._fast: list[float] = [NAN] * k
+        self._slow: list[float] = [NAN] * k
+        self._bsum: list[float] = [0.0] * k
+        self._bn: list[int] = [0] * k
+        self.n = 0
+
+    def __getstate__(self) -> tuple:
+        return (self.sensors, self.fast_span, self.slow_span, self.baseline_n, self._fast, self._slow, self._bsum, self._bn, self.n)
+
+    def __setstate__(self, state: tuple) -> None:
+        (self.sensors, self.fast_span, self.slow_span, self.baseline_n, self._fast, self._slow, self._bsum, self._bn, self.n) = state
+        self._af = 2.0 / (self.fast_span + 1.0)
+        self._as = 2.0 / (self.slow_span + 1.0)
+
+    def schema(self) -> FeatureSchema:
+        """The feature schema this extractor produces (what a prior must have been trained on)."""
+        return FeatureSchema(
+            extractor=EXTRACTOR,
+            extractor_version=EXTRACTOR_VERSION,
+            names=feature_names(self.sensors),
+            params={
+                "sensors": list(self.sensors),
+                "fast_span": self.fast_span,
+                "slow_span": self.slow_span,
+                "baseline_n": self.baseline_n,
+            },
+        )
+
+    def update_vector(self, metrics: Mapping[str, float | None]) -> list[float]:
+        """Advance the state by one event; features as a list in :func:`feature_names` order."""
+        self.n += 1
+        out = [float(self.n)]
+        af, a_s, bn_max = self._af, self._as, self.baseline_n
+        fast, slow, bsum, bn = self._fast, self._slow, self._bsum, self._bn
+        for i, name in enumerate(self.sensors):
+            v = metrics.get(name)
+            if v is not None and v == v and v not in (math.inf, -math.inf):
+                f = fast[i]
+                if f != f:  # first reading: start the means at it
+                    fast[i] = slow[i] = float(v)
+                else:
+                    fast[i] = f + af * (v - f)
+                    slow[i] += a_s * (v - slow[i])
+                if bn[i] < bn_max:
+                    bsum[i] += v
+                    bn[i] += 1
+            f = fast[i]
+            if bn[i]:
+                out += (f, f - bsum[i] / bn[i], f - slow[i])
+            else:
+                out += (NAN, NAN, NAN)
+        return out
+
+    def update(self, metrics: Mapping[str, float | None]) -> dict[str, float]:
+        """Advance the state by one event; features by name."""
+        return dict(zip(feature_names(self.sensors), self.update_vector(metrics)))
+
+
+_NAMES_CACHE: dict[tuple[str, ...], list[str]] = {}
+
+
+def feature_names(sensors: Sequence[str] = INFORMATIVE_SENSORS) -> list[str]:
+    """Feature names, in vector order: ``age`` then ``<sensor>_ew``, ``_dev``, ``_trend`` per sensor."""
+    key = tuple(sensors)
+    names = _NAMES_CACHE.get(key)
+    if names is None:
+        names = ["age"] + [f"{s}_{kind}" for s in key for kind in ("ew", "dev", "trend")]
+        _NAMES_CACHE[key] = names
+    return list(names)

@@ -1,0 +1,183 @@
+"""The default RUL twin: fleet prior + the entity's own online part, in a few KB.
+
+Why this split: one engine has too little data to learn a degradation model alone, but
+the fleet has plenty. So each event goes through
+1. the entity's causal feature state (:class:`~.features.RulFeatures`: smoothed sensors,
+   deviation from its own first cycles, trend, age) -- personal, unsupervised;
+2. the fleet prior (:mod:`.prior`, torch-trained, shared per process) on those features;
+3. optionally a shared online fleet model (:mod:`.fleet`) that learns from labels the
+   fleet releases (without a prior it is the whole predictor);
+4. a personal online correction (River linear model on the residual) that learns from
+   the entity's own labels, when it gets any.
+Intervals are split-conformal from the prior's calibration until the twin has its own
+residuals (then an online quantile of them). A Page-Hinkley detector on the base
+prediction flags changes in the degradation course; ``drift_alarms`` exposes them.
+
+>>> learner = PriorTwin()
+>>> x = learner.observe_one({"s2": 642.0, "s3": 1590.0})
+>>> p = learner.predict_interval(x)
+>>> 0.0 <= p.lower <= p.value <= p.upper and p.value <= 125.0
+True
+>>> restored = PriorTwin.restore(learner.snapshot())
+>>> restored.predict_one(x) == learner.predict_one(x)
+True
+>>> learner.state_bytes() < 8192
+True
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from river import drift, linear_model, optim, stats
+
+from twinstream.models.base import Features, IntervalPrediction, TwinLearner
+from twinstream.models.features import RulFeatures, feature_names
+from twinstream.models.fleet import FleetModel, get_fleet
+from twinstream.models.prior import FleetPrior, bundled_prior_dir, load_prior
+
+BASE_KEY = "base_rul"
+MIN_OWN_RESIDUALS = 20
+
+
+class PriorTwin(TwinLearner):
+    """Prior + personal RUL learner.
+
+    Parameters: ``prior`` ("bundled", an artifact directory, or None for no prior),
+    ``fleet`` (name of a shared online fleet model, or None), ``personal`` (learn a
+    residual from own labels), ``coverage`` (interval target), ``lr`` (personal SGD
+    rate), ``cap`` (largest RUL predicted; the prior's cap when it has one), feature
+    parameters (must match the prior's manifest), ``seed``.
+    """
+
+    family = "prior-twin"
+    version = "1"
+
+    def __init__(
+        self,
+        prior: str | None = "bundled",
+        fleet: str | None = None,
+        personal: bool = True,
+        coverage: float = 0.9,
+        lr: float = 0.02,
+        cap: float = 125.0,
+        fast_span: int = 15,
+        slow_span: int = 60,
+        baseline_n: int = 20,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 < coverage < 1.0:
+            raise ValueError("coverage must be in (0, 1)")
+        self.prior = None if prior in (None, "", "none") else str(prior)
+        self.fleet = fleet
+        self.personal = personal
+        self.coverage = coverage
+        self.lr = lr
+        self.cap = cap
+        self.fast_span, self.slow_span, self.baseline_n = fast_span, slow_span, baseline_n
+        self.seed = seed
+        self._fx = RulFeatures(fast_span=fast_span, slow_span=slow_span, baseline_n=baseline_n)
+        self._names = feature_names(self._fx.sensors)
+        self._own = linear_model.LinearRegression(optimizer=optim.SGD(lr), intercept_lr=lr, clip_gradient=50.0)
+        self._abs_residual = stats.Quantile(coverage)
+        self._labels = 0
+        self._drift = drift.PageHinkley(min_instances=30, threshold=40.0)
+        self.drift_alarms = 0
+        self.last_drift_age: int | None = None
+        self._attach()
+
+    # -- shared, unpickled parts ------------------------------------------------------
+    def _attach(self) -> None:
+        self._prior: FleetPrior | None = None
+        if self.prior is not None:
+            directory = bundled_prior_dir() if self.prior == "bundled" else self.prior
+            self._prior = load_prior(directory, self._fx.schema())
+            self.cap = self._prior.cap
+        self._fleet: FleetModel | None = (
+            get_fleet(self.fleet, residual=self._prior is not None, cap=self.cap) if self.fleet else None
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("_prior", None)
+        state.pop("_fleet", None)
+        state.pop("_names", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._names = feature_names(self._fx.sensors)
+        self._attach()
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "prior": self.prior, "fleet": self.fleet, "personal": self.personal, "coverage": self.coverage,
+            "lr": self.lr, "cap": self.cap, "fast_span": self.fast_span, "slow_span": self.slow_span,
+            "baseline_n": self.baseline_n, "seed": self.seed,
+        }
+
+    @property
+    def prior_version(self) -> str | None:
+        return self._prior.manifest.prior_version if self._prior is not None else None
+
+    # -- the contract -------------------------------------------------------------------
+    def base_from_vector(self, vector: list[float], x: Features | None = None) -> float:
+        """Fleet knowledge for one feature vector: prior, then the online fleet model."""
+        base = self._prior.predict_vector(vector) if self._prior is not None else self.cap
+        if self._fleet is not None:
+            base = self._fleet.predict_one(x if x is not None else dict(zip(self._names, vector)), base)
+        return base
+
+    def observe_one(self, x: Features) -> Features:
+        vector = self._fx.update_vector(x)
+        features: dict[str, float | None] = dict(zip(self._names, vector))
+        base = self.base_from_vector(vector, features)
+        features[BASE_KEY] = base
+        self._drift.update(base)
+        if self._drift.drift_detected:
+            self.drift_alarms += 1
+            self.last_drift_age = self._fx.n
+        return features
+
+    def _base(self, x: Features) -> float:
+        base = x.get(BASE_KEY)
+        if base is not None and math.isfinite(base):
+            return float(base)
+        vector = [float(v) if v is not None else math.nan for v in (x.get(n) for n in self._names)]
+        return self.base_from_vector(vector)
+
+    def _own_input(self, x: Features, base: float) -> dict[str, float]:
+        age = x.get("age")
+        age = float(age) if age is not None and math.isfinite(age) else 0.0
+        return {"base": base / self.cap, "age": min(age, 400.0) / self.cap}
+
+    def predict_one(self, x: Features) -> float:
+        base = self._base(x)
+        value = base
+        if self.personal and self._labels:
+            correction = float(self._own.predict_one(self._own_input(x, base)))
+            if math.isfinite(correction):
+                value = base + correction
+        return min(max(value, 0.0), self.cap)
+
+    def predict_interval(self, x: Features) -> IntervalPrediction:
+        value = self.predict_one(x)
+        half = math.nan
+        if self._labels >= MIN_OWN_RESIDUALS:
+            half = self._abs_residual.get() or math.nan
+        elif self._prior is not None:
+            half = self._prior.halfwidth(value)
+        if not math.isfinite(half):
+            half = self.cap / 2.0  # nothing calibrated yet: say so with a wide interval
+        return IntervalPrediction(value=value, lower=max(0.0, value - half), upper=value + half)
+
+    def learn_one(self, x: Features, y: float) -> None:
+        if y is None or not math.isfinite(y):
+            return
+        target = min(float(y), self.cap)
+        base = self._base(x)
+        self._abs_residual.update(abs(target - self.predict_one(x)))
+        if self.personal:
+            self._own.learn_one(self._own_input(x, base), target - base)
+        self._labels += 1
