@@ -1,0 +1,126 @@
+{{/*
+Chart name, truncated to 63 characters (DNS label limit).
+*/}}
+{{- define "twinstream.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Fully qualified app name: release-chart unless the release name already holds the chart name.
+Truncated to 56 characters so that suffixes such as "-worker" still fit in 63.
+*/}}
+{{- define "twinstream.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 56 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 56 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 56 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "twinstream.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "twinstream.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "twinstream.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "twinstream.labels" -}}
+helm.sh/chart: {{ include "twinstream.chart" . }}
+{{ include "twinstream.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: twinstream
+{{- end }}
+
+{{- define "twinstream.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{- define "twinstream.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "twinstream.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "twinstream.configMapName" -}}
+{{- printf "%s-config" (include "twinstream.fullname" .) }}
+{{- end }}
+
+{{- define "twinstream.influxSecretName" -}}
+{{- default (printf "%s-influx" (include "twinstream.fullname" .)) .Values.influx.existingSecret }}
+{{- end }}
+
+{{/*
+Every field of twinstream.settings.Settings (the TWINSTREAM_* environment variables
+without the prefix, lower case). A unit test keeps this list equal to Settings.
+*/}}
+{{- define "twinstream.settingsFields" -}}
+broker app_id topic_namespace partitions data_dir store session_timeout_s batch_size batch_timeout_s checkpoint_interval_s learner learner_params target max_payload_bytes max_future_skew_s max_metrics influx_url influx_api influx_org influx_bucket influx_token influx_batch_size influx_flush_interval_s influx_max_backoff_s metrics_port log_level
+{{- end }}
+
+{{/*
+Settings the chart sets itself; values.config may not hold them.
+*/}}
+{{- define "twinstream.chartManagedFields" -}}
+data_dir metrics_port influx_token
+{{- end }}
+
+{{/*
+A config value as an environment-variable string: strings as they are, numbers and
+booleans as JSON (so 1000000 stays 1000000, not 1e+06).
+*/}}
+{{- define "twinstream.envValue" -}}
+{{- if kindIs "string" . }}{{ . }}{{ else }}{{ toJson . }}{{ end }}
+{{- end }}
+
+{{/*
+Fails the render on invalid combinations; included by the ConfigMap.
+*/}}
+{{- define "twinstream.validate" -}}
+{{- $known := splitList " " (include "twinstream.settingsFields" .) }}
+{{- $managed := splitList " " (include "twinstream.chartManagedFields" .) }}
+{{- range $key, $value := .Values.config }}
+{{- if has $key $managed }}
+{{- fail (printf "config.%s is set by the chart (data_dir: worker.persistence.mountPath, metrics_port: metrics.port, influx_token: influx.token or influx.existingSecret)" $key) }}
+{{- end }}
+{{- if not (has $key $known) }}
+{{- fail (printf "config.%s is not a twinstream setting (known: %s)" $key (join ", " $known)) }}
+{{- end }}
+{{- end }}
+{{- if not .Values.config.broker }}
+{{- fail "config.broker is required: the Kafka bootstrap URL, e.g. kafka://kafka.kafka.svc:9092" }}
+{{- end }}
+{{- if and .Values.sink.enabled (not .Values.config.influx_url) }}
+{{- fail "config.influx_url is required when sink.enabled is true (or set sink.enabled=false)" }}
+{{- end }}
+{{- $partitions := .Values.config.partitions }}
+{{- if not (kindIs "invalid" $partitions) }}
+{{- if gt (int .Values.worker.replicas) (int $partitions) }}
+{{- fail (printf "worker.replicas (%d) must not exceed config.partitions (%d): each partition is owned by one worker, extra workers idle" (int .Values.worker.replicas) (int $partitions)) }}
+{{- end }}
+{{- if and .Values.sink.enabled (gt (int .Values.sink.replicas) (int $partitions)) }}
+{{- fail (printf "sink.replicas (%d) must not exceed config.partitions (%d)" (int .Values.sink.replicas) (int $partitions)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Probe handler: GET /metrics from inside the container (works whatever address the
+metrics server binds to).
+*/}}
+{{- define "twinstream.metricsProbeHandler" -}}
+exec:
+  command:
+    - python
+    - -c
+    - "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ['TWINSTREAM_METRICS_PORT'] + '/metrics', timeout=3)"
+{{- end }}
