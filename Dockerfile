@@ -14,6 +14,10 @@ ARG PYTHON_IMAGE=python:3.11-slim
 # --- build: install the project and its dependencies into a virtualenv ------------
 FROM ${PYTHON_IMAGE} AS build
 
+# torch is a dependency; the default Linux wheel on PyPI is the CUDA build (several GB).
+# For a CPU-only image, pass an index that serves CPU builds of the pinned torch:
+#   docker build --build-arg PIP_EXTRA_INDEX_URL=<index> -t twinstream:local .
+ARG PIP_EXTRA_INDEX_URL=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
