@@ -1,10 +1,11 @@
 """Causal per-entity features for remaining-useful-life twins, in bounded state.
 
-Why these features: an engine's raw sensors mix noise, its own manufacturing offset and
-wear. A twin sees one engine and only its past, so it keeps, per sensor, a fast and a
-slow exponentially weighted mean (noise filter and trend), and the mean of the engine's
-own first cycles (its personal baseline). The deviation from that baseline removes the
-engine-to-engine offset that a fleet model cannot know. State is a few floats per
+Why these features: an engine's current readings (``_raw``: all that a stateless fleet
+model can see) mix noise, the engine's own manufacturing offset and wear. A twin sees
+one engine and only its past, so it keeps, per sensor, a fast and a slow exponentially
+weighted mean (noise filter and trend), and the mean of the engine's own first cycles
+(its personal baseline). The deviation from that baseline removes the engine-to-engine
+offset that a fleet model cannot know. State is a few floats per
 sensor (no windows), so a twin stays small however long it lives.
 
 The same class computes the features for prior training (offline, over history) and in
@@ -16,7 +17,7 @@ the live twin, so the prior never sees features the twin cannot produce.
 >>> x["age"], round(x["s2_ew"], 3), round(x["s2_dev"], 3), x["s3_dev"]
 (3.0, 1.359, -0.641, nan)
 >>> fx.schema().names[:3]
-['age', 's2_ew', 's2_dev']
+['age', 's2_raw', 's2_ew']
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from twinstream.data.cmapss import INFORMATIVE_SENSORS
 from twinstream.schemas.prior import FeatureSchema
 
 EXTRACTOR = "rul-features"
-EXTRACTOR_VERSION = "1"
+EXTRACTOR_VERSION = "2"
 NAN = float("nan")
 
 
@@ -102,11 +103,14 @@ class RulFeatures:
                 if bn[i] < bn_max:
                     bsum[i] += v
                     bn[i] += 1
+                raw = float(v)
+            else:
+                raw = NAN
             f = fast[i]
             if bn[i]:
-                out += (f, f - bsum[i] / bn[i], f - slow[i])
+                out += (raw, f, f - bsum[i] / bn[i], f - slow[i])
             else:
-                out += (NAN, NAN, NAN)
+                out += (raw, NAN, NAN, NAN)
         return out
 
     def update(self, metrics: Mapping[str, float | None]) -> dict[str, float]:
@@ -117,11 +121,22 @@ class RulFeatures:
 _NAMES_CACHE: dict[tuple[str, ...], list[str]] = {}
 
 
+def stateless_names(sensors: Sequence[str] = INFORMATIVE_SENSORS) -> list[str]:
+    """The features that need no per-entity history: age and the current readings.
+
+    The fleet prior alone sees only these; the twin's personal state adds the rest.
+
+    >>> stateless_names(("s2", "s3"))
+    ['age', 's2_raw', 's3_raw']
+    """
+    return ["age"] + [f"{s}_raw" for s in sensors]
+
+
 def feature_names(sensors: Sequence[str] = INFORMATIVE_SENSORS) -> list[str]:
-    """Feature names, in vector order: ``age`` then ``<sensor>_ew``, ``_dev``, ``_trend`` per sensor."""
+    """Feature names, in vector order: ``age`` then ``<sensor>_raw``, ``_ew``, ``_dev``, ``_trend`` per sensor."""
     key = tuple(sensors)
     names = _NAMES_CACHE.get(key)
     if names is None:
-        names = ["age"] + [f"{s}_{kind}" for s in key for kind in ("ew", "dev", "trend")]
+        names = ["age"] + [f"{s}_{kind}" for s in key for kind in ("raw", "ew", "dev", "trend")]
         _NAMES_CACHE[key] = names
     return list(names)

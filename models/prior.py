@@ -13,7 +13,8 @@ shares one copy, and a twin's pickled state holds only the directory and digest.
 >>> prior = load_prior(bundled_prior_dir(), RulFeatures().schema())
 >>> prior.manifest.family, prior.manifest.target
 ('rul-mlp', 'rul')
->>> 0.0 <= prior.predict_vector([float("nan")] * prior.n_features) <= prior.cap
+>>> missing = [float("nan")] * prior.n_features
+>>> 0.0 <= prior.predict_twin(missing, prior.predict_vector(missing)) <= prior.cap
 True
 >>> load_prior(bundled_prior_dir(), RulFeatures(fast_span=3).schema())
 Traceback (most recent call last):
@@ -32,7 +33,8 @@ import numpy as np
 
 from twinstream.schemas.prior import MANIFEST_FILE, FeatureSchema, PriorManifest
 
-WEIGHT_KEYS = ("mean", "w1", "b1", "w2", "b2")
+HEADS = ("prior", "twin")
+WEIGHT_KEYS = tuple(f"{head}_{k}" for head in HEADS for k in ("mean", "w1", "b1", "w2", "b2"))
 
 
 class PriorMismatchError(ValueError):
@@ -52,56 +54,99 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-class FleetPrior:
-    """A verified prior: a one-hidden-layer network (an averaged ensemble) on standardized features.
+class Net:
+    """One head: a one-hidden-layer network (an averaged ensemble), standardization folded in.
 
-    The standardization is folded into the first layer; a missing feature is imputed with
-    its training mean (its standardized value 0), so predictions stay finite.
+    A missing input is imputed with its training mean, so outputs stay finite.
+    """
+
+    def __init__(self, weights: dict[str, np.ndarray], prefix: str) -> None:
+        self.mean = np.asarray(weights[f"{prefix}_mean"], dtype=np.float64)
+        self.w1 = np.asarray(weights[f"{prefix}_w1"], dtype=np.float64)
+        self.b1 = np.asarray(weights[f"{prefix}_b1"], dtype=np.float64)
+        self.w2 = np.asarray(weights[f"{prefix}_w2"], dtype=np.float64)
+        self.b2 = float(np.asarray(weights[f"{prefix}_b2"]).reshape(-1)[0])
+        if self.w1.shape != (self.w2.shape[0], self.mean.shape[0]):
+            raise PriorMismatchError(f"{prefix} head: weight shapes {self.w1.shape} and {self.w2.shape} do not fit {self.mean.shape[0]} inputs")
+
+    def __call__(self, x: np.ndarray) -> float:
+        """Output for one input vector (modified in place: missing values imputed)."""
+        missing = np.isnan(x)
+        if missing.any():
+            x[missing] = self.mean[missing]
+        h = self.w1 @ x
+        h += self.b1
+        np.maximum(h, 0.0, out=h)
+        return float(self.w2 @ h) + self.b2
+
+    def many(self, x: np.ndarray) -> np.ndarray:
+        x = np.array(x, dtype=np.float64)
+        missing = np.isnan(x)
+        x[missing] = np.broadcast_to(self.mean, x.shape)[missing]
+        return np.maximum(x @ self.w1.T + self.b1, 0.0) @ self.w2 + self.b2
+
+
+class FleetPrior:
+    """A verified prior with two heads.
+
+    * ``prior`` head: what the fleet knows from one event alone (age, current readings).
+    * ``twin`` head: a correction of that estimate from a twin's personal state (its
+      smoothed sensors, deviation from its own baseline, trend), trained on the prior
+      head's out-of-fold predictions (stacking), so it learns what personal state adds.
     """
 
     def __init__(self, manifest: PriorManifest, weights: dict[str, np.ndarray], directory: Path) -> None:
         self.manifest = manifest
         self.directory = directory
         self.digest = manifest.weights_sha256
-        self.mean = np.asarray(weights["mean"], dtype=np.float64)
-        self.w1 = np.asarray(weights["w1"], dtype=np.float64)
-        self.b1 = np.asarray(weights["b1"], dtype=np.float64)
-        self.w2 = np.asarray(weights["w2"], dtype=np.float64)
-        self.b2 = float(np.asarray(weights["b2"]).reshape(-1)[0])
-        self.n_features = int(self.mean.shape[0])
         self.names = list(manifest.feature_schema.names)
+        self.n_features = len(self.names)
+        inputs = manifest.prior_inputs or self.names
+        unknown = [n for n in inputs if n not in self.names]
+        if unknown:
+            raise PriorMismatchError(f"prior {directory}: prior inputs {unknown} are not in the feature schema")
+        self.prior_cols = np.array([self.names.index(n) for n in inputs], dtype=np.intp)
+        self.prior_net = Net(weights, "prior")
+        self.twin_net = Net(weights, "twin")
+        if self.prior_net.mean.shape[0] != len(self.prior_cols) or self.twin_net.mean.shape[0] != self.n_features + 1:
+            raise PriorMismatchError(f"prior {directory}: weights do not fit {len(self.prior_cols)} prior inputs and {self.n_features} features")
         self.cap = float(manifest.target_cap) if manifest.target_cap is not None else float("inf")
-        edges = manifest.calibration.get("edges", [])
-        self._edges = list(edges)
-        self._half = list(manifest.calibration.get("halfwidth", []))
-        if self.w1.shape != (self.w2.shape[0], self.n_features):
-            raise PriorMismatchError(f"prior {directory}: weight shapes {self.w1.shape} and {self.w2.shape} do not fit {self.n_features} features")
+        self._edges = list(manifest.calibration.get("edges", []))
+        self._half = {head: list(manifest.calibration.get(f"{head}_halfwidth", [])) for head in HEADS}
 
-    def predict_vector(self, values: list[float]) -> float:
-        """Prediction for one feature vector (in ``names`` order; NaN = missing)."""
-        x = np.array(values, dtype=np.float64)
-        missing = x != x
-        if missing.any():
-            x[missing] = self.mean[missing]
-        h = self.w1 @ x
-        h += self.b1
-        np.maximum(h, 0.0, out=h)
-        y = float(self.w2 @ h) + self.b2
+    def _clip(self, y: float) -> float:
         return min(max(y, 0.0), self.cap)
 
-    def predict_many(self, matrix: np.ndarray) -> np.ndarray:
-        """Predictions for rows of features (used by training reports and tests)."""
-        x = np.array(matrix, dtype=np.float64)
-        missing = np.isnan(x)
-        x[missing] = np.broadcast_to(self.mean, x.shape)[missing]
-        h = np.maximum(x @ self.w1.T + self.b1, 0.0)
-        return np.clip(h @ self.w2 + self.b2, 0.0, self.cap)
+    def predict_vector(self, values: list[float]) -> float:
+        """The prior head's prediction for one feature vector (in ``names`` order; NaN = missing)."""
+        return self._clip(self.prior_net(np.array(values, dtype=np.float64)[self.prior_cols]))
 
-    def halfwidth(self, predicted: float) -> float:
+    def predict_twin(self, values: list[float], prior_value: float) -> float:
+        """Prior value corrected by the twin head from the full (personal) feature vector."""
+        x = np.array(values + [prior_value], dtype=np.float64)
+        return self._clip(prior_value + self.twin_net(x))
+
+    def predict_pair(self, values: list[float]) -> tuple[float, float]:
+        """(prior head, prior + twin head) for one vector, building the input array once."""
+        x = np.array(values + [0.0], dtype=np.float64)
+        a = self._clip(self.prior_net(x[self.prior_cols]))
+        x[-1] = a
+        return a, self._clip(a + self.twin_net(x))
+
+    def predict_many(self, matrix: np.ndarray, head: str = "twin") -> np.ndarray:
+        """Predictions for rows of features (training reports and tests)."""
+        x = np.asarray(matrix, dtype=np.float64)
+        a = np.clip(self.prior_net.many(x[:, self.prior_cols]), 0.0, self.cap)
+        if head == "prior":
+            return a
+        return np.clip(a + self.twin_net.many(np.column_stack([x, a])), 0.0, self.cap)
+
+    def halfwidth(self, predicted: float, head: str = "twin") -> float:
         """Split-conformal interval half-width for a prediction of this size (from the manifest)."""
-        if not self._half:
+        half = self._half.get(head) or []
+        if not half:
             return float("nan")
-        return self._half[min(bisect.bisect_right(self._edges, predicted), len(self._half) - 1)]
+        return half[min(bisect.bisect_right(self._edges, predicted), len(half) - 1)]
 
 
 _CACHE: dict[tuple[str, str], FleetPrior] = {}
@@ -136,8 +181,6 @@ def load_prior(directory: str | Path, expected_schema: FeatureSchema | None = No
             if missing:
                 raise PriorMismatchError(f"prior {directory}: weights file lacks arrays {missing}")
             weights = {k: npz[k] for k in WEIGHT_KEYS}
-        if len(manifest.feature_schema.names) != weights["mean"].shape[0]:
-            raise PriorMismatchError(f"prior {directory}: manifest lists {len(manifest.feature_schema.names)} features, weights take {weights['mean'].shape[0]}")
         prior = FleetPrior(manifest, weights, directory)
         _CACHE[key] = prior
     if expected_schema is not None:

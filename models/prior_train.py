@@ -1,11 +1,14 @@
 """Training a fleet prior with torch (offline, from run-to-failure history).
 
-Why this design: the prior must run inside every twin at event rate, so it is a small
-one-hidden-layer network on the twin's own causal features (:mod:`.features`), computed
-by the very class the twin uses. It is a k-fold ensemble split by engine: each member
-is trained without one fold of engines, the out-of-fold predictions give honest
-validation metrics and the split-conformal interval widths stored in the manifest, and
-the members' average is the shipped predictor (folded into one wider layer).
+Why this design: the prior must run inside every twin at event rate, so each head is a
+small one-hidden-layer network on features computed by the very class the twin uses
+(:mod:`.features`). The *prior head* sees one event alone (age, current readings): what
+the fleet knows about any engine. The *twin head* learns, on the prior head's
+out-of-fold predictions (stacking), how a twin's personal state (smoothed sensors,
+deviation from its own baseline, trend) corrects that estimate. Each head is a k-fold
+ensemble split by engine: every member is trained without one fold, the out-of-fold
+predictions give honest validation metrics and the split-conformal interval widths in
+the manifest, and the members' average is what ships (folded into one wider layer).
 
 torch is imported only inside the training functions, so importing this module (or
 running a twin) never loads it; ``threads=1`` by default, as training shares cores.
@@ -19,6 +22,7 @@ running a twin) never loads it; ``threads=1`` by default, as training shares cor
 from __future__ import annotations
 
 import io
+import math
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,12 +31,12 @@ from typing import Any
 import numpy as np
 
 from twinstream.data.cmapss import CmapssSubset, load_subset, subset_files
-from twinstream.models.features import RulFeatures
+from twinstream.models.features import RulFeatures, feature_names, stateless_names
 from twinstream.models.prior import load_prior, sha256_file
 from twinstream.schemas.prior import MANIFEST_FILE, PriorManifest
 
 FAMILY = "rul-mlp"
-VERSION = "1"
+VERSION = "2"
 WEIGHTS_FILE = "weights.npz"
 CALIBRATION_EDGES = (20.0, 40.0, 60.0, 80.0, 100.0, 115.0)
 
@@ -90,9 +94,9 @@ def _fit_member(x: np.ndarray, y: np.ndarray, hidden: int, epochs: int, lr: floa
     }
 
 
-def _member_predict(member: dict[str, np.ndarray], z: np.ndarray, cap: float) -> np.ndarray:
+def _member_predict(member: dict[str, np.ndarray], z: np.ndarray, lo: float, hi: float) -> np.ndarray:
     h = np.maximum(z @ member["w1"].T + member["b1"], 0.0)
-    return np.clip(h @ member["w2"] + member["b2"][0], 0.0, cap)
+    return np.clip(h @ member["w2"] + member["b2"][0], lo, hi)
 
 
 def write_weights(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -104,70 +108,105 @@ def write_weights(path: Path, arrays: dict[str, np.ndarray]) -> None:
             archive.writestr(zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0)), buffer.getvalue())
 
 
+def fit_ensemble(
+    z: np.ndarray, target: np.ndarray, fold: np.ndarray, folds: int, hidden: int, epochs: int, lr: float, seed: int,
+    progress: Callable[[str], None] | None = None, label: str = "",
+) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+    """One member per engine fold (trained without it) and the members' out-of-fold predictions."""
+    oof = np.zeros_like(target)
+    members = []
+    for k in range(folds):
+        if progress:
+            progress(f"{label} fold {k + 1}/{folds}")
+        train = fold != k
+        member = _fit_member(z[train], target[train], hidden, epochs, lr, seed * 100 + k)
+        oof[~train] = _member_predict(member, z[~train], -math.inf, math.inf)
+        members.append(member)
+    return members, oof
+
+
+def fold_members(prefix: str, members: list[dict[str, np.ndarray]], mean: np.ndarray, std: np.ndarray) -> dict[str, np.ndarray]:
+    """Fold standardization into layer 1 and average the members into one wider layer."""
+    w1 = np.concatenate([m["w1"] / std for m in members])
+    b1 = np.concatenate([m["b1"] - (m["w1"] / std) @ mean for m in members])
+    w2 = np.concatenate([m["w2"] for m in members]) / len(members)
+    b2 = np.array([sum(float(m["b2"][0]) for m in members) / len(members)])
+    return {f"{prefix}_mean": mean, f"{prefix}_w1": w1.astype(np.float32), f"{prefix}_b1": b1.astype(np.float32),
+            f"{prefix}_w2": w2.astype(np.float32), f"{prefix}_b2": b2}
+
+
+def _halfwidths(pred: np.ndarray, residual: np.ndarray) -> list[float]:
+    bins = np.digitize(pred, CALIBRATION_EDGES)
+    overall = float(np.quantile(residual, 0.9))
+    return [float(np.quantile(residual[bins == b], 0.9)) if (bins == b).sum() >= 20 else overall for b in range(len(CALIBRATION_EDGES) + 1)]
+
+
+def _standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mean, std = standardize_stats(x)
+    return np.where(np.isnan(x), 0.0, (x - mean) / std), mean, std
+
+
 def train_prior(
     out: Path,
     subset: str = "FD001",
     data_dir: Path | None = None,
     cap: float = 125.0,
     folds: int = 5,
-    hidden: int = 64,
-    epochs: int = 60,
+    hidden: int = 128,
+    prior_hidden: int = 64,
+    epochs: int = 100,
     lr: float = 3e-3,
     seed: int = 0,
     threads: int = 1,
     fx_params: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> PriorManifest:
-    """Train the prior on ``subset``'s training engines and write the artifact to ``out``."""
+    """Train both heads on ``subset``'s training engines and write the artifact to ``out``."""
     import torch
 
     torch.set_num_threads(threads)
     data = load_subset(subset, data_dir)
     fx = RulFeatures(**(fx_params or {}))
+    names = feature_names(fx.sensors)
+    prior_inputs = stateless_names(fx.sensors)
     x, y, units = engine_features(data, fx_params, cap)
-    mean, std = standardize_stats(x)
-    z = np.where(np.isnan(x), 0.0, (x - mean) / std)
+    true = np.array([float(data.train_rul_at(r)) for r in sorted(data.train, key=lambda r: (r.unit, r.cycle))])
     unit_ids = np.unique(units)
     fold_of = {u: i % folds for i, u in enumerate(np.random.default_rng(seed).permutation(unit_ids))}
     fold = np.array([fold_of[u] for u in units])
-    oof = np.zeros_like(y)
-    members = []
-    for k in range(folds):
-        if progress:
-            progress(f"fold {k + 1}/{folds}")
-        train = fold != k
-        member = _fit_member(z[train], y[train], hidden, epochs, lr, seed * 100 + k)
-        oof[~train] = _member_predict(member, z[~train], cap)
-        members.append(member)
-    residual = np.abs(y - oof)
-    bins = np.digitize(oof, CALIBRATION_EDGES)
-    halfwidth = [float(np.quantile(residual[bins == b], 0.9)) if (bins == b).sum() >= 20 else float(np.quantile(residual, 0.9)) for b in range(len(CALIBRATION_EDGES) + 1)]
-    # Fold standardization into layer 1 and average the members into one wider network.
-    w1 = np.concatenate([m["w1"] / std for m in members])
-    b1 = np.concatenate([m["b1"] - (m["w1"] / std) @ mean for m in members])
-    w2 = np.concatenate([m["w2"] for m in members]) / folds
-    b2 = np.array([sum(float(m["b2"][0]) for m in members) / folds])
+    # Head 1, the prior: one event alone (age, current readings).
+    xa = x[:, [names.index(n) for n in prior_inputs]]
+    za, mean_a, std_a = _standardize(xa)
+    members_a, oof_a = fit_ensemble(za, y, fold, folds, prior_hidden, epochs, lr, seed, progress, "prior head")
+    oof_a = np.clip(oof_a, 0.0, cap)
+    # Head 2, the twin: correction of the prior from the personal state, on out-of-fold prior values.
+    xb = np.column_stack([x, oof_a])
+    zb, mean_b, std_b = _standardize(xb)
+    members_b, oof_r = fit_ensemble(zb, y - oof_a, fold, folds, hidden, epochs, lr, seed + 1, progress, "twin head")
+    oof_b = np.clip(oof_a + oof_r, 0.0, cap)
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / WEIGHTS_FILE
-    write_weights(weights_path, {"mean": mean, "w1": w1.astype(np.float32), "b1": b1.astype(np.float32), "w2": w2.astype(np.float32), "b2": b2})
-    files = subset_files(subset, data_dir)
+    write_weights(weights_path, {**fold_members("prior", members_a, mean_a, std_a), **fold_members("twin", members_b, mean_b, std_b)})
+    in_range = (true >= 5) & (true <= 145)  # the range of test RULs: a test-like validation slice
+    metrics: dict[str, float] = {"train_rows": float(len(y)), "train_engines": float(len(unit_ids))}
+    for head, pred in (("prior", oof_a), ("twin", oof_b)):
+        metrics[f"{head}_oof_rmse"] = float(np.sqrt(np.mean((y - pred) ** 2)))
+        metrics[f"{head}_oof_rmse_true_rul_5_145"] = float(np.sqrt(np.mean((true[in_range] - pred[in_range]) ** 2)))
     manifest = PriorManifest(
         family=FAMILY,
         version=VERSION,
         feature_schema=fx.schema(),
-        training_data={p.name: sha256_file(p) for p in (files["train"],)},
+        prior_inputs=prior_inputs,
+        training_data={p.name: sha256_file(p) for p in (subset_files(subset, data_dir)["train"],)},
         weights_file=WEIGHTS_FILE,
         weights_sha256=sha256_file(weights_path),
         target="rul",
         target_cap=cap,
-        metrics={
-            "oof_rmse": float(np.sqrt(np.mean((y - oof) ** 2))),
-            "oof_mae": float(np.mean(residual)),
-            "train_rows": float(len(y)),
-            "train_engines": float(len(unit_ids)),
-        },
-        calibration={"edges": list(CALIBRATION_EDGES), "halfwidth": halfwidth},
-        training={"subset": subset, "folds": folds, "hidden": hidden, "epochs": epochs, "lr": lr, "seed": seed, "torch": torch.__version__},
+        metrics=metrics,
+        calibration={"edges": list(CALIBRATION_EDGES), "prior_halfwidth": _halfwidths(oof_a, np.abs(y - oof_a)),
+                     "twin_halfwidth": _halfwidths(oof_b, np.abs(y - oof_b))},
+        training={"subset": subset, "folds": folds, "hidden": hidden, "prior_hidden": prior_hidden, "epochs": epochs,
+                  "lr": lr, "seed": seed, "torch": torch.__version__},
     )
     (out / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
     load_prior(out, fx.schema())  # refuse to hand back an artifact that does not load

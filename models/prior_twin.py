@@ -2,9 +2,10 @@
 
 Why this split: one engine has too little data to learn a degradation model alone, but
 the fleet has plenty. So each event goes through
-1. the entity's causal feature state (:class:`~.features.RulFeatures`: smoothed sensors,
-   deviation from its own first cycles, trend, age) -- personal, unsupervised;
-2. the fleet prior (:mod:`.prior`, torch-trained, shared per process) on those features;
+1. the fleet prior's estimate from the event alone (prior head: age, current readings);
+2. the entity's personal state, learned online from its own stream
+   (:class:`~.features.RulFeatures`: smoothed sensors, deviation from its own first
+   cycles, trend), turned into a correction of that estimate by the prior's twin head;
 3. optionally a shared online fleet model (:mod:`.fleet`) that learns from labels the
    fleet releases (without a prior it is the whole predictor);
 4. a personal online correction (River linear model on the residual) that learns from
@@ -28,6 +29,7 @@ True
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from river import drift, linear_model, optim, stats
@@ -45,8 +47,9 @@ class PriorTwin(TwinLearner):
     """Prior + personal RUL learner.
 
     Parameters: ``prior`` ("bundled", an artifact directory, or None for no prior),
-    ``fleet`` (name of a shared online fleet model, or None), ``personal`` (learn a
-    residual from own labels), ``coverage`` (interval target), ``lr`` (personal SGD
+    ``fleet`` (name of a shared online fleet model, or None), ``personal`` (use the
+    twin's personal state and learn a residual from own labels; False = prior head
+    alone), ``coverage`` (interval target), ``lr`` (personal SGD
     rate), ``cap`` (largest RUL predicted; the prior's cap when it has one), feature
     parameters (must match the prior's manifest), ``seed``.
     """
@@ -123,8 +126,15 @@ class PriorTwin(TwinLearner):
 
     # -- the contract -------------------------------------------------------------------
     def base_from_vector(self, vector: list[float], x: Features | None = None) -> float:
-        """Fleet knowledge for one feature vector: prior, then the online fleet model."""
-        base = self._prior.predict_vector(vector) if self._prior is not None else self.cap
+        """The estimate before own-label corrections.
+
+        With a prior: its prior head (one event alone), corrected by its twin head from
+        this twin's personal state when ``personal``. Then the online fleet model, if any.
+        """
+        if self._prior is not None:
+            base = self._prior.predict_pair(vector)[1] if self.personal else self._prior.predict_vector(vector)
+        else:
+            base = self.cap
         if self._fleet is not None:
             base = self._fleet.predict_one(x if x is not None else dict(zip(self._names, vector)), base)
         return base
@@ -167,10 +177,29 @@ class PriorTwin(TwinLearner):
         if self._labels >= MIN_OWN_RESIDUALS:
             half = self._abs_residual.get() or math.nan
         elif self._prior is not None:
-            half = self._prior.halfwidth(value)
+            half = self._prior.halfwidth(value, "twin" if self.personal else "prior")
         if not math.isfinite(half):
             half = self.cap / 2.0  # nothing calibrated yet: say so with a wide interval
         return IntervalPrediction(value=value, lower=max(0.0, value - half), upper=value + half)
+
+    def release(self, history: Sequence[tuple[Features, float]]) -> int:
+        """Labels of an entity's past events became known (e.g. it failed): teach the fleet model.
+
+        The raw events are replayed through a fresh feature state with this twin's
+        parameters (the same code as :meth:`observe_one`), in order, once. Returns the
+        number of samples learned (0 without a fleet model).
+        """
+        if self._fleet is None:
+            return 0
+        fx = RulFeatures(sensors=self._fx.sensors, fast_span=self.fast_span, slow_span=self.slow_span, baseline_n=self.baseline_n)
+        fleet, self._fleet = self._fleet, None  # the base the fleet model corrects excludes itself
+        try:
+            for metrics, y in history:
+                vector = fx.update_vector(metrics)
+                fleet.learn_one(dict(zip(self._names, vector)), y, self.base_from_vector(vector))
+        finally:
+            self._fleet = fleet
+        return len(history)
 
     def learn_one(self, x: Features, y: float) -> None:
         if y is None or not math.isfinite(y):

@@ -3,7 +3,7 @@
 >>> make_learner("river-linear", clip_min=0.0).family
 'river-linear'
 >>> make_learner(DEFAULT_LEARNER, **DEFAULT_PARAMS).prior_version
-'rul-mlp-v1'
+'rul-mlp-v2'
 >>> make_learner("nope")
 Traceback (most recent call last):
 ...

@@ -87,10 +87,13 @@ class PriorManifest(BaseModel):
     weights_sha256: str = Field(pattern=SHA256_PATTERN)
     target: str = Field(description="What the prior predicts, e.g. 'rul'.")
     target_cap: float | None = Field(default=None, description="Training targets were capped at this value.")
+    prior_inputs: list[str] = Field(
+        default_factory=list, description="Features the stateless prior head reads (a subset of the schema); the twin head reads all."
+    )
     metrics: dict[str, float] = Field(default_factory=dict, description="Validation metrics measured when trained.")
     calibration: dict[str, list[float]] = Field(
         default_factory=dict,
-        description="Split-conformal residual quantiles: 'edges' (predicted-value bins) and 'halfwidth' per bin.",
+        description="Split-conformal |residual| quantiles: 'edges' (predicted-value bins), '<head>_halfwidth' per bin.",
     )
     training: dict[str, float | int | str] = Field(default_factory=dict, description="Training hyperparameters.")
 

@@ -21,8 +21,9 @@ def train(
     data: Path = typer.Option(..., "--data", help="Directory with NASA's C-MAPSS files (train_FD00X.txt, ...)."),
     out: Path = typer.Option(..., "--out", help="Artifact directory to write (manifest.json + weights.npz)."),
     subset: str = typer.Option("FD001", "--subset", help="Which subset's training engines to learn from."),
-    epochs: int = typer.Option(60, help="Training epochs per ensemble member."),
-    hidden: int = typer.Option(64, help="Hidden units per ensemble member."),
+    epochs: int = typer.Option(100, help="Training epochs per ensemble member."),
+    hidden: int = typer.Option(128, help="Hidden units per member of the twin head."),
+    prior_hidden: int = typer.Option(64, help="Hidden units per member of the prior head."),
     folds: int = typer.Option(5, help="Ensemble members (engine folds)."),
     seed: int = typer.Option(0, help="Random seed (data split and initialisation)."),
     threads: int = typer.Option(1, help="torch threads (cores are shared: 1 by default)."),
@@ -32,7 +33,7 @@ def train(
 
     with console.status(f"training prior on {subset} ...") as status:
         manifest = train_prior(
-            out, subset=subset, data_dir=data, folds=folds, hidden=hidden, epochs=epochs, seed=seed,
+            out, subset=subset, data_dir=data, folds=folds, hidden=hidden, prior_hidden=prior_hidden, epochs=epochs, seed=seed,
             threads=threads, progress=lambda msg: status.update(f"training prior on {subset}: {msg}"),
         )
     console.print(f"[green]wrote[/] {out} ({manifest.prior_version}, weights sha256 {manifest.weights_sha256[:12]}...)")
