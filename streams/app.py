@@ -57,6 +57,7 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         stream_buffer_maxsize=8192,
         stream_wait_empty=False,
+        recovery_consistency_check=settings.recovery_consistency_check,
         table_cleanup_interval=timedelta(minutes=5).total_seconds(),
         value_serializer="raw",
         key_serializer="raw",

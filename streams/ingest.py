@@ -23,11 +23,12 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
+import orjson
 from faust.streams import _current_event  # see _as_event_of_partition
 
 from twinstream.settings import Settings
@@ -37,6 +38,7 @@ from twinstream.streams.processor import Record, TwinProcessor
 log = logging.getLogger(__name__)
 
 TWIN_TABLE = "twins"
+CHECKPOINT_KEY_PREFIX = "__checkpoint__."
 
 
 @dataclass
@@ -75,6 +77,7 @@ class IngestAgent:
         self.lock = asyncio.Lock()
         self.generation = 0
         self.last_checkpoint = time.monotonic()
+        self.checkpoint_number = 0
         self.stream: faust.StreamT | None = None
         app.agent(self.telemetry, name="twinstream.ingest")(self._agent)
         app.timer(max(settings.checkpoint_interval_s, 0.05))(self._on_timer)
@@ -136,12 +139,16 @@ class IngestAgent:
         if sends:
             await asyncio.gather(*sends)  # raises if the broker refused any prediction/dead letter
         written = 0
-        for partition, items in self.processor.take_dirty().items():
+        dirty = self.processor.take_dirty()
+        for partition, items in dirty.items():
             with _as_event_of_partition(last_events.get(partition)):
                 for entity_id, blob in items:
                     self.table[entity_id.encode()] = blob
                     written += 1
         await self.app.producer.flush()
+        if dirty:
+            self._write_markers(dirty.keys(), last_events)
+            await self.app.producer.flush()
         if generation != self.generation:
             log.info("checkpoint straddled a rebalance; %d events will be redelivered instead of acked", len(events))
             return
@@ -152,6 +159,24 @@ class IngestAgent:
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.observe(self.last_checkpoint - started)
         log.debug("checkpoint: %d twins written, %d events acked", written, len(events))
+
+
+    def _write_markers(self, partitions: Iterable[int], last_events: dict[int, faust.EventT]) -> None:
+        """End each written changelog partition with a one-record batch.
+
+        The embedded Tansu 0.6.0 reports a partition's high watermark as the base offset
+        of its last record batch + 1, so the tail of a multi-record batch would be
+        invisible to Faust's changelog recovery. A single marker record, flushed after
+        the twins, makes the reported high watermark exact again. With Apache Kafka it
+        is one small record per partition per checkpoint. Marker keys are not valid
+        entity ids, so they never collide with a twin.
+        """
+        self.checkpoint_number += 1
+        for partition in partitions:
+            with _as_event_of_partition(last_events.get(partition)):
+                self.table[f"{CHECKPOINT_KEY_PREFIX}{partition}".encode()] = orjson.dumps(
+                    {"checkpoint": self.checkpoint_number, "time": time.time()}
+                )
 
 
 class _as_event_of_partition:

@@ -38,6 +38,15 @@ class Settings(BaseSettings):
     store: str = Field(default="rocksdb://", description="Faust table store: rocksdb:// or memory://.")
     session_timeout_s: float = Field(default=8.0, gt=0, description="Consumer session timeout (Tansu holds JoinGroup ~half of it).")
 
+    recovery_consistency_check: bool = Field(
+        default=False,
+        description=(
+            "Faust's start-up check that local RocksDB offsets do not exceed the changelog high watermark. "
+            "Off by default: the embedded Tansu 0.6.0 under-reports high watermarks (base offset of the last "
+            "record batch + 1), which would fail the check after a crash. Turn it on with Apache Kafka."
+        ),
+    )
+
     # --- ingest batching and checkpoints -----------------------------------------
     batch_size: int = Field(default=1000, ge=1, description="Events handled per batch by the ingest agent.")
     batch_timeout_s: float = Field(default=0.05, gt=0, description="Max wait to fill a batch.")

@@ -14,7 +14,7 @@ import pytest
 
 import twinstream
 
-SKIP = {"twinstream.cli"}  # typer app: examples are shell commands, documented in the README
+SKIP = {"twinstream.cli", "twinstream.__main__"}  # typer app: examples are shell commands, documented in the README
 
 
 def all_modules() -> list[str]:
