@@ -52,7 +52,7 @@ def print_arms(report: dict) -> None:
             name, f"{s['rmse']:.2f}", f"{s['rmse_capped_truth']:.2f}", f"{s['phm_score']:.0f}", f"{s['rmse_few']:.2f}",
             f"{s['rmse_many']:.2f}", f"{s['coverage']:.2f}", f"{s['updates_per_s']:.0f}", f"{s['state_bytes_mean']:.0f}",
         )
-    Console().print(table)
+    Console(width=max(Console().width, 140)).print(table)
 
 
 @app.command("cmapss")
