@@ -50,6 +50,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether nothing listens on ``host:port`` (so the broker would not talk to a stranger)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # ignore TIME_WAIT, as the broker does
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
 def wait_for_port(host: str, port: int, timeout_s: float, process: subprocess.Popen | None = None) -> None:
     """Block until something accepts TCP connections on ``host:port``."""
     deadline = time.monotonic() + timeout_s
@@ -106,6 +117,8 @@ class EmbeddedBroker:
     def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
         if self.running:
             return self
+        if not port_is_free(self.host, self.port):
+            raise BrokerError(f"{self.host}:{self.port} is already in use; pick another port (or 0 for any)")
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
             self._log_file = self.log_path.open("ab")
