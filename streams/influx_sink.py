@@ -183,7 +183,7 @@ def run_sink(settings: Settings) -> None:
         raise SystemExit("the InfluxDB sink needs a broker: set TWINSTREAM_BROKER (e.g. kafka://127.0.0.1:9092)")
     metrics = WorkerMetrics()
     if settings.metrics_port is not None:
-        serve_metrics(metrics, settings.metrics_port)
+        serve_metrics(metrics, settings.metrics_port, settings.metrics_addr)
     app = create_sink_app(settings, metrics=metrics)
     settings.data_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)

@@ -35,7 +35,7 @@ def run_worker(settings: Settings) -> None:
     ensure_topics(settings)
     metrics = WorkerMetrics()
     if settings.metrics_port is not None:
-        serve_metrics(metrics, settings.metrics_port)
+        serve_metrics(metrics, settings.metrics_port, settings.metrics_addr)
     app, _ = build_worker_app(settings, metrics)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -82,6 +82,9 @@ class Settings(BaseSettings):
 
     # --- observability ---------------------------------------------------------------
     metrics_port: int | None = Field(default=None, description="Serve Prometheus metrics on this port.")
+    metrics_addr: str = Field(
+        default="127.0.0.1", description="Address the metrics server binds (0.0.0.0 in containers so Prometheus can scrape)."
+    )
     log_level: str = Field(default="INFO")
 
     @field_validator("broker")

@@ -43,7 +43,7 @@ ENV_PREFIX = Settings.model_config["env_prefix"]
 SETTINGS_ENV = frozenset(ENV_PREFIX + name.upper() for name in Settings.model_fields)
 ENV_NAME = re.compile(rf"\b{ENV_PREFIX}[A-Z0-9_]+")
 # Settings the chart sets itself (not in values.config).
-CHART_MANAGED = {"data_dir", "metrics_port", "influx_token"}
+CHART_MANAGED = {"data_dir", "metrics_port", "metrics_addr", "influx_token"}
 TWINSTREAM_IMAGE = "twinstream:local"
 
 # Artefacts whose TWINSTREAM_* names must all be Settings fields.
