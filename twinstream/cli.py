@@ -17,6 +17,8 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from twinstream.commands import evaluate as eval_commands
+from twinstream.commands import prior as prior_commands
 from twinstream.settings import Settings
 
 app = typer.Typer(help="twinstream: streaming digital twins that learn per entity.", no_args_is_help=True)
@@ -24,6 +26,8 @@ topics_app = typer.Typer(help="Topic catalog.", no_args_is_help=True)
 replay_app = typer.Typer(help="Replay data sets as live telemetry.", no_args_is_help=True)
 app.add_typer(topics_app, name="topics")
 app.add_typer(replay_app, name="replay")
+app.add_typer(prior_commands.app, name="prior")
+app.add_typer(eval_commands.app, name="eval")
 console = Console(stderr=True)
 
 BrokerOpt = Annotated[Optional[str], typer.Option("--broker", help="kafka://host:port (env TWINSTREAM_BROKER).")]

@@ -57,9 +57,12 @@ class Settings(BaseSettings):
     )
 
     # --- twins ---------------------------------------------------------------------
-    learner: str = Field(default="river-linear", description="Twin learner family (twinstream.models.registry).")
+    learner: str = Field(
+        default="prior-twin",
+        description="Twin learner family (twinstream.models.registry): prior-twin (fleet prior + personal state) or river-linear.",
+    )
     learner_params: dict[str, Any] = Field(
-        default_factory=lambda: {"clip_min": 0.0}, description="Learner constructor parameters (JSON in env)."
+        default_factory=dict, description="Learner constructor parameters (JSON in env), e.g. {\"prior\": \"bundled\"}."
     )
     target: str = Field(default="rul", description="What twins predict; learned from telemetry targets of that name.")
 
