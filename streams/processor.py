@@ -141,8 +141,14 @@ class TwinProcessor:
             twin = self.twin(decoded.entity_id, record.partition)
             status = twin.classify(decoded.seq)
             if status is SeqStatus.DUPLICATE:
+                # A redelivery after a crash. The twin may have been loaded from local
+                # RocksDB state that is *ahead* of the changelog (the crash came between
+                # the table write and the changelog flush). Marking it dirty makes the
+                # next checkpoint write its state to the changelog before this event is
+                # acknowledged, so recovery from the changelog alone never goes back.
                 out.duplicates += 1
                 self.metrics.duplicates.inc()
+                self.dirty.add(decoded.entity_id)
                 continue
             if status is SeqStatus.LATE:
                 twin.forget_missing(decoded.seq)

@@ -24,7 +24,7 @@ from worker_harness import (
     wait_until,
 )
 
-RATE = 1000.0  # events/s: the FD001 replay (33,727 events) lasts ~34 s, long enough to kill twice
+RATE = 2000.0  # events/s: the FD001 replay (33,727 events) lasts ~17 s plus the hold below
 
 
 def test_sigkill_twice_mid_replay_loses_nothing(kafka_broker: EmbeddedBroker, app_id: str, tmp_path: Path) -> None:
@@ -43,11 +43,19 @@ def test_sigkill_twice_mid_replay_loses_nothing(kafka_broker: EmbeddedBroker, ap
     sent_per_entity = Counter(event.entity_id for event in events)
     progress = {"sent": 0}
     replay_error: list[BaseException] = []
+    # The replay holds at 70% until both kills happened, so both land mid-replay however
+    # slowly a restarted worker comes up on a loaded machine.
+    hold_at, kills_done = int(len(events) * 0.7), threading.Event()
+
+    def on_sent(count: int) -> None:
+        progress["sent"] = count
+        if count == hold_at:
+            kills_done.wait(timeout=240)
 
     def replay() -> None:
         try:
             asyncio.run(send_all(kafka_broker.bootstrap_servers, TELEMETRY.in_namespace(namespace).name, events,
-                                 rate=RATE, show_progress=False, on_sent=lambda n: progress.__setitem__("sent", n)))
+                                 rate=RATE, show_progress=False, on_sent=on_sent))
         except BaseException as exc:  # surfaced in the main thread below
             replay_error.append(exc)
 
@@ -68,6 +76,7 @@ def test_sigkill_twice_mid_replay_loses_nothing(kafka_broker: EmbeddedBroker, ap
             worker.kill()
             env["TWINSTREAM_DATA_DIR"] = str(tmp_path / state_dir)
             worker = WorkerProcess(env, tmp_path / "worker.log").start()
+        kills_done.set()
         producer.join(timeout=120)
         assert not replay_error, replay_error
         expected = {(event.entity_id, event.seq) for event in events}
@@ -82,6 +91,7 @@ def test_sigkill_twice_mid_replay_loses_nothing(kafka_broker: EmbeddedBroker, ap
                    60, "the worker to commit every telemetry offset", poll_s=1.0)
         assert worker.alive(), worker.log_tail()
     finally:
+        kills_done.set()
         worker.stop()
         predictions.close()
 

@@ -97,6 +97,18 @@ def test_duplicate_is_skipped_not_reapplied() -> None:
     assert harness.processor.twins["e1"].updates == 2
 
 
+def test_duplicate_marks_twin_for_the_next_checkpoint() -> None:
+    """Local state can be ahead of the changelog after a crash; a duplicate must get the
+    twin re-written before it is acknowledged, or a later recovery from the changelog
+    alone would lose the update (found by the crash test)."""
+    harness = Harness()
+    harness.feed(telemetry(seq=0))
+    harness.checkpoint()
+    assert not harness.processor.dirty
+    harness.feed(telemetry(seq=0))
+    assert "e1" in harness.processor.take_dirty().get(0, [("", b"")])[0]
+
+
 def test_late_event_for_a_gap_is_reported() -> None:
     harness = Harness()
     for seq in (0, 1, 3):
