@@ -32,10 +32,14 @@ async def send_all(
     show_progress: bool = True,
     description: str = "replay",
     on_sent: Callable[[int], None] | None = None,
+    next_offsets: dict[int, int] | None = None,
 ) -> int:
     """Send every message, keyed, confirming delivery; ``rate`` <= 0 means unthrottled.
 
     Returns the number of messages the broker acknowledged (all of them, or it raises).
+    ``next_offsets``, when given, is filled with partition -> offset after the last
+    message sent there, from the broker's own acknowledgements (exact even where a
+    broker's reported end offsets are not).
     """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
@@ -67,7 +71,10 @@ async def send_all(
                     elapsed = max(time.monotonic() - started, 1e-9)
                     progress.update(task, completed=index, rate=index / elapsed)
             await producer.flush()
-            await asyncio.gather(*futures)
+            delivered = await asyncio.gather(*futures)
+            if next_offsets is not None:
+                for metadata in delivered:
+                    next_offsets[metadata.partition] = max(next_offsets.get(metadata.partition, 0), metadata.offset + 1)
     finally:
         await producer.stop()
     return len(futures)

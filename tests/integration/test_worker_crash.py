@@ -18,7 +18,7 @@ from twinstream.streams.topic_admin import ensure_topics
 from worker_harness import (
     TopicReader,
     WorkerProcess,
-    committed_equals_end,
+    committed_all,
     latest_twins_from_changelog,
     prediction_keys,
     wait_until,
@@ -42,6 +42,7 @@ def test_sigkill_twice_mid_replay_loses_nothing(kafka_broker: EmbeddedBroker, ap
     events = cmapss_events("FD001")
     sent_per_entity = Counter(event.entity_id for event in events)
     progress = {"sent": 0}
+    next_offsets: dict[int, int] = {}
     replay_error: list[BaseException] = []
     # The replay holds at 70% until both kills happened, so both land mid-replay however
     # slowly a restarted worker comes up on a loaded machine.
@@ -55,7 +56,8 @@ def test_sigkill_twice_mid_replay_loses_nothing(kafka_broker: EmbeddedBroker, ap
     def replay() -> None:
         try:
             asyncio.run(send_all(kafka_broker.bootstrap_servers, TELEMETRY.in_namespace(namespace).name, events,
-                                 rate=RATE, show_progress=False, on_sent=on_sent))
+                                 rate=RATE, show_progress=False, on_sent=on_sent,
+                                 next_offsets=next_offsets))
         except BaseException as exc:  # surfaced in the main thread below
             replay_error.append(exc)
 
@@ -86,8 +88,8 @@ def test_sigkill_twice_mid_replay_loses_nothing(kafka_broker: EmbeddedBroker, ap
             return expected <= set(prediction_keys(predictions.values()))
 
         wait_until(all_predicted, 180, "a prediction for every (entity, seq)")
-        wait_until(lambda: committed_equals_end(kafka_broker.bootstrap_servers, app_id,
-                                                TELEMETRY.in_namespace(namespace).name),
+        wait_until(lambda: committed_all(kafka_broker.bootstrap_servers, app_id,
+                                         TELEMETRY.in_namespace(namespace).name, next_offsets),
                    60, "the worker to commit every telemetry offset", poll_s=1.0)
         assert worker.alive(), worker.log_tail()
     finally:

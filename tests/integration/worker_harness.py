@@ -93,9 +93,13 @@ def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.2) -> N
 def latest_twins_from_changelog(bootstrap: str, changelog_topic: str) -> dict[str, Twin]:
     """The last checkpointed twin of every entity, as recovery would rebuild it."""
     reader = TopicReader(bootstrap, changelog_topic)
-    end = reader.consumer.end_offsets(reader.tps)
+    end = reader.consumer.end_offsets(reader.tps)  # may be short of the true end (embedded broker)
     while any(reader.consumer.position(tp) < end[tp] for tp in reader.tps):
         reader.poll(500)
+    before = -1
+    while before != len(reader.messages):  # read on until a poll brings nothing new
+        before = len(reader.messages)
+        reader.poll(1000)
     latest: dict[str, Twin] = {}
     for message in reader.messages:
         if message.value is not None:
@@ -106,14 +110,15 @@ def latest_twins_from_changelog(bootstrap: str, changelog_topic: str) -> dict[st
     return latest
 
 
-def committed_equals_end(bootstrap: str, group: str, topic: str) -> bool:
-    """Whether the consumer group has committed every message of ``topic``."""
+def committed_all(bootstrap: str, group: str, topic: str, next_offsets: dict[int, int]) -> bool:
+    """Whether the consumer group has committed up to ``next_offsets`` (partition -> offset).
+
+    The expected offsets come from the producer's acknowledgements, not from the
+    broker's end offsets, which the embedded broker under-reports.
+    """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
     try:
-        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        end = consumer.end_offsets(tps)
-        committed = {tp: consumer.committed(tp) for tp in tps}
-        return all((committed[tp] or 0) >= end[tp] for tp in tps)
+        return all((consumer.committed(TopicPartition(topic, p)) or 0) >= end for p, end in next_offsets.items())
     finally:
         consumer.close()
 
