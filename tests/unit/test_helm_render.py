@@ -1,0 +1,349 @@
+"""The Helm chart, rendered by the real ``helm`` binary (``helm template`` and
+``helm lint``). CI installs it with ``.ci/deps-helm.sh``; on a machine without helm these
+tests are skipped, except under ``CI`` where a missing helm fails. The rendered objects'
+``TWINSTREAM_*`` names must be Settings fields and their values must validate as Settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import shutil
+import subprocess
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_render_support import (
+    CHART,
+    ENV_NAME,
+    ENV_PREFIX,
+    SETTINGS_ENV,
+    check_cli_args,
+    settings_from_env,
+)
+from pydantic import SecretStr
+
+from twinstream.settings import Settings
+
+# Settings the chart sets itself (not in values.config).
+CHART_MANAGED = {"data_dir", "metrics_port", "metrics_addr", "influx_token"}
+
+
+BASE_VALUES = {
+    "config": {"broker": "kafka://kafka-bootstrap.kafka.svc:9092", "influx_url": "http://influxdb.monitoring.svc:8086"},
+    "influx": {"token": "test-token"},
+}
+
+
+@pytest.fixture(scope="module")
+def helm() -> str:
+    path = shutil.which("helm")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("helm is not installed: source .ci/deps-helm.sh in the CI script")
+        pytest.skip("helm is not installed (source .ci/deps-helm.sh)")
+    version = subprocess.run([path, "version", "--short"], capture_output=True, text=True, check=True).stdout
+    assert version.startswith("v3."), f"the chart is checked with Helm 3, found {version}"
+    return path
+
+
+def deep_merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def run_helm(helm: str, tmp_path: Path, command: str, values: dict, chart: Path = CHART) -> subprocess.CompletedProcess:
+    values_file = tmp_path / f"values-{len(list(tmp_path.glob('values-*')))}.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    argv = [helm, command]
+    if command == "template":
+        argv += ["twins", str(chart), "--namespace", "digital-twins"]
+    else:
+        argv += ["--strict", str(chart)]
+    argv += ["--values", str(values_file)]
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path), "HELM_CACHE_HOME": str(tmp_path / "cache"),
+           "HELM_CONFIG_HOME": str(tmp_path / "config"), "HELM_DATA_HOME": str(tmp_path / "data")}
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+
+
+def render(helm: str, tmp_path: Path, extra: dict | None = None, chart: Path = CHART) -> list[dict]:
+    result = run_helm(helm, tmp_path, "template", deep_merge(BASE_VALUES, extra or {}), chart)
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def render_error(helm: str, tmp_path: Path, extra: dict) -> str:
+    result = run_helm(helm, tmp_path, "template", deep_merge(BASE_VALUES, extra))
+    assert result.returncode != 0, "helm template should have refused these values"
+    return result.stderr
+
+
+def by_kind(docs: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for doc in docs:
+        out.setdefault(doc["kind"], []).append(doc)
+    return out
+
+
+def one(docs: list[dict], kind: str, component: str | None = None) -> dict:
+    found = [
+        d for d in docs
+        if d["kind"] == kind and (component is None or d["metadata"]["labels"].get("app.kubernetes.io/component") == component)
+    ]
+    assert len(found) == 1, f"expected one {kind} {component or ''}, got {len(found)}"
+    return found[0]
+
+
+def pod_containers(workload: dict) -> list[dict]:
+    spec = workload["spec"]["template"]["spec"]
+    return spec.get("initContainers", []) + spec["containers"]
+
+
+def container_env(docs: list[dict], workload: dict, container: dict) -> dict[str, str]:
+    """The environment a container gets: envFrom ConfigMaps, then env (values or Secret refs)."""
+    configmaps = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"}
+    secrets = {d["metadata"]["name"]: d.get("data", {}) for d in docs if d["kind"] == "Secret"}
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]])
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = base64.b64decode(secrets[ref["name"]][ref["key"]]).decode()
+    return env
+
+
+@pytest.fixture(scope="module")
+def default_docs(helm: str, tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    return render(helm, tmp_path_factory.mktemp("helm"))
+
+
+def test_helm_lint_strict(helm: str, tmp_path: Path) -> None:
+    for extra in ({}, {"sink": {"enabled": False}}, {"metrics": {"serviceMonitor": {"enabled": True}}}):
+        result = run_helm(helm, tmp_path, "lint", deep_merge(BASE_VALUES, extra))
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "0 chart(s) failed" in result.stdout
+
+
+def test_helm_renders_the_expected_objects(default_docs: list[dict]) -> None:
+    kinds = Counter(doc["kind"] for doc in default_docs)
+    assert kinds == Counter(
+        {"StatefulSet": 1, "Deployment": 1, "ConfigMap": 1, "Secret": 1, "Service": 2, "ServiceAccount": 1}
+    )
+    for doc in default_docs:
+        assert doc["metadata"]["name"].startswith("twins-twinstream")
+        assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == "twins"
+
+
+def test_helm_env_names_are_settings_fields_and_values_validate(
+    default_docs: list[dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    configmap = one(default_docs, "ConfigMap")
+    assert set(configmap["data"]) <= SETTINGS_ENV
+    for workload in (one(default_docs, "StatefulSet"), one(default_docs, "Deployment")):
+        for container in pod_containers(workload):
+            env = container_env(default_docs, workload, container)
+            names = {n for n in env if n.startswith(ENV_PREFIX)}
+            assert names <= SETTINGS_ENV, names - SETTINGS_ENV
+            settings = settings_from_env(monkeypatch, env)
+            assert settings.broker == BASE_VALUES["config"]["broker"]
+            assert settings.data_dir.is_absolute()
+
+
+def test_helm_every_setting_can_be_configured(helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """values.config holds every Settings field the chart does not manage, and each renders and validates."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values["config"]) == set(Settings.model_fields) - CHART_MANAGED
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    listed = re.search(r'define "twinstream.settingsFields" -}}\s*(.*?)\s*{{-', helpers, re.S).group(1).split()
+    assert sorted(listed) == sorted(Settings.model_fields), "update twinstream.settingsFields in _helpers.tpl"
+    managed = re.search(r'define "twinstream.chartManagedFields" -}}\s*(.*?)\s*{{-', helpers, re.S).group(1).split()
+    assert set(managed) == CHART_MANAGED
+
+    defaults = settings_from_env(monkeypatch, {}).model_dump(mode="json")
+    config: dict[str, Any] = {name: defaults[name] for name in Settings.model_fields if name not in CHART_MANAGED}
+    config.update(
+        BASE_VALUES["config"],
+        batch_size=2_000_000,
+        max_payload_bytes=1 << 20,
+        influx_api="v1",
+        learner_params={"clip_min": 0.5, "nested": {"a": [1, 2]}},
+    )
+    docs = render(helm, tmp_path, {"config": config, "metrics": {"port": 9100}})
+    configmap = one(docs, "ConfigMap")
+    assert set(configmap["data"]) == {ENV_PREFIX + n.upper() for n in Settings.model_fields} - {f"{ENV_PREFIX}INFLUX_TOKEN"}
+    sink = one(docs, "Deployment")
+    settings = settings_from_env(monkeypatch, container_env(docs, sink, sink["spec"]["template"]["spec"]["containers"][0]))
+    assert settings.batch_size == 2_000_000, "large numbers must not render as 2e+06"
+    assert settings.max_payload_bytes == 1 << 20
+    assert settings.influx_api == "v1"
+    assert settings.metrics_port == 9100
+    assert settings.influx_token == SecretStr("test-token")
+    assert settings.learner_params == {"clip_min": 0.5, "nested": {"a": [1, 2]}}
+    rendered = settings.model_dump(mode="json")
+    for name in config:
+        assert rendered[name] == Settings(**{name: config[name]}).model_dump(mode="json")[name], name
+
+
+def test_helm_worker_statefulset_keeps_state_on_a_pvc(default_docs: list[dict]) -> None:
+    sts = one(default_docs, "StatefulSet", "worker")
+    configmap = one(default_docs, "ConfigMap")["data"]
+    claims = {c["metadata"]["name"]: c for c in sts["spec"]["volumeClaimTemplates"]}
+    assert "state" in claims
+    assert claims["state"]["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claims["state"]["spec"]["resources"]["requests"]["storage"]
+    spec = sts["spec"]["template"]["spec"]
+    (worker,) = spec["containers"]
+    assert worker["args"] == ["worker"]
+    mounts = {m["name"]: m["mountPath"] for m in worker["volumeMounts"]}
+    assert mounts["state"] == configmap["TWINSTREAM_DATA_DIR"]
+    assert "state" not in {v["name"] for v in spec.get("volumes", [])}, "state must come from the claim template"
+    # The headless Service that governs the StatefulSet exists.
+    service = next(s for s in default_docs if s["kind"] == "Service" and s["metadata"]["name"] == sts["spec"]["serviceName"])
+    assert service["spec"]["clusterIP"] == "None"
+
+
+@pytest.mark.parametrize("kind", ["StatefulSet", "Deployment"])
+def test_helm_probes_security_and_metrics_port(default_docs: list[dict], kind: str) -> None:
+    workload = one(default_docs, kind)
+    port = int(one(default_docs, "ConfigMap")["data"]["TWINSTREAM_METRICS_PORT"])
+    spec = workload["spec"]["template"]["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
+    (container,) = spec["containers"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"metrics": port}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert probe in container, f"{kind} has no {probe}"
+        command = container[probe]["exec"]["command"]
+        assert command[0] == "python" and "TWINSTREAM_METRICS_PORT" in command[-1] and "/metrics" in command[-1]
+    for c in pod_containers(workload):
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        if c["securityContext"].get("readOnlyRootFilesystem"):
+            assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
+
+
+def test_helm_metrics_services_select_the_pods_and_carry_scrape_annotations(default_docs: list[dict]) -> None:
+    port = int(one(default_docs, "ConfigMap")["data"]["TWINSTREAM_METRICS_PORT"])
+    for component, kind in (("worker", "StatefulSet"), ("sink", "Deployment")):
+        service = one(default_docs, "Service", component)
+        pod_labels = one(default_docs, kind, component)["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        annotations = service["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == str(port)
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert service["spec"]["ports"] == [{"name": "metrics", "port": port, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+def test_helm_sink_uses_the_secret_and_its_own_consumer_group(default_docs: list[dict]) -> None:
+    sink = one(default_docs, "Deployment", "sink")
+    (container,) = sink["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["sink"]
+    env = {e["name"]: e for e in container["env"]}
+    ref = env["TWINSTREAM_INFLUX_TOKEN"]["valueFrom"]["secretKeyRef"]
+    secret = one(default_docs, "Secret")
+    assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["data"]
+    # Same app id as the worker: the sink derives its own consumer group from it.
+    assert "TWINSTREAM_APP_ID" not in env
+    assert "TWINSTREAM_INFLUX_TOKEN" not in one(default_docs, "ConfigMap")["data"]
+
+
+def test_helm_existing_secret_and_disabled_sink(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"influx": {"existingSecret": "influx-writer", "tokenKey": "token"}})
+    assert "Secret" not in by_kind(docs)
+    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    ref = next(e for e in container["env"] if e["name"] == "TWINSTREAM_INFLUX_TOKEN")["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "influx-writer", "key": "token"}
+
+    docs = render(helm, tmp_path, {"sink": {"enabled": False}, "config": {"influx_url": ""}})
+    kinds = by_kind(docs)
+    assert "Deployment" not in kinds and "Secret" not in kinds
+    assert [s["metadata"]["labels"]["app.kubernetes.io/component"] for s in kinds["Service"]] == ["worker"]
+
+
+def test_helm_service_monitor_is_optional(helm: str, tmp_path: Path, default_docs: list[dict]) -> None:
+    assert "ServiceMonitor" not in by_kind(default_docs)
+    docs = render(helm, tmp_path, {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}})
+    monitor = one(docs, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["digital-twins"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    selected = [s for s in by_kind(docs)["Service"] if selector.items() <= s["metadata"]["labels"].items()]
+    assert len(selected) == 2
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+
+
+def test_helm_storage_class_options(helm: str, tmp_path: Path) -> None:
+    def claim(storage_class: str) -> dict:
+        docs = render(helm, tmp_path, {"worker": {"persistence": {"storageClass": storage_class}}})
+        return one(docs, "StatefulSet")["spec"]["volumeClaimTemplates"][0]["spec"]
+
+    assert "storageClassName" not in claim("")
+    assert claim("-")["storageClassName"] == ""
+    assert claim("fast-ssd")["storageClassName"] == "fast-ssd"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ({"worker": {"replicas": 13}, "config": {"partitions": 12}}, "must not exceed config.partitions"),
+        ({"sink": {"replicas": 5}, "config": {"partitions": 4}}, "sink.replicas (5) must not exceed"),
+        ({"config": {"broker": ""}}, "config.broker is required"),
+        ({"config": {"influx_url": ""}}, "config.influx_url is required"),
+        ({"config": {"batch_sise": 10}}, "config.batch_sise is not a twinstream setting"),
+        ({"config": {"data_dir": "/x"}}, "config.data_dir is set by the chart"),
+    ],
+    ids=["worker-replicas", "sink-replicas", "no-broker", "no-influx-url", "unknown-key", "managed-key"],
+)
+def test_helm_refuses_invalid_values(helm: str, tmp_path: Path, extra: dict, message: str) -> None:
+    assert message in render_error(helm, tmp_path, extra)
+
+
+def test_helm_replicas_up_to_partitions_render(helm: str, tmp_path: Path) -> None:
+    docs = render(helm, tmp_path, {"worker": {"replicas": 12}, "config": {"partitions": 12}})
+    assert one(docs, "StatefulSet")["spec"]["replicas"] == 12
+
+
+def test_helm_notes_render(helm: str, tmp_path: Path) -> None:
+    """NOTES.txt is rendered by a copy of the chart that turns it into a ConfigMap."""
+    chart = tmp_path / "chart"
+    shutil.copytree(CHART, chart)
+    shutil.copy(chart / "templates" / "NOTES.txt", chart / "notes-source.txt")
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: rendered-notes\ndata:\n  notes: |\n"
+        '{{ tpl (.Files.Get "notes-source.txt") . | indent 4 }}\n'
+    )
+    docs = render(helm, tmp_path, chart=chart)
+    notes = next(d for d in docs if d["metadata"]["name"] == "rendered-notes")["data"]["notes"]
+    assert BASE_VALUES["config"]["broker"] in notes and BASE_VALUES["config"]["influx_url"] in notes
+    assert "worker.replicas <= config.partitions" in notes
+    assert "WARNING" not in notes
+    names = set(ENV_NAME.findall(notes))
+    assert names <= SETTINGS_ENV
+
+
+def test_helm_container_args_exist_in_the_cli(default_docs: list[dict]) -> None:
+    for workload in (one(default_docs, "StatefulSet"), one(default_docs, "Deployment")):
+        for container in pod_containers(workload):
+            check_cli_args(container["args"])
+
+
+def test_helm_manifests_match_the_kubernetes_schema(helm: str, tmp_path: Path) -> None:
+    """Strict schema check (unknown fields fail) for the oldest and newest supported Kubernetes."""
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    docs = render(helm, tmp_path, {"metrics": {"serviceMonitor": {"enabled": True}}})
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    oldest = re.match(r">=\s*(\d+\.\d+)", chart["kubeVersion"]).group(1) + ".0"
+    for version in (oldest, kubernetes_validate.latest_version()):
+        for doc in docs:
+            if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+                continue  # a CRD: no schema in the Kubernetes API
+            kubernetes_validate.validate(doc, version, strict=True)
