@@ -125,6 +125,7 @@ class TwinProcessor:
         out = BatchOutput()
         now = self.clock()
         target = self.settings.target
+        abs_error = self.metrics.abs_error.labels(target)  # one label lookup per batch, not per event
         last_event_time: datetime | None = None
         for record in records:
             decoded = decode_telemetry(
@@ -171,7 +172,7 @@ class TwinProcessor:
                 self.metrics.sequence_gaps.inc(twin.gaps - gaps_before)
             self.dirty.add(decoded.entity_id)
             if label is not None:
-                self.metrics.abs_error.labels(target).observe(abs(interval.value - label))
+                abs_error.observe(abs(interval.value - label))
             out.predictions.append(
                 (record.key or b"", encode_prediction(decoded, twin, target, interval.value, interval.lower, interval.upper))
             )

@@ -6,7 +6,10 @@ same agents with the same configuration.
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
+import signal
 
 import faust
 
@@ -25,6 +28,24 @@ def build_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) -
     return app, agent
 
 
+def dump_tasks_on_sigusr1() -> None:
+    """``kill -USR1 <pid>`` logs the stack of every asyncio task: what a stuck worker awaits."""
+    task_log = logging.getLogger("twinstream.tasks")
+
+    def dump(*_: object) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = asyncio.get_event_loop()
+        buffer = io.StringIO()
+        for task in asyncio.all_tasks(loop):
+            buffer.write(f"--- {task!r}\n")
+            task.print_stack(limit=12, file=buffer)
+        task_log.warning("asyncio tasks:\n%s", buffer.getvalue())
+
+    signal.signal(signal.SIGUSR1, dump)
+
+
 def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM (blocking)."""
     logging.basicConfig(
@@ -38,6 +59,7 @@ def run_worker(settings: Settings) -> None:
         serve_metrics(metrics, settings.metrics_port, settings.metrics_addr)
     app, _ = build_worker_app(settings, metrics)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
+    dump_tasks_on_sigusr1()
     worker.execute_from_commandline()
 
 
