@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from twinstream.settings import Settings
 from twinstream.streams.metrics import WorkerMetrics
 from twinstream.streams.processor import Record, TwinProcessor
 from twinstream.streams.topic_admin import ensure_topics
+from twinstream.processes import stop_process
 
 
 class Bench:
@@ -182,14 +182,7 @@ class Bench:
 
     @staticmethod
     def stop_worker(proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
-        if proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, timeout_s)
 
     async def worker_arm(self, arm: str, repeat: int, processes: int, profile: Path | None) -> ArmResult:
         n = self.args.messages

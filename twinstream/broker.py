@@ -25,6 +25,8 @@ from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
 
+from twinstream.processes import stop_process
+
 
 class BrokerError(RuntimeError):
     """The embedded broker could not be found or did not start."""
@@ -134,13 +136,7 @@ class EmbeddedBroker:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout_s)
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None

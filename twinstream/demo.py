@@ -27,6 +27,7 @@ from twinstream.connectors.cmapss_replay import ReplayEvent, cmapss_events, test
 from twinstream.connectors.producer import send_all
 from twinstream.data.cmapss import load_subset
 from twinstream.monitor import OutputTally, tally_outputs
+from twinstream.processes import stop_process
 from twinstream.schemas.topics import PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
@@ -62,17 +63,6 @@ def start_process(module: str, settings: Settings, log_path: Path) -> subprocess
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log_file = log_path.open("ab")
     return subprocess.Popen([sys.executable, "-m", module], env=settings_env(settings), stdout=log_file, stderr=log_file)
-
-
-def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def score(tally: OutputTally, events: list[ReplayEvent], subset: str) -> tuple[float, dict[str, tuple[float, float]]]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.error
@@ -23,6 +22,7 @@ from typing import Any
 import pytest
 
 from twinstream.broker import free_port
+from twinstream.processes import stop_process
 
 VICTORIA_METRICS_BIN = "victoria-metrics"
 INFLUXD_BIN = "influxd"
@@ -91,14 +91,7 @@ class ServerProcess:
     def stop(self, timeout_s: float = 15.0) -> None:
         """SIGTERM (servers flush their data on it), SIGKILL if it hangs."""
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout_s)
 
     def log_tail(self, chars: int = 3000) -> str:
         try:

@@ -14,6 +14,7 @@ import orjson
 from kafka import KafkaConsumer, TopicPartition
 
 from twinstream.models.twin import Twin
+from twinstream.processes import stop_process
 
 
 class WorkerProcess:
@@ -37,13 +38,7 @@ class WorkerProcess:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout_s=20)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
