@@ -13,6 +13,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from twinstream.schemas.dead_letter import DeadLetter
+from twinstream.schemas.gaps import Gap
 from twinstream.schemas.prediction import Prediction
 from twinstream.schemas.telemetry import Telemetry
 
@@ -20,6 +21,7 @@ MESSAGE_MODELS: dict[str, type[BaseModel]] = {
     "telemetry": Telemetry,
     "prediction": Prediction,
     "dead_letter": DeadLetter,
+    "gap": Gap,
 }
 JSON_DIR = Path(__file__).parent / "json"
 

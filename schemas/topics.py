@@ -6,7 +6,7 @@ and are handled by the worker that owns that entity's twin. The catalog is appli
 idempotently at start-up (:mod:`twinstream.streams.topic_admin`).
 
 >>> [t.name for t in topic_catalog(partitions=4)]
-['twinstream.telemetry', 'twinstream.predictions', 'twinstream.telemetry.dlq']
+['twinstream.telemetry', 'twinstream.predictions', 'twinstream.telemetry.dlq', 'twinstream.gaps']
 >>> TELEMETRY.name, TELEMETRY.key
 ('twinstream.telemetry', 'entity_id')
 >>> TELEMETRY.in_namespace("plant7").name
@@ -71,10 +71,15 @@ TELEMETRY_DLQ = TopicSpec(
     retention_ms=30 * DAY_MS,
     description="Telemetry the worker could not use, with the reason and the original bytes.",
 )
+GAPS = TopicSpec(
+    name="twinstream.gaps",
+    value_schema="Gap",
+    description="Gaps found in an entity's telemetry (missed samples, missing or flat-lined sensors).",
+)
 
 
 def topic_catalog(partitions: int, namespace: str = DEFAULT_NAMESPACE) -> list[TopicSpec]:
     """All platform topics, with keyed topics set to ``partitions`` partitions."""
     return [
-        spec.with_partitions(partitions).in_namespace(namespace) for spec in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ)
+        spec.with_partitions(partitions).in_namespace(namespace) for spec in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ, GAPS)
     ]

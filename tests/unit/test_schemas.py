@@ -63,7 +63,7 @@ def test_dead_letter_keeps_bytes() -> None:
 
 def test_catalog_names_and_keys() -> None:
     specs = topic_catalog(partitions=6, namespace="plant")
-    assert [s.name for s in specs] == ["plant.telemetry", "plant.predictions", "plant.telemetry.dlq"]
+    assert [s.name for s in specs] == ["plant.telemetry", "plant.predictions", "plant.telemetry.dlq", "plant.gaps"]
     assert {s.partitions for s in specs} == {6}
     assert all(s.key == "entity_id" for s in specs)
     dlq = specs[2]
