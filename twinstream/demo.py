@@ -33,6 +33,9 @@ from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
 
 
+RUL_CAP = 125
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     subset: str = "FD001"
@@ -94,9 +97,11 @@ def plot_report(tally: OutputTally, events: list[ReplayEvent], subset: str, path
         points.sort()
         unit = int(entity.rsplit("-", 1)[1])
         cycles = [seq + 1 for seq, _ in points]
-        true = [fd.test_rul[unit] + last[entity] - seq for seq, _ in points]
+        # The twins predict RUL capped at 125 cycles (the usual C-MAPSS target, and the
+        # bundled prior's); the dashed line is the truth under the same cap.
+        true = [min(RUL_CAP, fd.test_rul[unit] + last[entity] - seq) for seq, _ in points]
         line = ax.plot(cycles, [value for _, value in points], label=f"{entity} predicted")[0]
-        ax.plot(cycles, true, linestyle="--", color=line.get_color(), alpha=0.7, label=f"{entity} true")
+        ax.plot(cycles, true, linestyle="--", color=line.get_color(), alpha=0.7, label=f"{entity} true (capped)")
     ax.set_xlabel("cycle")
     ax.set_ylabel("remaining useful life (cycles)")
     ax.set_title(f"twinstream demo: predicted vs true RUL, {subset} test engines")
