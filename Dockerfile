@@ -29,6 +29,7 @@ COPY schemas/ schemas/
 COPY models/ models/
 COPY streams/ streams/
 COPY connectors/ connectors/
+COPY federation/ federation/
 
 RUN python -m venv /opt/twinstream \
     && /opt/twinstream/bin/pip install . \

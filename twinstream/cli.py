@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from twinstream.commands import evaluate as eval_commands
+from twinstream.commands import federation as federation_commands
 from twinstream.commands import prior as prior_commands
 from twinstream.settings import Settings
 
@@ -28,6 +29,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(replay_app, name="replay")
 app.add_typer(prior_commands.app, name="prior")
 app.add_typer(eval_commands.app, name="eval")
+app.add_typer(federation_commands.app, name="federation")
 console = Console(stderr=True)
 
 BrokerOpt = Annotated[Optional[str], typer.Option("--broker", help="kafka://host:port (env TWINSTREAM_BROKER).")]

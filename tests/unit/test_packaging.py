@@ -31,7 +31,7 @@ def test_only_twinstream_at_top_level(wheel: Path) -> None:
 
 def test_card_folders_are_subpackages_with_data(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for package in ("schemas", "models", "streams", "connectors"):
+    for package in ("schemas", "models", "streams", "connectors", "federation"):
         assert f"twinstream/{package}/__init__.py" in names
     for data in ("train_FD001.txt", "test_FD001.txt", "RUL_FD001.txt", "readme.txt"):
         assert f"twinstream/data/cmapss/{data}" in names
