@@ -29,7 +29,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from river import drift, linear_model, optim, stats
@@ -37,10 +37,48 @@ from river import drift, linear_model, optim, stats
 from twinstream.models.base import Features, IntervalPrediction, TwinLearner
 from twinstream.models.features import RulFeatures, feature_names
 from twinstream.models.fleet import FleetModel, get_fleet
-from twinstream.models.prior import FleetPrior, bundled_prior_dir, load_prior
+from twinstream.models.prior import FleetPrior, PriorMismatchError, bundled_prior_dir, load_prior
+from twinstream.schemas.prior import FeatureSchema
 
 BASE_KEY = "base_rul"
 MIN_OWN_RESIDUALS = 20
+
+# Priors swapped in at run time (pulled from a registry), by prior family. Process-wide,
+# like the prior cache: a twin restored from its pickled state (which holds only its
+# configured prior) or created later picks up the active prior of its family.
+_ACTIVE_PRIORS: dict[str, FleetPrior] = {}
+
+
+def set_active_prior(prior: FleetPrior) -> None:
+    """Make ``prior`` the one every twin of its family uses from now on (see :func:`hot_swap`)."""
+    _ACTIVE_PRIORS[prior.manifest.family] = prior
+
+
+def active_prior(family: str) -> FleetPrior | None:
+    return _ACTIVE_PRIORS.get(family)
+
+
+def clear_active_priors() -> None:
+    """Back to each twin's configured prior for twins attached from now on (tests)."""
+    _ACTIVE_PRIORS.clear()
+
+
+def hot_swap(learners: Iterable[object], prior: FleetPrior) -> int:
+    """Swap ``prior`` into every learner of its family; returns how many were swapped.
+
+    Only the shared prior reference changes: each twin's personal state (feature state,
+    own-label model, residual quantile, drift detector, label count) is untouched. The
+    prior becomes the family's active prior first, so twins restored or created later
+    use it too. Raises :class:`PriorMismatchError` (before touching any twin) when the
+    prior's feature schema is not the learners'.
+    """
+    learners = [l for l in learners if isinstance(l, PriorTwin) and l.prior_family == prior.manifest.family]
+    for learner in learners:
+        problems = prior.manifest.feature_schema.differences(learner.feature_schema())
+        if problems:
+            raise PriorMismatchError(f"prior {prior.manifest.prior_version}: feature schema mismatch: {'; '.join(problems)}")
+    set_active_prior(prior)
+    return sum(learner.swap_prior(prior) for learner in learners)
 
 
 class PriorTwin(TwinLearner):
@@ -96,6 +134,9 @@ class PriorTwin(TwinLearner):
         if self.prior is not None:
             directory = bundled_prior_dir() if self.prior == "bundled" else self.prior
             self._prior = load_prior(directory, self._fx.schema())
+            active = _ACTIVE_PRIORS.get(self._prior.manifest.family)
+            if active is not None and not active.manifest.feature_schema.differences(self._fx.schema()):
+                self._prior = active
             self.cap = self._prior.cap
         self._fleet: FleetModel | None = (
             get_fleet(self.fleet, residual=self._prior is not None, cap=self.cap) if self.fleet else None
@@ -123,6 +164,34 @@ class PriorTwin(TwinLearner):
     @property
     def prior_version(self) -> str | None:
         return self._prior.manifest.prior_version if self._prior is not None else None
+
+    @property
+    def fleet_prior(self) -> FleetPrior | None:
+        """The prior in use (shared by every twin of its family in this process)."""
+        return self._prior
+
+    @property
+    def prior_family(self) -> str | None:
+        """Family of the prior in use (None without a prior): which registry family this twin follows."""
+        return self._prior.manifest.family if self._prior is not None else None
+
+    def feature_schema(self) -> FeatureSchema:
+        """The feature schema this learner produces (a prior must match it)."""
+        return self._fx.schema()
+
+    def swap_prior(self, prior: FleetPrior) -> bool:
+        """Use ``prior`` from the next event on, keeping all personal state; False if not of this twin's family.
+
+        Raises :class:`PriorMismatchError` when its feature schema is not this learner's.
+        """
+        if self._prior is None or prior.manifest.family != self._prior.manifest.family:
+            return False
+        problems = prior.manifest.feature_schema.differences(self._fx.schema())
+        if problems:
+            raise PriorMismatchError(f"prior {prior.manifest.prior_version}: feature schema mismatch: {'; '.join(problems)}")
+        self._prior = prior
+        self.cap = prior.cap
+        return True
 
     # -- the contract -------------------------------------------------------------------
     def base_from_vector(self, vector: list[float], x: Features | None = None) -> float:

@@ -33,6 +33,14 @@ class WorkerMetrics:
             "twinstream_abs_error", "Absolute error of predictions whose target was known",
             ["target"], buckets=(1, 2, 5, 10, 20, 50, 100, 200), registry=r,
         )
+        self.prior_swaps = Counter(
+            "twinstream_prior_swaps_total", "Priors pulled from the registry and swapped into the twins", registry=r
+        )
+        self.prior_pull_failures = Counter(
+            "twinstream_prior_pull_failures_total",
+            "Prior pulls that kept the current prior: registry unavailable, prior rejected (signature, sha256, schema), or error",
+            ["reason"], registry=r,
+        )
         self.sink_points = Counter("twinstream_sink_points_total", "Points written to InfluxDB", registry=r)
         self.sink_failures = Counter("twinstream_sink_write_failures_total", "Failed InfluxDB writes (retried)", registry=r)
 

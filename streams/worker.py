@@ -21,11 +21,30 @@ from twinstream.streams.topic_admin import ensure_topics
 
 
 def build_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) -> tuple[faust.App, IngestAgent]:
-    """A Faust app with the ingest agent, its twin table and checkpoint timer."""
+    """A Faust app with the ingest agent, its twin table and checkpoint timer.
+
+    With ``prior_registry_url`` set, also a timer that pulls the latest prior every
+    ``prior_poll_interval_s`` (and once at start) and hot-swaps it into the twins
+    (:mod:`twinstream.federation.pull`).
+    """
     app = create_app(settings)
     topics = declare_topics(app, settings)
     agent = IngestAgent(app, settings, topics, metrics or WorkerMetrics())
+    register_prior_pull(app, settings, agent)
     return app, agent
+
+
+def register_prior_pull(app: faust.App, settings: Settings, agent: IngestAgent) -> None:
+    from twinstream.federation.pull import puller_for_worker
+
+    puller = puller_for_worker(settings, agent.processor, agent.metrics, agent.lock)
+    if puller is None:
+        return
+    logging.getLogger(__name__).info("prior pull: every %.1f s from %s, family %s, starting at %s",
+                                     settings.prior_poll_interval_s, settings.prior_registry_url, puller.family,
+                                     puller.prior_version)
+    app.task(puller.poll)
+    app.timer(settings.prior_poll_interval_s)(puller.poll)
 
 
 def dump_tasks_on_sigusr1() -> None:

@@ -66,6 +66,18 @@ class Settings(BaseSettings):
     )
     target: str = Field(default="rul", description="What twins predict; learned from telemetry targets of that name.")
 
+    # --- prior pull from the federation registry -----------------------------------
+    prior_registry_url: str | None = Field(
+        default=None,
+        description="Prior registry base URL (twinstream federation serve), e.g. http://registry:8780. None: twins keep their configured prior.",
+    )
+    prior_registry_public_key: str = Field(
+        default="",
+        description="The registry's Ed25519 public key (base64, from `twinstream federation public-key`). Priors are accepted only if signed by it.",
+    )
+    prior_poll_interval_s: float = Field(default=60.0, gt=0, description="The worker asks the registry for the latest prior this often.")
+    prior_registry_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of each registry HTTP request.")
+
     # --- input validation ----------------------------------------------------------
     max_payload_bytes: int = Field(default=64 * 1024, ge=256, description="Larger telemetry messages go to the DLQ.")
     max_future_skew_s: float = Field(default=300.0, ge=0, description="Event times further in the future go to the DLQ.")

@@ -176,6 +176,8 @@ def test_helm_every_setting_can_be_configured(helm: str, tmp_path: Path, monkeyp
         max_payload_bytes=1 << 20,
         influx_api="v1",
         learner_params={"clip_min": 0.5, "nested": {"a": [1, 2]}},
+        prior_registry_url="http://prior-registry:8780",
+        prior_registry_public_key="MCowBQYDK2VwAyEAexample0000000000000000000000000=",
     )
     docs = render(helm, tmp_path, {"config": config, "metrics": {"port": 9100}})
     configmap = one(docs, "ConfigMap")
