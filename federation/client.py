@@ -101,25 +101,35 @@ class RegistryClient:
     def close(self) -> None:
         self.http.close()
 
-    def _get(self, path: str) -> httpx.Response:
+    def _get(self, path: str, missing_ok: bool = False) -> httpx.Response | None:
         try:
             response = self.http.get(path)
         except httpx.HTTPError as exc:
             raise RegistryUnavailable(f"GET {self.http.base_url}{path}: {type(exc).__name__}: {exc}") from None
+        if missing_ok and response.status_code == 404:
+            return None
         if response.status_code != 200:
             raise RegistryUnavailable(f"GET {self.http.base_url}{path}: HTTP {response.status_code} {response.text[:200]}")
         return response
 
-    def latest_manifest(self, family: str) -> tuple[bytes, PriorManifest]:
-        """The latest manifest's bytes (unverified: used only to decide whether to download)."""
-        raw = self._get(f"/v1/priors/{family}/latest").content
+    def latest_manifest(self, family: str) -> tuple[bytes, PriorManifest] | None:
+        """The latest manifest's bytes (unverified: used only to decide whether to download); None if none is published."""
+        response = self._get(f"/v1/priors/{family}/latest", missing_ok=True)
+        if response is None:
+            return None
+        raw = response.content
         try:
             return raw, PriorManifest.model_validate_json(raw)
         except ValueError as exc:
             raise PriorRejected(f"latest manifest of {family} is not a PriorManifest: {exc}") from None
 
+    def _content(self, path: str) -> httpx.Response:
+        response = self._get(path)
+        assert response is not None
+        return response
+
     def download(self, family: str, version: str) -> Download:
-        manifest = self._get(f"/v1/priors/{family}/{version}").content
-        signature = self._get(f"/v1/priors/{family}/{version}/signature").json().get("signature", "")
-        weights = self._get(f"/v1/priors/{family}/{version}/weights").content
+        manifest = self._content(f"/v1/priors/{family}/{version}").content
+        signature = self._content(f"/v1/priors/{family}/{version}/signature").json().get("signature", "")
+        weights = self._content(f"/v1/priors/{family}/{version}/weights").content
         return Download(manifest, str(signature), weights)

@@ -73,7 +73,11 @@ class PriorPuller:
         """The registry's latest prior, verified, if it is not the one in use (blocking)."""
         if not self.public_key:
             raise PriorRejected("no registry public key configured (TWINSTREAM_PRIOR_REGISTRY_PUBLIC_KEY); refusing every prior")
-        raw, manifest = self.client.latest_manifest(self.family)
+        latest = self.client.latest_manifest(self.family)
+        if latest is None:
+            log.debug("prior pull: registry has no %s prior yet; keeping %s", self.family, self.prior_version)
+            return None
+        raw, manifest = latest
         if manifest.version == self.current_version:
             return None
         digest = hashlib.sha256(raw).hexdigest()
