@@ -1,0 +1,327 @@
+"""Non-generative gap filling: linear interpolation, last value, Kalman local-linear-trend.
+
+These are the always-available baselines of the synthetic-data path (issue 6): the
+fallback when no generator passes its quality gate, and the yardstick a generator must
+beat. One small interface, :class:`Imputer`: ``fit`` on complete training series
+(learns parameters, if any), ``impute`` a ``(T,)`` or ``(T, D)`` float array in which
+NaN marks the missing values. Observed values are returned unchanged; every NaN is
+filled (unless a column has no observed value at all, which stays NaN).
+
+Online use: :class:`LastValue` and ``KalmanLLT(smooth=False)`` are causal (a fill uses
+only earlier samples), so they can fill a sample as soon as it is missing; linear
+interpolation and the Kalman smoother also use the first sample after the gap, so they
+fill a gap when it has closed. All of them work on a bounded window of recent samples.
+
+The local-linear-trend model (Durbin & Koopman, *Time Series Analysis by State Space
+Methods*, ch. 3) is, per column, ``y_t = level_t + eps``, ``level_{t+1} = level_t +
+slope_t + eta``, ``slope_{t+1} = slope_t + zeta``, with variances ``r``, ``q_level`` and
+``q_slope``. The filter skips the update at a missing value and the Rauch-Tung-Striebel
+smoother carries information back from after the gap. :meth:`KalmanLLT.fit` picks the
+two signal-to-noise ratios per column by maximum (concentrated) likelihood on a grid,
+and the noise variance in closed form.
+
+>>> import numpy as np
+>>> y = np.array([0.0, 1.0, np.nan, np.nan, 4.0, np.nan])
+>>> LinearInterpolation().impute(y).tolist()
+[0.0, 1.0, 2.0, 3.0, 4.0, 4.0]
+>>> LastValue().impute(y).tolist()
+[0.0, 1.0, 1.0, 1.0, 4.0, 4.0]
+>>> kf = KalmanLLT(q_level=1e-9, q_slope=1e-9, r=1.0)
+>>> kf.impute(y).round(3).tolist()
+[0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+"""
+
+from __future__ import annotations
+
+import abc
+import itertools
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+
+DIFFUSE = 1e4  # initial state variance, in units of the observation noise variance
+
+
+def as_2d(y: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``(T, D)`` float copy of ``y`` and whether it was one-dimensional."""
+    arr = np.array(y, dtype=float, copy=True)
+    if arr.ndim == 1:
+        return arr[:, None], True
+    if arr.ndim != 2:
+        raise ValueError(f"expected a (T,) or (T, D) array, got shape {arr.shape}")
+    return arr, False
+
+
+class Imputer(abc.ABC):
+    """Fills NaNs in a multivariate series; observed values are never changed."""
+
+    name: ClassVar[str] = "abstract"
+    causal: ClassVar[bool] = False  # True: a fill depends only on earlier samples
+
+    def fit(self, series: Sequence[np.ndarray]) -> "Imputer":
+        """Learn parameters from complete (or partly missing) training series of shape ``(T, D)``."""
+        return self
+
+    def impute(self, y: np.ndarray) -> np.ndarray:
+        """``y`` with every NaN filled (same shape)."""
+        arr, flat = as_2d(y)
+        out = self._impute(arr)
+        out[~np.isnan(arr)] = arr[~np.isnan(arr)]
+        return out[:, 0] if flat else out
+
+    def impute_many(self, series: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Fill several independent series (subclasses may batch)."""
+        return [self.impute(y) for y in series]
+
+    @abc.abstractmethod
+    def _impute(self, y: np.ndarray) -> np.ndarray:
+        """Fill a ``(T, D)`` array."""
+
+
+class LinearInterpolation(Imputer):
+    """Straight line between the observed values on either side; the nearest value at the ends."""
+
+    name = "linear"
+
+    def _impute(self, y: np.ndarray) -> np.ndarray:
+        out = y.copy()
+        t = np.arange(len(y), dtype=float)
+        for d in range(y.shape[1]):
+            seen = ~np.isnan(y[:, d])
+            if seen.any():
+                out[:, d] = np.interp(t, t[seen], y[seen, d])
+        return out
+
+
+class LastValue(Imputer):
+    """Carry the last observed value forward (the first observed one back, before any)."""
+
+    name = "last_value"
+    causal = True
+
+    def _impute(self, y: np.ndarray) -> np.ndarray:
+        out = y.copy()
+        for d in range(y.shape[1]):
+            seen = np.flatnonzero(~np.isnan(y[:, d]))
+            if seen.size:
+                idx = np.maximum.accumulate(np.where(~np.isnan(y[:, d]), np.arange(len(y)), 0))
+                filled = y[idx, d]
+                filled[: seen[0]] = y[seen[0], d]
+                out[:, d] = filled
+        return out
+
+
+def llt_filter(
+    y: np.ndarray, q_level: np.ndarray, q_slope: np.ndarray, r: np.ndarray, mode: str = "smooth"
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """Kalman filter (and RTS smoother) of a batch of local-linear-trend series.
+
+    ``y`` has shape ``(N, T)`` with NaN for missing; the variances broadcast to ``(N,)``.
+    ``mode`` is ``"smooth"`` (level given all samples), ``"filter"`` (given the samples up
+    to each one: causal) or ``"loglik"`` (likelihood statistics only, no stored states).
+    Returns the level mean and variance, each ``(N, T)`` (``None`` in ``"loglik"`` mode),
+    and per series the sum of squared standardised innovations, the sum of log
+    innovation variances and their count, over the observed values after the first two
+    (the diffuse start), for :func:`concentrated_loglik`.
+    """
+    if mode not in ("smooth", "filter", "loglik"):
+        raise ValueError(f"unknown mode {mode!r}")
+    n, steps = y.shape
+    ql, qs, rr = (np.broadcast_to(np.asarray(v, dtype=float), (n,)) for v in (q_level, q_slope, r))
+    a = np.zeros((n, 2))
+    p = np.zeros((n, 2, 2))
+    p[:, 0, 0] = p[:, 1, 1] = DIFFUSE * rr
+    smooth = mode == "smooth"
+    if smooth:
+        a_pred = np.empty((steps, n, 2))
+        p_pred = np.empty((steps, n, 2, 2))
+        a_filt = np.empty((steps, n, 2))
+        p_filt = np.empty((steps, n, 2, 2))
+    if mode != "loglik":
+        level = np.empty((steps, n))
+        var = np.empty((steps, n))
+    sum_v2f = np.zeros(n)
+    sum_logf = np.zeros(n)
+    count = np.zeros(n)
+    seen_before = np.zeros(n)
+    for t in range(steps):
+        if smooth:
+            a_pred[t], p_pred[t] = a, p
+        obs = ~np.isnan(y[:, t])
+        f = p[:, 0, 0] + rr
+        v = np.where(obs, y[:, t] - a[:, 0], 0.0)
+        gain = p[:, :, 0] / f[:, None]  # (N, 2)
+        a_upd = a + np.where(obs[:, None], gain * v[:, None], 0.0)
+        p_upd = p - np.where(obs[:, None, None], gain[:, :, None] * p[:, 0, :][:, None, :], 0.0)
+        counted = obs & (seen_before >= 2)
+        sum_v2f += np.where(counted, v * v / f, 0.0)
+        sum_logf += np.where(counted, np.log(f), 0.0)
+        count += counted
+        seen_before += obs
+        if smooth:
+            a_filt[t], p_filt[t] = a_upd, p_upd
+        if mode != "loglik":
+            level[t], var[t] = a_upd[:, 0], p_upd[:, 0, 0]
+        # predict with the transition [[1, 1], [0, 1]]
+        a = np.stack([a_upd[:, 0] + a_upd[:, 1], a_upd[:, 1]], axis=1)
+        p00 = p_upd[:, 0, 0] + 2 * p_upd[:, 0, 1] + p_upd[:, 1, 1] + ql
+        p01 = p_upd[:, 0, 1] + p_upd[:, 1, 1]
+        p11 = p_upd[:, 1, 1] + qs
+        p = np.stack([np.stack([p00, p01], 1), np.stack([p01, p11], 1)], 1)
+    stats = np.stack([sum_v2f, sum_logf, count])
+    if mode == "loglik":
+        return None, None, stats
+    if smooth:
+        a_s, p_s = a_filt[-1].copy(), p_filt[-1].copy()
+        trans = np.array([[1.0, 1.0], [0.0, 1.0]])
+        for t in range(steps - 2, -1, -1):
+            pf, pp = p_filt[t], p_pred[t + 1]
+            gain = pf @ trans.T @ np.linalg.inv(pp)  # (N, 2, 2)
+            a_s = a_filt[t] + np.einsum("nij,nj->ni", gain, a_s - a_pred[t + 1])
+            p_s = pf + gain @ (p_s - pp) @ np.transpose(gain, (0, 2, 1))
+            level[t], var[t] = a_s[:, 0], p_s[:, 0, 0]
+    return level.T, var.T, stats
+
+
+def concentrated_loglik(stats: np.ndarray) -> np.ndarray:
+    """Log-likelihood with the noise variance profiled out, from :func:`llt_filter` stats run with ``r=1``."""
+    sum_v2f, sum_logf, count = stats
+    sigma2 = sum_v2f / np.maximum(count, 1)
+    return -0.5 * (count * np.log(np.maximum(sigma2, 1e-300)) + sum_logf + count)
+
+
+class KalmanLLT(Imputer):
+    """Kalman local-linear-trend smoother (or, with ``smooth=False``, causal filter), per column.
+
+    Scalar variances apply to every column; :meth:`fit` learns one set per column.
+    :meth:`impute_std` gives the standard deviation of each fill (a per-value confidence).
+    """
+
+    name = "kalman"
+
+    # log10 signal-to-noise ratios searched by fit: a coarse grid, then a finer one around each column's best
+    LEVEL_RANGE: ClassVar[tuple[float, float]] = (-10.0, 1.0)
+    SLOPE_RANGE: ClassVar[tuple[float, float]] = (-11.0, -1.0)
+    REFINE: ClassVar[tuple[float, ...]] = (-0.5, -0.25, 0.0, 0.25, 0.5)
+
+    def __init__(self, q_level: float | Sequence[float] = 1e-3, q_slope: float | Sequence[float] = 1e-6,
+                 r: float | Sequence[float] = 1.0, smooth: bool = True) -> None:
+        self.q_level = np.atleast_1d(np.asarray(q_level, dtype=float))
+        self.q_slope = np.atleast_1d(np.asarray(q_slope, dtype=float))
+        self.r = np.atleast_1d(np.asarray(r, dtype=float))
+        self.smooth = smooth
+        self.name = "kalman" if smooth else "kalman_filter"  # type: ignore[misc]
+
+    @property
+    def causal(self) -> bool:  # type: ignore[override]
+        return not self.smooth
+
+    def fit(self, series: Sequence[np.ndarray]) -> "KalmanLLT":
+        """Per column: maximum likelihood of (q_level/r, q_slope/r) on a log grid over all series, then r.
+
+        The series of one column share the parameters (their likelihoods add up); the
+        noise variance ``r`` is profiled out, so only the two ratios are searched.
+        """
+        cols = [as_2d(s)[0] for s in series]
+        dims = {c.shape[1] for c in cols}
+        if len(dims) != 1:
+            raise ValueError("all training series need the same columns")
+        (d,) = dims
+        steps = max(len(c) for c in cols)
+        padded = np.full((len(cols), steps, d), np.nan)
+        for i, c in enumerate(cols):
+            padded[i, : len(c)] = c
+        per_col = padded.transpose(2, 0, 1).reshape(d * len(cols), steps)  # rows: column-major, then series
+        lo_l, hi_l = self.LEVEL_RANGE
+        lo_s, hi_s = self.SLOPE_RANGE
+        coarse = [(np.full(d, a), np.full(d, b)) for a, b in
+                  itertools.product(np.arange(lo_l, hi_l + 0.01), np.arange(lo_s, hi_s + 0.01))]
+        best_ll, best_l, best_s, best_r = self._search(per_col, d, len(cols), coarse)
+        fine = [(best_l + a, best_s + b) for a, b in itertools.product(self.REFINE, self.REFINE)]
+        ll, lvl, slp, r = self._search(per_col, d, len(cols), fine)
+        better = ll >= best_ll
+        best_l, best_s, best_r = np.where(better, lvl, best_l), np.where(better, slp, best_s), np.where(better, r, best_r)
+        self.q_level, self.q_slope, self.r = 10.0**best_l * best_r, 10.0**best_s * best_r, best_r
+        return self
+
+    @staticmethod
+    def _search(per_col: np.ndarray, d: int, n_series: int, grid: list[tuple[np.ndarray, np.ndarray]]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Best (log-likelihood, log10 level ratio, log10 slope ratio, r) per column over ``grid``."""
+        best = np.full(d, -np.inf)
+        out_l, out_s, out_r = np.zeros(d), np.zeros(d), np.ones(d)
+        chunk = max(1, 20000 // per_col.shape[0])
+        for start in range(0, len(grid), chunk):
+            block = grid[start:start + chunk]
+            ys = np.tile(per_col, (len(block), 1))
+            ql = np.concatenate([np.repeat(10.0**g[0], n_series) for g in block])
+            qs = np.concatenate([np.repeat(10.0**g[1], n_series) for g in block])
+            _, _, stats = llt_filter(ys, ql, qs, 1.0, mode="loglik")
+            stats = stats.reshape(3, len(block), d, n_series).sum(axis=3)  # pool the series of a column
+            ll = concentrated_loglik(stats)  # (len(block), d)
+            for k, (lr, sr) in enumerate(block):
+                better = ll[k] > best
+                best = np.where(better, ll[k], best)
+                out_l, out_s = np.where(better, lr, out_l), np.where(better, sr, out_s)
+                out_r = np.where(better, stats[0, k] / np.maximum(stats[2, k], 1), out_r)
+        return best, out_l, out_s, out_r
+
+    def _params(self, d: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = []
+        for v in (self.q_level, self.q_slope, self.r):
+            if v.size not in (1, d):
+                raise ValueError(f"{v.size} fitted columns, the series has {d}")
+            out.append(np.broadcast_to(v, (d,)))
+        return out[0], out[1], out[2]
+
+    def _run(self, series: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        cols = [as_2d(s)[0] for s in series]
+        if not cols:
+            return [], []
+        d = cols[0].shape[1]
+        steps = max(len(c) for c in cols)
+        padded = np.full((len(cols), steps, d), np.nan)
+        for i, c in enumerate(cols):
+            padded[i, : len(c)] = c
+        ql, qs, r = self._params(d)
+        flat = padded.transpose(0, 2, 1).reshape(len(cols) * d, steps)
+        level, var, _ = llt_filter(flat, np.tile(ql, len(cols)), np.tile(qs, len(cols)), np.tile(r, len(cols)),
+                                   "smooth" if self.smooth else "filter")
+        level = level.reshape(len(cols), d, steps).transpose(0, 2, 1)
+        var = var.reshape(len(cols), d, steps).transpose(0, 2, 1)
+        none_seen = np.isnan(padded).all(axis=1)  # (N, d)
+        level[np.broadcast_to(none_seen[:, None, :], level.shape)] = np.nan
+        return [level[i, : len(c)] for i, c in enumerate(cols)], [var[i, : len(c)] for i, c in enumerate(cols)]
+
+    def _impute(self, y: np.ndarray) -> np.ndarray:
+        return self._run([y])[0][0]
+
+    def impute_many(self, series: Sequence[np.ndarray]) -> list[np.ndarray]:
+        levels, _ = self._run(series)
+        out = []
+        for y, level in zip(series, levels):
+            arr, flat = as_2d(y)
+            filled = np.where(np.isnan(arr), level, arr)
+            out.append(filled[:, 0] if flat else filled)
+        return out
+
+    def impute_std(self, y: np.ndarray) -> np.ndarray:
+        """Standard deviation of each fill around the true value (0 where observed)."""
+        arr, flat = as_2d(y)
+        _, (var,) = self._run([arr])
+        _, _, r = self._params(arr.shape[1])
+        std = np.where(np.isnan(arr), np.sqrt(np.maximum(var, 0.0) + r), 0.0)
+        return std[:, 0] if flat else std
+
+
+BASELINES: dict[str, type[Imputer]] = {cls.name: cls for cls in (LinearInterpolation, LastValue, KalmanLLT)}
+
+
+def mae_rmse(filled: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """MAE and RMSE over the masked (hidden) entries only."""
+    err = (np.asarray(filled) - np.asarray(truth))[np.asarray(mask, dtype=bool)]
+    if err.size == 0:
+        return math.nan, math.nan
+    return float(np.mean(np.abs(err))), float(np.sqrt(np.mean(err**2)))
