@@ -307,6 +307,10 @@ class KalmanLLT(Imputer):
             out.append(filled[:, 0] if flat else filled)
         return out
 
+    def levels_many(self, series: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """The estimated level of every sample, observed ones included (the denoised series), ``(T, D)`` each."""
+        return self._run(series)[0]
+
     def impute_std(self, y: np.ndarray) -> np.ndarray:
         """Standard deviation of each fill around the true value (0 where observed)."""
         arr, flat = as_2d(y)

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from twinstream.commands import eval_synth
+
 app = typer.Typer(help="Evaluate twin learners on public data with the live system's protocol.", no_args_is_help=True)
 console = Console(stderr=True)
 
@@ -22,6 +24,9 @@ console = Console(stderr=True)
 @app.callback()
 def main() -> None:
     """Evaluate twin learners (a group, so that ``eval cmapss`` stays a sub-command)."""
+
+
+app.command("synth")(eval_synth.synth)
 
 
 def resolve_prior(train_subset: str, data: Path | None, prior: Path | None, prior_out: Path | None) -> str:
