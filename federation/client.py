@@ -77,7 +77,7 @@ def verify_and_install(
             (staging / MANIFEST_FILE).write_bytes(download.manifest_bytes)
             (staging / "signature.json").write_text(json.dumps({"algorithm": "ed25519", "signature": download.signature}) + "\n")
             try:
-                load_prior(staging, expected_schema)
+                load_prior(staging, expected_schema, cache=False)
             except (PriorMismatchError, ValueError, OSError, KeyError) as exc:
                 raise PriorRejected(str(exc).replace(str(staging.resolve()), f"{manifest.family}/{manifest.version}")) from None
             if final.exists():

@@ -64,6 +64,7 @@ class PriorPuller:
         self.metrics = metrics
         self.lock = lock
         self.rejected: set[str] = set()  # sha256 of manifests refused before
+        self._polling = False  # the start-up task and the timer must not overlap
 
     @property
     def prior_version(self) -> str | None:
@@ -103,6 +104,9 @@ class PriorPuller:
 
     async def poll(self) -> None:
         """One pull (the timer body). Never raises: failures keep the current prior."""
+        if self._polling:
+            return
+        self._polling = True
         try:
             prior = await asyncio.to_thread(self.check)
             if prior is None:
@@ -118,6 +122,8 @@ class PriorPuller:
         except Exception as exc:  # a bug here must not stop the worker
             self.metrics.prior_pull_failures.labels("error").inc()
             log.exception("prior pull: unexpected error, keeping prior %s: %s", self.prior_version, exc)
+        finally:
+            self._polling = False
 
 
 def puller_for_worker(settings: Any, processor: Any, metrics: WorkerMetrics, lock: Any) -> PriorPuller | None:

@@ -89,7 +89,7 @@ class PriorStore:
             if actual != manifest.weights_sha256:
                 raise InvalidPrior(f"weights sha256 is {actual}, manifest says {manifest.weights_sha256}")
             try:
-                load_prior(staging)  # the weights must load as a prior of the manifest's shape
+                load_prior(staging, cache=False)  # the weights must load as a prior of the manifest's shape
             except (PriorMismatchError, ValueError, OSError, KeyError) as exc:
                 raise InvalidPrior(f"weights do not load as a prior: {exc}") from None
             with self._lock:

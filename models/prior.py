@@ -152,8 +152,8 @@ class FleetPrior:
 _CACHE: dict[tuple[str, str], FleetPrior] = {}
 
 
-def load_prior(directory: str | Path, expected_schema: FeatureSchema | None = None) -> FleetPrior:
-    """Load and verify the prior in ``directory`` (cached per process once verified).
+def load_prior(directory: str | Path, expected_schema: FeatureSchema | None = None, cache: bool = True) -> FleetPrior:
+    """Load and verify the prior in ``directory`` (cached per process once verified, unless ``cache`` is False).
 
     Raises :class:`PriorMismatchError` when the weights' sha256 differs from the manifest
     or the feature schema differs from ``expected_schema``; ``FileNotFoundError`` when
@@ -182,7 +182,8 @@ def load_prior(directory: str | Path, expected_schema: FeatureSchema | None = No
                 raise PriorMismatchError(f"prior {directory}: weights file lacks arrays {missing}")
             weights = {k: npz[k] for k in WEIGHT_KEYS}
         prior = FleetPrior(manifest, weights, directory)
-        _CACHE[key] = prior
+        if cache:
+            _CACHE[key] = prior
     if expected_schema is not None:
         problems = prior.manifest.feature_schema.differences(expected_schema)
         if problems:

@@ -183,3 +183,16 @@ def test_puller_for_worker_follows_the_learners_prior_family(tmp_path: Path) -> 
     assert puller.cache_dir == tmp_path / "priors"
     river = Settings(prior_registry_url="http://127.0.0.1:9", learner="river-linear")
     assert puller_for_worker(river, processor, WorkerMetrics(), None) is None
+
+
+def test_overlapping_polls_swap_once(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    s.feed("e1", 0)
+    s.registry.put("/v1/priors/rul-mlp/3", json=publish_body(*variant("3")), headers=AUTH)
+
+    async def both() -> None:
+        await asyncio.gather(s.puller.poll(), s.puller.poll())  # start-up task and timer at once
+
+    asyncio.run(both())
+    assert s.metrics.registry.get_sample_value("twinstream_prior_swaps_total") == 1
+    assert s.feed("e1", 1)["prior_version"] == "rul-mlp-v3"
