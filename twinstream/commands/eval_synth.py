@@ -31,6 +31,9 @@ def print_report(report: dict) -> None:
     table.add_row("(kalman on the complete series)", f"{ref['block']['mae']:.3f}", f"{ref['block']['rmse']:.3f}",
                   f"{ref['random']['mae']:.3f}", f"{ref['random']['rmse']:.3f}")
     Console(width=max(Console().width, 100)).print(table)
+    for mask, methods in (report.get("seed_spread") or {}).items():
+        console.print(f"{mask} MAE over seeds {report['seeds'][0]}-{report['seeds'][-1]}: " + ", ".join(
+            f"{name} {s['mae_mean']:.3f} ± {s['mae_std']:.3f}" for name, s in methods.items()))
     console.print(f"not measured yet: {', '.join(report['not_measured'])}")
 
 
@@ -45,6 +48,7 @@ def synth(
     limit_engines: Optional[int] = typer.Option(None, "--limit-engines", help="Only engines with unit <= N (smoke runs)."),
     docs: Optional[Path] = typer.Option(None, "--docs", help="Write synthetic.md here (C-MAPSS run)."),
     seed: int = typer.Option(0, help="Seed of both masks."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Also draw the masks with the next N-1 seeds and report the spread."),
 ) -> None:
     """Hide known sensor values with seeded masks, fill them with each baseline, report MAE/RMSE."""
     from twinstream import synthetic
@@ -61,9 +65,10 @@ def synth(
     else:
         dataset = synthetic.cmapss_dataset(subset, data, limit_engines)
     with console.status("evaluating ...") as status:
-        report = synthetic.evaluate_imputation(dataset, seed, status.update)
+        report = synthetic.evaluate_imputation(dataset, seed, status.update, seeds)
     parts = [("--csv", csv_path), ("--time-column", time_column), ("--subset", None if csv_path else subset),
-             ("--data", data), ("--limit-engines", limit_engines), ("--seed", seed)]
+             ("--data", data), ("--limit-engines", limit_engines), ("--seed", seed),
+             ("--seeds", seeds if seeds > 1 else None)]
     parts += [("--columns", c) for c in columns or []]
     report["command"] = "twinstream eval synth " + " ".join(f"{f} {v}" for f, v in parts if v is not None)
     print_report(report)
