@@ -300,7 +300,7 @@ def write_docs(report: dict[str, Any], docs_dir: Path) -> Path:
         test=report["test_series"], seed=report["seed"], table=table, params=params,
         random_hidden=masks["random"]["hidden"], random_rng=masks["random"]["rng"],
         block_hidden=masks["block"]["hidden"], blocks=masks["block"]["blocks"], block_rng=masks["block"]["rng"],
-        columns=", ".join(report["columns"]), seconds=report["seconds"], not_measured=", ".join(f"`{k}`" for k in report["not_measured"]),
+        columns=", ".join(report["columns"]), n_columns=len(report["columns"]), seconds=report["seconds"], not_measured=", ".join(f"`{k}`" for k in report["not_measured"]),
     )
     docs_dir.mkdir(parents=True, exist_ok=True)
     out = docs_dir / "synthetic.md"
@@ -336,7 +336,7 @@ may be used at all. This page documents what exists now and what it measures.
 
 ## Protocol
 
-Data: {data}, the 14 informative sensors ({columns}), z-scored with the training
+Data: {data}, the {n_columns} informative sensors ({columns}), z-scored with the training
 engines' mean and standard deviation, so errors are in training standard deviations.
 The Kalman variances are fitted on the {train} complete training series; the
 {test} test series are masked and scored.

@@ -88,8 +88,9 @@ def test_command_on_csv_writes_the_issue_keys(tmp_path: Path) -> None:
     assert "generator" not in report["imputation"]["block"] and "discriminative_score" not in report
     assert set(report["not_measured"]) == {"generator", "discriminative_score", "tstr_rmse", "rul_rmse_ratio_missing30"}
     assert report["masks"]["block"]["blocks"] == 2 and report["command"].startswith("twinstream eval synth --csv")
-    bad = CliRunner().invoke(app, ["synth", "--csv", str(path)])
-    assert bad.exit_code == 2
+    for bad in (["--csv", str(path)], ["--csv", str(path), "--time-column", "time", "--docs", str(tmp_path)],
+                ["--csv", str(tmp_path / "missing.csv"), "--time-column", "time"]):
+        assert CliRunner().invoke(app, ["synth", *bad]).exit_code == 2
 
 
 def test_command_on_a_few_engines_writes_docs(tmp_path: Path) -> None:

@@ -54,6 +54,9 @@ def synth(
     from twinstream import synthetic
 
     if csv_path is not None:
+        if docs is not None:
+            console.print("[red]--docs documents the C-MAPSS run; use --json for a CSV[/red]")
+            raise typer.Exit(2)
         if time_column is None:
             console.print("[red]--csv needs --time-column[/red]")
             raise typer.Exit(2)
