@@ -263,6 +263,10 @@ LABELS = {
 }
 
 
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:g}"
+
+
 def write_docs(report: dict[str, Any], docs_dir: Path) -> Path:
     """Write ``synthetic.md`` (method, masks, seeds, measured table) from one report."""
     from twinstream.report import markdown_table
@@ -293,9 +297,22 @@ def write_docs(report: dict[str, Any], docs_dir: Path) -> Path:
         )
     else:
         spread_text = "(one mask seed only: rerun with `--seeds N` for the spread over seeds)"
+    detection = report.get("gap_detection")
+    if detection:
+        gap_text = (
+            f"{detection['data']} ({detection['engines']} engines, {detection['samples']} samples; faults seeded with "
+            f"`{detection['rng']}`). On the data as recorded the detector reported "
+            f"**{detection['clean']['false_gaps']}** gaps.\n\n" + markdown_table(
+                ["injected fault", "engines", "found", "false gaps", "delay median (cycles)", "delay max"],
+                [[f"`{k}`", str(f["injected"]), str(f["found"]), str(f["false_gaps"]), _num(f["delay_median"]), _num(f["delay_max"])]
+                 for k, f in detection["faults"].items()],
+            )
+        )
+    else:
+        gap_text = "(not run: `--no-gaps`)"
     floor = 10.0 ** (KalmanLLT.LEVEL_RANGE[0] + min(KalmanLLT.REFINE))
     masks = report["masks"]
-    text = DOCS_TEMPLATE.format(spread=spread_text, floor=f"{floor:.1e}",
+    text = DOCS_TEMPLATE.format(spread=spread_text, gaps=gap_text, floor=f"{floor:.1e}",
         command=report["command"] + " --docs docs", data=report["data"], train=report["train_series"],
         test=report["test_series"], seed=report["seed"], table=table, params=params,
         random_hidden=masks["random"]["hidden"], random_rng=masks["random"]["rng"],
@@ -374,6 +391,24 @@ squared; {floor} is the bottom of the searched range, in effect no level noise: 
 smooth trend plus noise):
 
 {params}
+
+## Gap detection on injected faults
+
+Each test engine is replayed through a fresh gap detector (seq = cycle, one sample per
+10 minutes) as recorded, and once per fault kind with one fault injected at a seeded
+cycle (at least 30 cycles in and 15 before the end) on a seeded informative sensor, for
+engines of at least 60 cycles: the sensor null for 10 cycles (`missing_sensor`), the
+sensor frozen at its value from then on (`flatline`), or 5 cycles never sent
+(`missed_samples`). Found means a gap of that kind, sensor and start; anything else
+reported counts as a false gap. Delay counts cycles from the fault's first cycle to the
+report, inclusive (missed samples are known when the next sample arrives).
+
+{gaps}
+
+By design a sensor is not called flat-lined while it has shown fewer than four
+quantisation steps of range (coarsely quantised sensors repeat values naturally), nor
+before its own change rate makes the repeat unlikely (probability below 1e-6): a sensor
+frozen early in an engine's life, while it has barely moved, can go unreported.
 
 ## Your own data
 

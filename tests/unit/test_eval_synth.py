@@ -103,6 +103,8 @@ def test_command_on_a_few_engines_writes_docs(tmp_path: Path) -> None:
     assert f"| {report['imputation']['block']['kalman']['mae']:.3f} |" in text
     assert report["test_series"] == 8 and len(report["kalman_params"]) == 14
     assert report["seeds"] == [0, 1, 2]
+    assert report["gap_detection"]["engines"] == 8 and report["gap_detection"]["clean"]["false_gaps"] == 0
+    assert "## Gap detection on injected faults" in text
     for mask in ("block", "random"):
         for method, s in report["seed_spread"][mask].items():
             assert s["mae_min"] <= report["imputation"][mask][method]["mae"] <= s["mae_max"]  # seed 0 is one of the draws
@@ -133,3 +135,15 @@ def test_committed_docs_match_a_fresh_run(fd001_report: dict) -> None:
         b, r = fd001_report["imputation"]["block"][name], fd001_report["imputation"]["random"][name]
         assert f"(`{name}`) | {b['mae']:.3f} | {b['rmse']:.3f} | {r['mae']:.3f} | {r['rmse']:.3f} |" in text, (
             f"docs/synthetic.md is stale for {name}: rerun twinstream eval synth --seeds 10 --docs docs")
+
+
+def test_gap_detector_finds_injected_faults_in_fd001() -> None:
+    from twinstream.gap_eval import evaluate_detection
+
+    r = evaluate_detection("FD001", seed=0)
+    assert r["engines"] == 100 and r["clean"]["false_gaps"] == 0
+    faults = r["faults"]
+    assert faults["missing_sensor"]["recall"] == 1.0 and faults["missing_sensor"]["delay_max"] == 1
+    assert faults["missed_samples"]["recall"] == 1.0 and faults["missed_samples"]["delay_max"] == 6
+    assert faults["flatline"]["recall"] >= 0.9 and faults["flatline"]["delay_median"] <= 15
+    assert all(f["false_gaps"] == 0 and f["injected"] == 88 for f in faults.values())

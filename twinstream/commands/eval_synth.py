@@ -34,6 +34,11 @@ def print_report(report: dict) -> None:
     for mask, methods in (report.get("seed_spread") or {}).items():
         console.print(f"{mask} MAE over seeds {report['seeds'][0]}-{report['seeds'][-1]}: " + ", ".join(
             f"{name} {s['mae_mean']:.3f} ± {s['mae_std']:.3f}" for name, s in methods.items()))
+    detection = report.get("gap_detection")
+    if detection:
+        console.print(f"gap detector on {detection['engines']} engines: {detection['clean']['false_gaps']} false gaps as recorded; " + ", ".join(
+            f"{k} found {f['found']}/{f['injected']} (false {f['false_gaps']}, median delay {f['delay_median']})"
+            for k, f in detection["faults"].items()))
     console.print(f"not measured yet: {', '.join(report['not_measured'])}")
 
 
@@ -49,6 +54,7 @@ def synth(
     docs: Optional[Path] = typer.Option(None, "--docs", help="Write synthetic.md here (C-MAPSS run)."),
     seed: int = typer.Option(0, help="Seed of both masks."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Also draw the masks with the next N-1 seeds and report the spread."),
+    gaps: bool = typer.Option(True, "--gaps/--no-gaps", help="C-MAPSS: also score the gap detector on injected faults."),
 ) -> None:
     """Hide known sensor values with seeded masks, fill them with each baseline, report MAE/RMSE."""
     from twinstream import synthetic
@@ -69,11 +75,16 @@ def synth(
         dataset = synthetic.cmapss_dataset(subset, data, limit_engines)
     with console.status("evaluating ...") as status:
         report = synthetic.evaluate_imputation(dataset, seed, status.update, seeds)
+        if gaps and csv_path is None:
+            from twinstream.gap_eval import evaluate_detection
+
+            status.update("gap detection on injected faults")
+            report["gap_detection"] = evaluate_detection(subset, data, seed, limit_engines)
     parts = [("--csv", csv_path), ("--time-column", time_column), ("--subset", None if csv_path else subset),
              ("--data", data), ("--limit-engines", limit_engines), ("--seed", seed),
-             ("--seeds", seeds if seeds > 1 else None)]
+             ("--seeds", seeds if seeds > 1 else None), ("--no-gaps", "" if not gaps and csv_path is None else None)]
     parts += [("--columns", c) for c in columns or []]
-    report["command"] = "twinstream eval synth " + " ".join(f"{f} {v}" for f, v in parts if v is not None)
+    report["command"] = "twinstream eval synth " + " ".join(f"{f} {v}".strip() for f, v in parts if v is not None)
     print_report(report)
     if docs is not None:
         path = synthetic.write_docs(report, docs)
