@@ -24,7 +24,7 @@ import math
 import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 Features = Mapping[str, float | None]
 
@@ -36,6 +36,17 @@ class IntervalPrediction:
     value: float
     lower: float
     upper: float
+
+
+T = TypeVar("T")
+
+
+def unpickle_as(blob: bytes, cls: type[T], what: str) -> T:
+    """Unpickle ``blob`` and check it is a ``cls`` (state read back from our own table)."""
+    value = pickle.loads(blob)
+    if not isinstance(value, cls):
+        raise TypeError(f"{what} holds {type(value).__name__}, not a {cls.__name__}")
+    return value
 
 
 def clean_features(x: Features) -> dict[str, float]:
@@ -92,10 +103,7 @@ class TwinLearner(abc.ABC):
 
     @staticmethod
     def restore(blob: bytes) -> "TwinLearner":
-        learner = pickle.loads(blob)
-        if not isinstance(learner, TwinLearner):
-            raise TypeError(f"snapshot holds {type(learner).__name__}, not a TwinLearner")
-        return learner
+        return unpickle_as(blob, TwinLearner, "snapshot")
 
     def state_bytes(self) -> int:
         """Size of the snapshot in bytes (the twin's memory and changelog cost)."""

@@ -24,7 +24,7 @@ import pickle
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from twinstream.models.base import Features, IntervalPrediction, TwinLearner
+from twinstream.models.base import Features, IntervalPrediction, TwinLearner, unpickle_as
 
 MAX_REMEMBERED_GAPS = 64
 AGE_FEATURE = "age"
@@ -94,8 +94,5 @@ class Twin:
 
     @staticmethod
     def from_bytes(blob: bytes) -> "Twin":
-        twin = pickle.loads(blob)
-        if not isinstance(twin, Twin):
-            raise TypeError(f"twin table value holds {type(twin).__name__}, not a Twin")
-        return twin
+        return unpickle_as(blob, Twin, "twin table value")
 
