@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import os
 import subprocess
 import sys
 import time
@@ -27,7 +26,7 @@ from twinstream.connectors.cmapss_replay import ReplayEvent, cmapss_events, test
 from twinstream.connectors.producer import send_all
 from twinstream.data.cmapss import load_subset
 from twinstream.monitor import OutputTally, tally_outputs
-from twinstream.processes import stop_process
+from twinstream.processes import settings_env, stop_process
 from twinstream.schemas.topics import PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
@@ -43,23 +42,6 @@ class DemoOptions:
     timeout_s: float = 600.0
     report_dir: Path = Path("twinstream-report")
     plot_engines: int = 4
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The environment that gives a child process the same settings."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump(mode="json").items():
-        if value is None:
-            env.pop(f"TWINSTREAM_{name.upper()}", None)
-            continue
-        if isinstance(value, (dict, list)):
-            import json
-
-            value = json.dumps(value)
-        env[f"TWINSTREAM_{name.upper()}"] = str(value)
-    if settings.influx_token.get_secret_value():
-        env["TWINSTREAM_INFLUX_TOKEN"] = settings.influx_token.get_secret_value()
-    return env
 
 
 def start_process(module: str, settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:

@@ -12,6 +12,7 @@ from kafka import KafkaProducer
 from twinstream.broker import EmbeddedBroker
 from twinstream.schemas import DeadLetter, RejectReason
 from twinstream.schemas.topics import PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
+from twinstream.processes import settings_env
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
 
@@ -31,7 +32,8 @@ def good(entity: str, seq: int, **patch: object) -> bytes:
 
 def test_bad_input_goes_to_dlq_and_worker_keeps_running(kafka_broker: EmbeddedBroker, app_id: str, tmp_path: Path) -> None:
     namespace = app_id.replace("-", "_")
-    settings = Settings(broker=kafka_broker.url, app_id=app_id, topic_namespace=namespace, partitions=2)
+    settings = Settings(broker=kafka_broker.url, app_id=app_id, topic_namespace=namespace, partitions=2,
+                        data_dir=tmp_path / "state")
     ensure_topics(settings)
     topic = TELEMETRY.in_namespace(namespace).name
     far_future = (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()
@@ -63,13 +65,7 @@ def test_bad_input_goes_to_dlq_and_worker_keeps_running(kafka_broker: EmbeddedBr
 
     dlq = TopicReader(kafka_broker.bootstrap_servers, TELEMETRY_DLQ.in_namespace(namespace).name)
     predictions = TopicReader(kafka_broker.bootstrap_servers, PREDICTIONS.in_namespace(namespace).name)
-    worker = WorkerProcess({
-        "TWINSTREAM_BROKER": kafka_broker.url,
-        "TWINSTREAM_APP_ID": app_id,
-        "TWINSTREAM_TOPIC_NAMESPACE": namespace,
-        "TWINSTREAM_PARTITIONS": "2",
-        "TWINSTREAM_DATA_DIR": str(tmp_path / "state"),
-    }, tmp_path / "worker.log").start()
+    worker = WorkerProcess(settings_env(settings), tmp_path / "worker.log").start()
     expected_dlq = [case for case in cases if case[3] is not None]
     try:
         wait_until(lambda: dlq.poll() >= len(expected_dlq) and predictions.poll() >= 3, 90,

@@ -26,6 +26,7 @@ from twinstream.federation.registry import create_registry_app
 from twinstream.federation.signing import generate_private_key, public_key_b64
 from twinstream.federation.store import PriorStore
 from twinstream.schemas.topics import PREDICTIONS, TELEMETRY
+from twinstream.processes import settings_env
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
 
@@ -96,11 +97,7 @@ def test_worker_swaps_in_a_newly_published_prior(kafka_broker: EmbeddedBroker, a
 
     with RegistryThread(tmp_path / "registry") as registry:
         worker = WorkerProcess({
-            "TWINSTREAM_BROKER": kafka_broker.url,
-            "TWINSTREAM_APP_ID": app_id,
-            "TWINSTREAM_TOPIC_NAMESPACE": namespace,
-            "TWINSTREAM_PARTITIONS": "1",
-            "TWINSTREAM_DATA_DIR": str(tmp_path / "state"),
+            **settings_env(settings.model_copy(update={"data_dir": tmp_path / "state"})),
             "TWINSTREAM_PRIOR_REGISTRY_URL": registry.url,
             "TWINSTREAM_PRIOR_REGISTRY_PUBLIC_KEY": public_key_b64(registry.key),
             "TWINSTREAM_PRIOR_POLL_INTERVAL_S": "1.0",

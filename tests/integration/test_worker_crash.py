@@ -12,6 +12,7 @@ from twinstream.broker import EmbeddedBroker
 from twinstream.connectors.cmapss_replay import cmapss_events
 from twinstream.connectors.producer import send_all
 from twinstream.schemas.topics import PREDICTIONS, TELEMETRY
+from twinstream.processes import settings_env
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
 
@@ -32,13 +33,7 @@ def test_sigkill_twice_mid_replay_loses_nothing(kafka_broker: EmbeddedBroker, ap
     settings = Settings(broker=kafka_broker.url, app_id=app_id, topic_namespace=namespace, partitions=4,
                         data_dir=tmp_path / "state")
     ensure_topics(settings)
-    env = {
-        "TWINSTREAM_BROKER": kafka_broker.url,
-        "TWINSTREAM_APP_ID": app_id,
-        "TWINSTREAM_TOPIC_NAMESPACE": namespace,
-        "TWINSTREAM_PARTITIONS": "4",
-        "TWINSTREAM_DATA_DIR": str(tmp_path / "state"),
-    }
+    env = settings_env(settings)
     events = cmapss_events("FD001")
     sent_per_entity = Counter(event.entity_id for event in events)
     progress = {"sent": 0}
