@@ -11,10 +11,13 @@ builds one with :meth:`Settings.model_copy`, so no process mutates shared config
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+if TYPE_CHECKING:
+    from twinstream.schemas.generator import GateThresholds
 
 
 class Settings(BaseSettings):
@@ -95,6 +98,17 @@ class Settings(BaseSettings):
     influx_flush_interval_s: float = Field(default=1.0, gt=0)
     influx_max_backoff_s: float = Field(default=10.0, gt=0)
 
+    # --- synthetic data: the generator's quality gate (issue 6) ----------------------
+    synth_generator_dir: Path | None = Field(
+        default=None, description="Generator artifact directory (twinstream synth train --out); None: the bundled FD001 one."
+    )
+    synth_gate_max_mae_ratio: float | None = Field(
+        default=0.8, gt=0, description="Refuse a generator whose recorded block-mask MAE exceeds this share of linear interpolation's (None: unchecked)."
+    )
+    synth_gate_max_discriminative: float | None = Field(
+        default=0.15, ge=0, le=0.5, description="Refuse a generator whose recorded discriminative score exceeds this (None: unchecked)."
+    )
+
     # --- observability ---------------------------------------------------------------
     metrics_port: int | None = Field(default=None, description="Serve Prometheus metrics on this port.")
     metrics_addr: str = Field(
@@ -113,6 +127,12 @@ class Settings(BaseSettings):
         if scheme != "kafka":
             raise ValueError(f"broker URL must start with kafka:// (got {value!r})")
         return value
+
+    def synth_gate(self) -> "GateThresholds":
+        """The generator quality gate built from the ``synth_gate_*`` fields."""
+        from twinstream.schemas.generator import GateThresholds
+
+        return GateThresholds(max_mae_ratio=self.synth_gate_max_mae_ratio, max_discriminative=self.synth_gate_max_discriminative)
 
     @property
     def broker_servers(self) -> str:
