@@ -4,7 +4,7 @@ from twinstream.schemas.dead_letter import DeadLetter, RejectReason
 from twinstream.schemas.gaps import Gap, GapKind
 from twinstream.schemas.prediction import Prediction
 from twinstream.schemas.telemetry import SCHEMA_VERSION, Telemetry
-from twinstream.schemas.topics import GAPS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ, TopicSpec, topic_catalog
+from twinstream.schemas.topics import GAPS, PREDICTIONS, SYNTHETIC, TELEMETRY, TELEMETRY_DLQ, TopicSpec, topic_catalog
 
 __all__ = [
     "DeadLetter",
@@ -15,6 +15,7 @@ __all__ = [
     "Prediction",
     "RejectReason",
     "SCHEMA_VERSION",
+    "SYNTHETIC",
     "TELEMETRY",
     "TELEMETRY_DLQ",
     "Telemetry",

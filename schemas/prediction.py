@@ -6,8 +6,18 @@ de-duplicate on it, because after a crash a prediction may be published twice
 
 >>> p = Prediction(entity_id="engine-7", event_time="2026-01-01T00:00:00Z", seq=3,
 ...                target="rul", value=112.5, lower=90.0, upper=130.0, model_version="river-linreg-v1")
->>> p.prior_version is None
-True
+>>> p.prior_version is None, p.synthetic_share
+(True, 0.0)
+
+``synthetic_share`` is the share of synthetic values in the sensor input of the event
+behind the prediction: ``s / (m + s)``, where ``m`` counts the sensor values of that
+event that were measured and ``s`` those the twin took from synthetic samples (fills
+from the sidecar) because the sensor was missing. Sensors missing with no fill count in
+neither (the twin's features keep that sensor's last state). 0 for a fully measured
+event (and for messages written before the field existed), 1 for a wholly synthetic
+event. It describes this event's input only; the twin's smoothed features still carry
+earlier synthetic values with a decaying weight. ``synthetic`` is true exactly when
+the share is above 0 (or the event itself was synthetic).
 """
 
 from __future__ import annotations
@@ -34,7 +44,11 @@ class Prediction(BaseModel):
     model_version: str = Field(description="Twin learner family and version.")
     prior_version: str | None = Field(default=None, description="Fleet prior version, when the twin uses one.")
     updates: int = Field(default=0, ge=0, description="Updates the twin had applied when it predicted.")
-    synthetic: bool = Field(default=False, description="True when the input event was synthetic.")
+    synthetic: bool = Field(default=False, description="True when any input value behind it was synthetic (synthetic_share > 0).")
+    synthetic_share: float = Field(
+        default=0.0, ge=0.0, le=1.0,
+        description="Synthetic values / (measured + synthetic values) in the sensor input of this event (module doc).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "Prediction":
@@ -44,6 +58,8 @@ class Prediction(BaseModel):
                 raise ValueError(f"{name} is not finite")
         if self.lower is not None and self.upper is not None and self.lower > self.upper:
             raise ValueError("lower bound above upper bound")
+        if self.synthetic_share > 0.0 and not self.synthetic:
+            raise ValueError("a prediction with synthetic input (synthetic_share > 0) is flagged synthetic")
         return self
 
     @property

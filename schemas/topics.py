@@ -6,7 +6,7 @@ and are handled by the worker that owns that entity's twin. The catalog is appli
 idempotently at start-up (:mod:`twinstream.streams.topic_admin`).
 
 >>> [t.name for t in topic_catalog(partitions=4)]
-['twinstream.telemetry', 'twinstream.predictions', 'twinstream.telemetry.dlq', 'twinstream.gaps']
+['twinstream.telemetry', 'twinstream.predictions', 'twinstream.telemetry.dlq', 'twinstream.gaps', 'twinstream.telemetry.synthetic']
 >>> TELEMETRY.name, TELEMETRY.key
 ('twinstream.telemetry', 'entity_id')
 >>> TELEMETRY.in_namespace("plant7").name
@@ -76,10 +76,18 @@ GAPS = TopicSpec(
     value_schema="Gap",
     description="Gaps found in an entity's telemetry (missed samples, missing or flat-lined sensors).",
 )
+SYNTHETIC = TopicSpec(
+    name="twinstream.telemetry.synthetic",
+    value_schema="Telemetry",
+    description=(
+        "Synthetic samples (synthetic=true) that fill gaps, written by the sidecar; keyed by entity id. "
+        "A sample carries only the filled sensors, for the (entity, seq) of the gap."
+    ),
+)
 
 
 def topic_catalog(partitions: int, namespace: str = DEFAULT_NAMESPACE) -> list[TopicSpec]:
     """All platform topics, with keyed topics set to ``partitions`` partitions."""
     return [
-        spec.with_partitions(partitions).in_namespace(namespace) for spec in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ, GAPS)
+        spec.with_partitions(partitions).in_namespace(namespace) for spec in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ, GAPS, SYNTHETIC)
     ]
