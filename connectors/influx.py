@@ -3,7 +3,13 @@
 Point layout (one point per :class:`~twinstream.schemas.prediction.Prediction`)::
 
     prediction,entity_id=<id>,model_version=<v>[,prior_version=<p>],synthetic=<true|false>,target=<t>
-        [lower=<f>,]seq=<n>i,updates=<n>i,[upper=<f>,]value=<f> <event time, ns>
+        [lower=<f>,]seq=<n>i,[synthetic_share=<f>,]updates=<n>i,[upper=<f>,]value=<f> <event time, ns>
+
+``synthetic=true`` tags a prediction with synthetic input behind it (a sensor filled by
+the sidecar, ``synthetic_share > 0``; see :mod:`twinstream.schemas.prediction`),
+``synthetic=false`` one made from measured values only, so dashboards can split or
+filter the two. ``synthetic_share`` is written only when above 0 (absent = 0), which
+keeps the points of measured-only predictions exactly as before the field existed.
 
 Why these choices:
 
@@ -21,6 +27,11 @@ Why these choices:
 * **seq and updates are integer fields** (``i`` suffix), never tags: one series per
   event would explode cardinality. ``seq`` in the data lets a reader check that every
   ``(entity_id, seq)`` arrived.
+* **The synthetic tag after a crash**: whether a fill had reached the twin when it
+  applied an event depends on how the measured and the synthetic topic interleaved, so
+  a prediction recomputed after a crash can (rarely) differ in ``synthetic`` and land
+  in the other series for the same time. Readers that need one point per event
+  de-duplicate on ``(entity_id, seq)``.
 * **time = event time in ns**. Two predictions of one entity and target with the
   same event time share a timestamp, so the later one wins (InfluxDB's data model;
   VictoriaMetrics stores milliseconds, so there the window is 1 ms).
@@ -86,6 +97,8 @@ def prediction_point(prediction: Prediction) -> Point:
         point.field("lower", float(prediction.lower))
     if prediction.upper is not None:
         point.field("upper", float(prediction.upper))
+    if prediction.synthetic_share > 0.0:
+        point.field("synthetic_share", float(prediction.synthetic_share))
     return point
 
 

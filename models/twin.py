@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from twinstream.models.base import Features, IntervalPrediction, TwinLearner, unpickle_as
+from twinstream.models.fills import FillBook
+from twinstream.models.gaps import GapDetector
 
 MAX_REMEMBERED_GAPS = 64
 AGE_FEATURE = "age"
@@ -49,6 +51,21 @@ class Twin:
     labelled: int = 0
     gaps: int = 0
     missing: list[int] = field(default_factory=list)
+    # Issue 6: the entity's gap detector and its synthetic-fill book live (and are
+    # checkpointed) with the twin, so a restarted worker continues both where they were.
+    detector: GapDetector | None = None
+    fills: FillBook = field(default_factory=FillBook)
+
+    def __setstate__(self, state: object) -> None:
+        """Restore a pickled twin; a twin pickled before a field existed gets its default."""
+        slots = state[1] if isinstance(state, tuple) and len(state) == 2 else state  # (None, {slot: value})
+        if not isinstance(slots, dict):
+            raise TypeError(f"unexpected pickled Twin state {type(state).__name__}")
+        for name, value in slots.items():
+            object.__setattr__(self, name, value)
+        for name, default in (("detector", None), ("fills", None)):
+            if not hasattr(self, name):
+                object.__setattr__(self, name, FillBook() if name == "fills" else default)
 
     def classify(self, seq: int) -> SeqStatus:
         if seq > self.last_seq:

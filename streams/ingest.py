@@ -15,6 +15,11 @@ Delivery contract (why the code is shaped like this):
 * On a rebalance every cached twin of a revoked partition is dropped, and a
   checkpoint that straddles a rebalance does not ack: Faust seeks back to the
   committed offsets, so those events come again and are applied to the table state.
+* The agent reads the measured telemetry topic and the synthetic topic (the sidecar's
+  fills) as one stream: both are keyed by entity id with the same partition count, so
+  Faust assigns partition *p* of both to the same worker, next to the twins of *p*.
+  Gaps found by the twins' detectors go to the gaps topic under the same contract as
+  predictions (confirmed before the events that revealed them are acked).
 """
 
 from __future__ import annotations
@@ -66,6 +71,12 @@ class IngestAgent:
         self.telemetry = topics["twinstream.telemetry"]
         self.predictions_topic = topics["twinstream.predictions"].get_topic_name()
         self.dlq_topic = topics["twinstream.telemetry.dlq"].get_topic_name()
+        self.gaps_topic = topics["twinstream.gaps"].get_topic_name()
+        synthetic = topics["twinstream.telemetry.synthetic"]
+        self.inputs = app.topic(
+            self.telemetry.get_topic_name(), synthetic.get_topic_name(), key_type=bytes, value_type=bytes,
+            partitions=settings.partitions, key_serializer="raw", value_serializer="raw", internal=False,
+        )
         self.table = app.Table(
             TWIN_TABLE,
             partitions=settings.partitions,
@@ -81,7 +92,7 @@ class IngestAgent:
         self.last_checkpoint = time.monotonic()
         self.checkpoint_number = 0
         self.stream: faust.StreamT | None = None
-        app.agent(self.telemetry, name="twinstream.ingest")(self._agent)
+        app.agent(self.inputs, name="twinstream.ingest")(self._agent)
         app.timer(max(settings.checkpoint_interval_s, 0.05))(self._on_timer)
         app.on_partitions_revoked.connect(self._on_revoked)
 
@@ -120,11 +131,14 @@ class IngestAgent:
 
     async def _handle(self, events: list[faust.EventT]) -> None:
         records = []
+        per_topic: dict[str, int] = {}
         for event in events:
             message = event.message
             records.append(Record(message.key, message.value, message.topic, message.partition, message.offset))
             self.pending.last_event_of_partition[message.partition] = event
-        self.metrics.events_in.labels(self.telemetry.get_topic_name()).inc(len(records))
+            per_topic[message.topic] = per_topic.get(message.topic, 0) + 1
+        for topic, count in per_topic.items():
+            self.metrics.events_in.labels(topic).inc(count)
         output = self.processor.process(records)
         partitions = self.settings.partitions
         sends = self.pending.sends
@@ -132,6 +146,8 @@ class IngestAgent:
             sends += await self.publisher.publish(self.predictions_topic, partitions, output.predictions)
         if output.dead_letters:
             sends += await self.publisher.publish(self.dlq_topic, partitions, output.dead_letters)
+        if output.gaps:
+            sends += await self.publisher.publish(self.gaps_topic, partitions, output.gaps)
         self.pending.events.extend(events)
 
     async def _checkpoint(self) -> None:

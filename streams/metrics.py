@@ -41,6 +41,28 @@ class WorkerMetrics:
             "Prior pulls that kept the current prior: registry unavailable, prior rejected (signature, sha256, schema), or error",
             ["reason"], registry=r,
         )
+        # --- gaps and synthetic samples (issue 6) ---
+        self.gaps_detected = Counter(
+            "twinstream_gaps_detected_total", "Gaps found by the per-twin gap detectors and published", ["kind"], registry=r
+        )
+        self.synthetic_fill_values = Counter(
+            "twinstream_synthetic_fill_values_total",
+            "Values of synthetic samples received by twins, by outcome: accepted, early, duplicate, "
+            "refused_measured (a fill never overwrites a measurement), stale, missed_sample (not applied)",
+            ["outcome"], registry=r,
+        )
+        self.synthetic_values_used = Counter(
+            "twinstream_synthetic_values_used_total", "Synthetic values used as twin input in place of missing sensors", registry=r
+        )
+        self.synthetic_predictions = Counter(
+            "twinstream_synthetic_predictions_total", "Predictions with synthetic input (synthetic_share > 0)", registry=r
+        )
+        self.sidecar_fills = Counter(
+            "twinstream_sidecar_fills_total", "Synthetic samples published by the sidecar", ["generator"], registry=r
+        )
+        self.sidecar_unfilled = Counter(
+            "twinstream_sidecar_unfilled_total", "Gap samples the sidecar did not fill, by reason", ["reason"], registry=r
+        )
         self.sink_points = Counter("twinstream_sink_points_total", "Points written to InfluxDB", registry=r)
         self.sink_failures = Counter("twinstream_sink_write_failures_total", "Failed InfluxDB writes (retried)", registry=r)
 

@@ -5,8 +5,17 @@ updates, every input accounted for), so it is a plain class that tests drive wit
 plain records. The agent (:mod:`twinstream.streams.ingest`) only moves bytes in and
 out and decides when to checkpoint.
 
-Every record ends in exactly one of: a prediction, a dead letter, or a skipped
-duplicate (a redelivery of an event the twin already applied).
+Every telemetry record ends in exactly one of: a prediction, a dead letter, or a
+skipped duplicate (a redelivery of an event the twin already applied).
+
+Issue 6 (docs/sidecar.md): each twin runs a gap detector on its measured samples and
+every gap it finds is published to the gaps topic. Records from the synthetic topic
+(fills written by the sidecar) produce no prediction: they are offered to the twin's
+:class:`~twinstream.models.fills.FillBook`, which uses them in place of missing sensors
+and never over a measured value. A measured sample with missing sensors is still
+applied; its prediction carries ``synthetic_share`` (share of its sensor values that
+came from fills), and a twin learns from a labelled event with synthetic input only
+when ``learn_from_synthetic`` is on.
 """
 
 from __future__ import annotations
@@ -18,10 +27,13 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
+from twinstream.models.fills import FillBook
+from twinstream.models.gaps import GapDetector
 from twinstream.models.registry import make_learner
 from twinstream.models.twin import SeqStatus, Twin
 from twinstream.schemas.dead_letter import DeadLetter, RejectReason
 from twinstream.schemas.telemetry import Telemetry
+from twinstream.schemas.topics import SYNTHETIC
 from twinstream.settings import Settings
 from twinstream.streams.metrics import WorkerMetrics
 from twinstream.streams.validation import Rejection, decode_telemetry
@@ -46,10 +58,13 @@ class BatchOutput:
 
     predictions: list[tuple[bytes, bytes]] = field(default_factory=list)
     dead_letters: list[tuple[bytes | None, bytes]] = field(default_factory=list)
+    gaps: list[tuple[bytes, bytes]] = field(default_factory=list)
     duplicates: int = 0
 
 
-def encode_prediction(telemetry: Telemetry, twin: Twin, target: str, value: float, lower: float, upper: float) -> bytes:
+def encode_prediction(
+    telemetry: Telemetry, twin: Twin, target: str, value: float, lower: float, upper: float, synthetic_share: float = 0.0
+) -> bytes:
     """JSON of a :class:`~twinstream.schemas.prediction.Prediction`, built without a model instance.
 
     Hot path: ~1 per event. A unit test checks the output validates as ``Prediction``.
@@ -66,7 +81,8 @@ def encode_prediction(telemetry: Telemetry, twin: Twin, target: str, value: floa
             "model_version": twin.learner.model_version,
             "prior_version": getattr(twin.learner, "prior_version", None),
             "updates": twin.updates,
-            "synthetic": telemetry.synthetic,
+            "synthetic": telemetry.synthetic or synthetic_share > 0.0,
+            "synthetic_share": synthetic_share,
         }
     )
 
@@ -106,6 +122,7 @@ class TwinProcessor:
         self.partition_of: dict[str, int] = {}
         self.dirty: set[str] = set()
         self._skew = timedelta(seconds=settings.max_future_skew_s)
+        self.synthetic_topic = SYNTHETIC.in_namespace(settings.topic_namespace).name
 
     def new_twin(self, entity_id: str) -> Twin:
         learner = make_learner(self.settings.learner, **self.settings.learner_params)
@@ -140,6 +157,9 @@ class TwinProcessor:
                 self._reject(out, record, decoded.reason, decoded.error, decoded.entity_id)
                 continue
             twin = self.twin(decoded.entity_id, record.partition)
+            if record.topic == self.synthetic_topic:
+                self._offer_fill(out, record, decoded, twin)
+                continue
             status = twin.classify(decoded.seq)
             if status is SeqStatus.DUPLICATE:
                 # A redelivery after a crash. The twin may have been loaded from local
@@ -161,8 +181,11 @@ class TwinProcessor:
                 continue
             label = decoded.targets.get(target)
             gaps_before = twin.gaps
+            inputs, share = self._inputs(decoded, twin)
+            if share > 0.0 and label is not None and not self._may_learn(twin.fills):
+                label = None
             try:
-                interval = twin.step(decoded.seq, decoded.metrics, label)
+                interval = twin.step(decoded.seq, inputs, label)
             except Exception as exc:  # a learner bug must not stop the worker
                 log.exception("twin update failed entity=%s topic=%s partition=%s offset=%s",
                               decoded.entity_id, record.topic, record.partition, record.offset)
@@ -170,11 +193,14 @@ class TwinProcessor:
                 continue
             if twin.gaps != gaps_before:
                 self.metrics.sequence_gaps.inc(twin.gaps - gaps_before)
+            if self.settings.gap_detection and not decoded.synthetic:
+                self._detect(out, decoded, twin, now)
             self.dirty.add(decoded.entity_id)
             if label is not None:
                 abs_error.observe(abs(interval.value - label))
             out.predictions.append(
-                (record.key or b"", encode_prediction(decoded, twin, target, interval.value, interval.lower, interval.upper))
+                (record.key or b"",
+                 encode_prediction(decoded, twin, target, interval.value, interval.lower, interval.upper, share))
             )
             last_event_time = decoded.event_time
         if out.predictions:
@@ -183,6 +209,62 @@ class TwinProcessor:
         if last_event_time is not None:
             self.metrics.lag_seconds.set((now - last_event_time).total_seconds())
         return out
+
+    def _inputs(self, decoded: Telemetry, twin: Twin) -> tuple[dict[str, float | None], float]:
+        """The sensor values the twin applies (missing ones filled where a fill exists) and their synthetic share."""
+        if decoded.synthetic:  # a generated sample sent as an event: all of its input is synthetic
+            present = sum(1 for v in decoded.metrics.values() if v is not None)
+            return dict(decoded.metrics), 1.0 if present else 0.0
+        inputs, measured, synthetic = twin.fills.prepare(decoded.seq, decoded.metrics)
+        refused = twin.fills.take_refused_early()
+        if refused:
+            self.metrics.synthetic_fill_values.labels("refused_measured").inc(refused)
+        if not synthetic:
+            return inputs, 0.0
+        self.metrics.synthetic_values_used.inc(synthetic)
+        self.metrics.synthetic_predictions.inc()
+        return inputs, synthetic / (measured + synthetic)
+
+    def _may_learn(self, book: FillBook) -> bool:
+        """Learn from a labelled event with synthetic input? Off by default; else thinned by the weight."""
+        if not self.settings.learn_from_synthetic:
+            return False
+        book.learn_credit += self.settings.synthetic_learn_weight
+        if book.learn_credit >= 1.0 - 1e-9:
+            book.learn_credit -= 1.0
+            return True
+        return False
+
+    def _detect(self, out: BatchOutput, decoded: Telemetry, twin: Twin, now: datetime) -> None:
+        detector = twin.detector
+        if detector is None:
+            detector = twin.detector = GapDetector(decoded.entity_id)
+        for gap in detector.observe_one(decoded.seq, decoded.event_time, decoded.metrics, detected_at=now):
+            log.info("gap entity=%s kind=%s sensors=%s seq=%s..%s open=%s", gap.entity_id, gap.kind.value,
+                     ",".join(gap.sensors), gap.first_seq, gap.last_seq, gap.open)
+            self.metrics.gaps_detected.labels(gap.kind.value).inc()
+            out.gaps.append((decoded.entity_id.encode(), gap.model_dump_json().encode()))
+
+    def _offer_fill(self, out: BatchOutput, record: Record, decoded: Telemetry, twin: Twin) -> None:
+        """A synthetic sample from the sidecar: into the twin's fill book, never over a measured value."""
+        if not decoded.synthetic:
+            self._reject(out, record, RejectReason.INVALID,
+                         "the synthetic topic takes synthetic=true samples only", decoded.entity_id)
+            return
+        if twin.classify(decoded.seq) is SeqStatus.LATE:  # a sample that never arrived: the twin moved on
+            self.metrics.synthetic_fill_values.labels("missed_sample").inc(
+                sum(1 for v in decoded.metrics.values() if v is not None))
+            return
+        outcome = twin.fills.offer(decoded.seq, twin.last_seq, decoded.metrics)
+        for name in ("accepted", "early", "duplicate", "refused_measured", "stale"):
+            count = getattr(outcome, name)
+            if count:
+                self.metrics.synthetic_fill_values.labels(name).inc(count)
+        if outcome.refused_measured:
+            log.info("synthetic fill refused: entity=%s seq=%s values=%d were measured (topic=%s partition=%s offset=%s)",
+                     decoded.entity_id, decoded.seq, outcome.refused_measured, record.topic, record.partition, record.offset)
+        if outcome.accepted or outcome.early:
+            self.dirty.add(decoded.entity_id)
 
     def _reject(self, out: BatchOutput, record: Record, reason: RejectReason, error: str, entity_id: str | None) -> None:
         log.warning("dead-letter reason=%s entity=%s topic=%s partition=%s offset=%s: %s",

@@ -69,6 +69,23 @@ class Settings(BaseSettings):
     )
     target: str = Field(default="rul", description="What twins predict; learned from telemetry targets of that name.")
 
+    # --- gaps and synthetic samples (issue 6; docs/sidecar.md) -----------------------
+    gap_detection: bool = Field(
+        default=True, description="Run a gap detector per twin and publish each gap to the gaps topic."
+    )
+    learn_from_synthetic: bool = Field(
+        default=False,
+        description="Let twins learn from labelled events whose input holds synthetic values (they always predict with them).",
+    )
+    synthetic_learn_weight: float = Field(
+        default=1.0, gt=0, le=1.0,
+        description="With learn_from_synthetic: the share of such events learned from (deterministic thinning, e.g. 0.5 = every other).",
+    )
+    sidecar_window: int = Field(default=64, ge=4, le=4096, description="Recent samples per entity the sidecar conditions fills on.")
+    sidecar_max_missed: int = Field(
+        default=64, ge=1, description="Most missing samples the sidecar fills for one missed-samples gap (the rest are counted, not filled)."
+    )
+
     # --- prior pull from the federation registry -----------------------------------
     prior_registry_url: str | None = Field(
         default=None,

@@ -82,6 +82,20 @@ def test_point_tags_and_fields() -> None:
     assert isinstance(point._fields["seq"], int) and isinstance(point._fields["value"], float)
 
 
+def test_synthetic_input_is_tagged_and_its_share_written() -> None:
+    """Issue 6: points are tagged synthetic vs measured; the share is a field (absent = 0)."""
+    measured = prediction_point(make())
+    filled = prediction_point(make(synthetic=True, synthetic_share=0.25))
+    assert measured._tags["synthetic"] == "false" and "synthetic_share" not in measured._fields
+    assert filled._tags["synthetic"] == "true" and filled._fields["synthetic_share"] == 0.25
+    assert to_line(make(synthetic=True, synthetic_share=0.25)) == (
+        "prediction,entity_id=engine-7,model_version=river-linreg-v1,prior_version=fleet-v2,"
+        "synthetic=true,target=rul "
+        "lower=90,seq=3i,synthetic_share=0.25,updates=4i,upper=130.25,value=112.5 "
+        "1767225600123456000"
+    )
+
+
 def test_special_characters_are_escaped() -> None:
     line = to_line(make(model_version="river linreg,v=2", target="rul.cycles"))
     assert "model_version=river\\ linreg\\,v\\=2," in line

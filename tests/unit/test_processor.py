@@ -54,7 +54,9 @@ BAD_INPUTS = {
     "not_utf8": (b"\xff\xfe\x00", b"e1", RejectReason.BAD_JSON),
     "not_an_object": (b"[1, 2, 3]", b"e1", RejectReason.NOT_AN_OBJECT),
     "wrong_types": (telemetry().replace(b"\"seq\": 0", b"\"seq\": \"three\""), b"e1", RejectReason.INVALID),
-    "nan": (telemetry().replace(b'"a": 1.0', b'"a": NaN'), b"e1", RejectReason.NON_FINITE),
+    # a NaN *reading* is a missing value (the sample is applied, see test_synthetic_processing.py);
+    # a NaN label is still rejected
+    "nan_target": (telemetry().replace(b'"rul": 100.0', b'"rul": NaN'), b"e1", RejectReason.NON_FINITE),
     "inf": (telemetry().replace(b'"a": 1.0', b'"a": Infinity'), b"e1", RejectReason.NON_FINITE),
     "missing_entity": (json.dumps({"event_time": NOW.isoformat(), "seq": 0, "metrics": {}}).encode(), b"e1", RejectReason.INVALID),
     "oversized": (telemetry(source="x" * 70_000), b"e1", RejectReason.OVERSIZED),
