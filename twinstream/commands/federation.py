@@ -1,21 +1,27 @@
-"""``twinstream federation``: the signed prior registry.
+"""``twinstream federation``: the signed prior registry and federated rounds (Flower).
 
-* ``serve`` runs the registry (FastAPI + uvicorn);
-* ``public-key`` prints its Ed25519 public key (what workers set as
+* ``serve`` runs the registry (FastAPI + uvicorn), with ``--superlink`` also the Flower
+  SuperLink whose ServerApp publishes every aggregated prior to this registry;
+* ``site --data DIR`` runs a Flower SuperNode for one site's local data;
+* ``round`` submits a federated run (``flwr run``) and streams its log;
+* ``public-key`` prints the registry's Ed25519 public key (what workers set as
   ``TWINSTREAM_PRIOR_REGISTRY_PUBLIC_KEY``);
 * ``publish DIR`` uploads a prior artifact (``manifest.json`` + weights) with the token.
+
+TLS is the default for every Flower connection; ``--insecure`` (plain text, no
+authentication of the SuperLink) is an explicit flag for tests and development.
 """
 
 from __future__ import annotations
 
-import base64
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 
-app = typer.Typer(help="Federation: the signed prior registry.", no_args_is_help=True)
+app = typer.Typer(help="Federation: the signed prior registry and federated rounds.", no_args_is_help=True)
 console = Console(stderr=True)
 
 
@@ -36,8 +42,17 @@ def serve(
     dir: Annotated[Optional[Path], typer.Option("--dir", help="Storage directory (env TWINSTREAM_REGISTRY_DIR).")] = None,
     host: Annotated[Optional[str], typer.Option(help="Listen address (env TWINSTREAM_REGISTRY_HOST).")] = None,
     port: Annotated[Optional[int], typer.Option(help="Listen port (env TWINSTREAM_REGISTRY_PORT).")] = None,
+    superlink: Annotated[bool, typer.Option("--superlink/--no-superlink", help="Also run the Flower SuperLink (its ServerApp publishes here).")] = False,
+    superlink_host: Annotated[str, typer.Option(help="SuperLink listen address (Fleet + Control API).")] = "127.0.0.1",
+    superlink_port: Annotated[int, typer.Option(help="SuperLink port (Fleet + Control API).")] = 9093,
+    superlink_dir: Annotated[Optional[Path], typer.Option(help="SuperLink state (database, log); default <dir>/superlink.")] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="SuperLink without TLS (tests/dev only).")] = False,
+    ssl_certfile: Annotated[Optional[Path], typer.Option(help="SuperLink TLS certificate (PEM).")] = None,
+    ssl_keyfile: Annotated[Optional[Path], typer.Option(help="SuperLink TLS private key (PEM).")] = None,
+    ssl_ca_certfile: Annotated[Optional[Path], typer.Option(help="CA certificate of the SuperLink's certificate (PEM).")] = None,
+    enable_supernode_auth: Annotated[bool, typer.Option("--enable-supernode-auth", help="Only SuperNodes whose public keys are registered may connect.")] = False,
 ) -> None:
-    """Run the prior registry. The publish token comes from TWINSTREAM_REGISTRY_PUBLISH_TOKEN only (not a flag)."""
+    """Run the prior registry (and with --superlink the Flower SuperLink). The publish token comes from TWINSTREAM_REGISTRY_PUBLISH_TOKEN only."""
     import uvicorn
 
     from twinstream.federation.registry import create_registry_app
@@ -52,8 +67,133 @@ def serve(
         console.print("[yellow]no TWINSTREAM_REGISTRY_PUBLISH_TOKEN: publishing is refused (401)[/yellow]")
     console.print(f"prior registry on http://{settings.host}:{settings.port} storing in {settings.dir}; "
                   f"public key {store.public_key}")
-    uvicorn.run(create_registry_app(store, token, settings.max_upload_bytes), host=settings.host, port=settings.port,
-                log_level="info")
+    link = None
+    if superlink:
+        link = _start_superlink(settings, superlink_host, superlink_port, superlink_dir, insecure, ssl_certfile, ssl_keyfile,
+                                ssl_ca_certfile, enable_supernode_auth)
+
+        def _interrupt(signum: int, frame: object) -> None:
+            raise KeyboardInterrupt
+
+        # uvicorn handles SIGTERM itself, then re-raises it: without this handler the
+        # default action would end the process before the SuperLink is stopped.
+        signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        uvicorn.run(create_registry_app(store, token, settings.max_upload_bytes), host=settings.host, port=settings.port,
+                    log_level="info")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if link is not None:
+            console.print("stopping the SuperLink")
+            link.stop()
+
+
+def _require_tls(insecure: bool, needed: dict[str, Optional[Path]]) -> None:
+    missing = [name for name, path in needed.items() if path is None]
+    if not insecure and missing:
+        console.print(f"[red]TLS needs {', '.join(missing)}[/red] (or pass --insecure for tests/development)")
+        raise typer.Exit(2)
+
+
+def _start_superlink(settings, host: str, port: int, state: Optional[Path], insecure: bool, certfile: Optional[Path],  # noqa: ANN001
+                     keyfile: Optional[Path], ca_certfile: Optional[Path], supernode_auth: bool):  # -> ManagedProcess
+    from twinstream.federation.runtime import ManagedProcess, superlink_command
+
+    _require_tls(insecure, {"--ssl-certfile": certfile, "--ssl-keyfile": keyfile, "--ssl-ca-certfile": ca_certfile})
+    state = state or settings.dir / "superlink"
+    state.mkdir(parents=True, exist_ok=True)
+    registry_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    command = superlink_command(host, port, state / "superlink.db", insecure=insecure, ssl_certfile=certfile,
+                                ssl_keyfile=keyfile, ssl_ca_certfile=ca_certfile, enable_supernode_auth=supernode_auth)
+    link = ManagedProcess(command, state / "superlink.log",
+                          env={"TWINSTREAM_REGISTRY_URL": f"http://{registry_host}:{settings.port}"}).start()
+    console.print(f"SuperLink on {host}:{port} ({'INSECURE' if insecure else 'TLS'}), log {state / 'superlink.log'}")
+    return link
+
+
+@app.command("site")
+def site(
+    data: Annotated[Optional[Path], typer.Option("--data", help="This site's C-MAPSS folder (train_<subset>.txt); stays on this machine.")] = None,
+    superlink: Annotated[str, typer.Option("--superlink", help="SuperLink address host:port.")] = "127.0.0.1:9093",
+    insecure: Annotated[bool, typer.Option("--insecure", help="No TLS to the SuperLink (tests/dev only).")] = False,
+    root_certificates: Annotated[Optional[Path], typer.Option(help="CA certificate (PEM) that signed the SuperLink's certificate.")] = None,
+    auth_private_key: Annotated[Optional[Path], typer.Option(help="This SuperNode's private key (SuperNode authentication).")] = None,
+    subset: Annotated[str, typer.Option(help="C-MAPSS subset of the files in --data.")] = "FD001",
+    bundled_site: Annotated[Optional[str], typer.Option(help="Demo without --data: this block (site-1..site-4) of the bundled FD001 lifetime split.")] = None,
+    max_engines: Annotated[int, typer.Option(help="Use only the first N engines (0 = all; smoke runs).")] = 0,
+    runtime_port: Annotated[int, typer.Option(help="Local port of the SuperNode's runtime API (0 = a free port).")] = 0,
+) -> None:
+    """Run a Flower SuperNode for one site: it trains on --data locally and sends back only model updates and aggregate metrics."""
+    from twinstream.federation.runtime import ManagedProcess, supernode_command
+    from twinstream.federation.runtime import free_port as _free_port
+
+    if (data is None) == (bundled_site is None):
+        console.print("[red]give exactly one of --data DIR or --bundled-site site-k[/red]")
+        raise typer.Exit(2)
+    if data is not None and not (data / f"train_{subset}.txt").is_file():
+        console.print(f"[red]{data} has no train_{subset}.txt[/red]")
+        raise typer.Exit(2)
+    _require_tls(insecure, {"--root-certificates": root_certificates})
+    node_config: dict[str, str | int] = {"data-dir": str(data.resolve()) if data else "", "site": bundled_site or "",
+                                         "subset": subset, "max-engines": max_engines}
+    command = supernode_command(superlink, "127.0.0.1", runtime_port or _free_port(), node_config, insecure=insecure,
+                                root_certificates=root_certificates, auth_private_key=auth_private_key)
+    console.print(f"site SuperNode -> {superlink} ({'INSECURE' if insecure else 'TLS'}), data {data or bundled_site}")
+    node = ManagedProcess(command, None).start()
+    raise typer.Exit(node.wait())
+
+
+@app.command("round")
+def round_(
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 1,
+    strategy: Annotated[str, typer.Option(help="fedavg | fedprox | fedadam | fedmedian | krum.")] = "fedavg",
+    proximal_mu: Annotated[Optional[float], typer.Option(help="FedProx proximal weight.")] = None,
+    server_lr: Annotated[Optional[float], typer.Option(help="FedAdam server learning rate.")] = None,
+    num_malicious: Annotated[Optional[int], typer.Option(help="Krum: sites assumed Byzantine.")] = None,
+    dp_clip_norm: Annotated[Optional[float], typer.Option(help="Server-side DP: L2 clip norm of each site's update.")] = None,
+    dp_noise_multiplier: Annotated[Optional[float], typer.Option(help="Server-side DP: noise multiplier.")] = None,
+    min_sites: Annotated[Optional[int], typer.Option(help="Wait for this many sites (default: 1; all connected take part).")] = None,
+    local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round at each site.")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Local learning rate (cosine-decayed over rounds).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of fresh weights and local shuffling.")] = None,
+    start_from: Annotated[Optional[str], typer.Option(help="latest (the registry's latest federated prior) | init.")] = None,
+    registry_url: Annotated[Optional[str], typer.Option(help="Registry the ServerApp publishes to (default: the SuperLink's TWINSTREAM_REGISTRY_URL).")] = None,
+    publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the aggregated prior.")] = True,
+    version: Annotated[Optional[str], typer.Option(help="Version to publish (default: next integer).")] = None,
+    superlink: Annotated[str, typer.Option("--superlink", help="SuperLink address host:port.")] = "127.0.0.1:9093",
+    insecure: Annotated[bool, typer.Option("--insecure", help="No TLS to the SuperLink (tests/dev only).")] = False,
+    root_certificates: Annotated[Optional[Path], typer.Option(help="CA certificate (PEM) of the SuperLink's certificate.")] = None,
+) -> None:
+    """Submit one federated run (flwr run) to the SuperLink, stream its log; exit 1 unless it finished completed."""
+    import tempfile
+
+    from pydantic import ValidationError
+
+    from twinstream.federation.runtime import submit_round, write_app_dir, write_flwr_home, write_run_config
+    from twinstream.federation.server_config import run_config_overrides
+    from twinstream.federation.strategies import StrategyConfig
+
+    _require_tls(insecure, {"--root-certificates": root_certificates})
+    try:
+        fields = {"name": strategy, "proximal_mu": proximal_mu, "server_lr": server_lr, "num_malicious": num_malicious,
+                  "dp_clip_norm": dp_clip_norm, "dp_noise_multiplier": dp_noise_multiplier, "min_nodes": min_sites}
+        strategy_cfg = StrategyConfig(**{k: v for k, v in fields.items() if v is not None})
+        overrides = run_config_overrides(strategy_cfg, num_server_rounds=rounds, local_epochs=local_epochs, lr=lr, seed=seed,
+                                         start_from=start_from, registry_url=registry_url, publish=publish, version=version)
+    except (ValidationError, ValueError) as exc:
+        console.print(f"[red]invalid round options:[/red] {exc}")
+        raise typer.Exit(2) from None
+    with tempfile.TemporaryDirectory(prefix="twinstream-round-") as tmp:
+        root = Path(tmp)
+        home = write_flwr_home(root / "flwr-home", superlink, insecure=insecure, root_certificates=root_certificates)
+        config = write_run_config(root / "run-config.toml", overrides)
+        console.print(f"submitting {strategy_cfg.label}, {rounds} round(s) to {superlink}")
+        outcome = submit_round(write_app_dir(root), home, config, echo=print)
+    if not outcome.ok:
+        console.print(f"[red]federated run {outcome.run_id} ended {outcome.status}[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]federated run {outcome.run_id} {outcome.status}[/green]")
 
 
 @app.command("public-key")
@@ -77,18 +217,11 @@ def publish(
     """Publish a prior artifact to a registry (PUT /v1/priors/{family}/{version})."""
     import os
 
-    import httpx
+    from twinstream.federation.publish import PublishError, publish_artifact
 
-    from twinstream.schemas.prior import MANIFEST_FILE, PriorManifest
-
-    manifest = PriorManifest.model_validate_json((artifact / MANIFEST_FILE).read_bytes())
-    if version is not None:
-        manifest = manifest.model_copy(update={"version": version})
-    weights = (artifact / manifest.weights_file).read_bytes()
-    body = {"manifest": manifest.model_dump(mode="json"), "weights_base64": base64.b64encode(weights).decode()}
-    response = httpx.put(f"{url.rstrip('/')}/v1/priors/{manifest.family}/{manifest.version}", json=body,
-                         headers={"Authorization": f"Bearer {os.environ.get(token_env, '')}"}, timeout=60)
-    if response.status_code != 201:
-        console.print(f"[red]publish failed:[/red] HTTP {response.status_code} {response.text}")
-        raise typer.Exit(1)
-    console.print(f"[green]published[/green] {response.json()['prior_version']}")
+    try:
+        answer = publish_artifact(artifact, url, os.environ.get(token_env, ""), version=version)
+    except PublishError as exc:
+        console.print(f"[red]publish failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"[green]published[/green] {answer['prior_version']}")

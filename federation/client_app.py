@@ -1,0 +1,121 @@
+"""The Flower ClientApp: what a site runs on its own data, and the only things it sends back.
+
+A site's SuperNode starts this app for every message of a run. The site's data is
+named by the SuperNode's node config (``twinstream federation site --data DIR``), never
+by the server: ``data-dir`` (a folder in NASA's C-MAPSS layout; empty = the bundled
+FD001), ``site`` (empty = every engine in the folder; ``site-k`` = that block of the
+lifetime split, for demos), ``subset``, ``n-sites``, ``max-engines`` (0 = all).
+
+Message handlers (each a pure function of the received records and the site's data,
+so tests call them without any process; :data:`app` wraps them):
+
+* ``query.moments`` -> ``{"moments": ArrayRecord(3 arrays of n_features), "metrics": {"num-examples"}}``:
+  per feature the present share, mean and mean square over the site's rows
+  (:func:`~twinstream.models.federated_data.site_moments`); the server averages them
+  into the pooled normalization every site trains with.
+* ``train`` -> ``{"arrays": ArrayRecord(the model's parameters), "metrics": {num-examples, train_loss, ...}}``:
+  the received global arrays fine-tuned on the site's rows
+  (:func:`~twinstream.models.federated.local_fit`; FedProx's ``proximal-mu`` when the
+  strategy sends it).
+* ``evaluate`` -> ``{"metrics": {num-examples, loss, rmse_prior, rmse_twin}}``.
+* ``query.calibration`` -> ``{"metrics": {num-examples, ..., prior_abs_hist, twin_abs_hist}}``:
+  the share of the site's rows per (predicted-RUL bin, 1-cycle |residual| bin), from
+  which the server computes the published prior's interval widths.
+
+Nothing else is put in a reply: no rows, labels, engine ids or file names
+(``tests/unit/test_federation_apps.py`` checks every record of every reply).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from twinstream.models.federated import (
+    Normalization,
+    SiteData,
+    evaluate_arrays,
+    load_site_data,
+    local_fit,
+    round_lr,
+    site_moments,
+)
+
+NodeConfig = Mapping[str, object]
+
+
+def site_data(node_config: NodeConfig) -> SiteData:
+    """The site's training rows, as named by its node config (see the module doc)."""
+    data_dir = str(node_config.get("data-dir", "") or "")
+    site = str(node_config.get("site", "") or "")
+    max_engines = int(node_config.get("max-engines", 0) or 0)  # type: ignore[call-overload]
+    return _load(data_dir, str(node_config.get("subset", "FD001")), site, int(node_config.get("n-sites", 4)),  # type: ignore[call-overload]
+                 max_engines)
+
+
+@lru_cache(maxsize=4)
+def _load(data_dir: str, subset: str, site: str, n_sites: int, max_engines: int) -> SiteData:
+    return load_site_data(Path(data_dir) if data_dir else None, subset=subset, site=site or None, n_sites=n_sites,
+                          max_engines=max_engines or None)
+
+
+def _arrays(content: RecordDict) -> list[np.ndarray]:
+    return content.array_records["arrays"].to_numpy_ndarrays()
+
+
+def _config(content: RecordDict) -> ConfigRecord:
+    return content.config_records.get("config", ConfigRecord())
+
+
+def moments_reply(data: SiteData) -> RecordDict:
+    arrays, metrics = site_moments(data)
+    return RecordDict({"moments": ArrayRecord(arrays), "metrics": MetricRecord(metrics)})
+
+
+def train_reply(content: RecordDict, data: SiteData) -> RecordDict:
+    """Fine-tune the received arrays on ``data``; reply with the new arrays and scalar metrics only."""
+    config = _config(content)
+    rounds = int(config.get("num-rounds", 1))
+    server_round = int(config.get("server-round", 1))
+    arrays, metrics = local_fit(
+        _arrays(content), data,
+        epochs=int(config.get("local-epochs", 1)),
+        lr=round_lr(float(config.get("lr", 0.01)), server_round, rounds),
+        proximal_mu=float(config.get("proximal-mu", 0.0)),
+        seed=int(config.get("seed", 0)) * 1000 + server_round,
+        norm=Normalization.from_config(config),
+    )
+    return RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({k: float(v) for k, v in metrics.items()})})
+
+
+def evaluate_reply(content: RecordDict, data: SiteData, calibration: bool = False) -> RecordDict:
+    metrics = evaluate_arrays(_arrays(content), data, Normalization.from_config(_config(content)), calibration=calibration)
+    return RecordDict({"metrics": MetricRecord(metrics)})
+
+
+app = ClientApp()
+
+
+@app.query("moments")
+def _moments(msg: Message, context: Context) -> Message:
+    return Message(moments_reply(site_data(context.node_config)), reply_to=msg)
+
+
+@app.train()
+def _train(msg: Message, context: Context) -> Message:
+    return Message(train_reply(msg.content, site_data(context.node_config)), reply_to=msg)
+
+
+@app.evaluate()
+def _evaluate(msg: Message, context: Context) -> Message:
+    return Message(evaluate_reply(msg.content, site_data(context.node_config)), reply_to=msg)
+
+
+@app.query("calibration")
+def _calibration(msg: Message, context: Context) -> Message:
+    return Message(evaluate_reply(msg.content, site_data(context.node_config), calibration=True), reply_to=msg)

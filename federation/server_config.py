@@ -1,0 +1,123 @@
+"""The run config of a federated round: one table of defaults, parsed into validated settings.
+
+Why one table (:data:`RUN_CONFIG_DEFAULTS`): Flower only accepts ``flwr run -c`` overrides
+for keys present in the App's ``[tool.flwr.app.config]``, which
+:func:`~twinstream.federation.runtime.write_app_dir` generates from this table, and the
+ServerApp parses the same keys back (:meth:`RoundConfig.from_run_config`). Strategy
+options are the fields of :class:`~twinstream.federation.strategies.StrategyConfig`
+under ``strategy.`` (dashes for underscores); TOML has no null, so the optional ones
+use 0 for "unset" (``strategy.dp-clip-norm = 0`` = no DP, ``strategy.min-nodes = 0`` =
+every connected site).
+
+No secret is ever part of the run config (Flower stores it with the run): the publish
+token comes from the ServerApp's environment, ``TWINSTREAM_REGISTRY_PUBLISH_TOKEN``.
+
+>>> cfg = RoundConfig.from_run_config({**RUN_CONFIG_DEFAULTS, "strategy.name": "fedprox", "strategy.dp-clip-norm": 0.0})
+>>> cfg.strategy.name, cfg.strategy.dp_clip_norm, cfg.num_server_rounds
+('fedprox', None, 1)
+>>> toml_value("a'b"), toml_value(True), toml_value(0.5)
+('"a\\'b"', 'true', '0.5')
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from twinstream.federation.strategies import StrategyConfig
+
+STRATEGY_PREFIX = "strategy."
+_OPTIONAL_ZERO = {"dp_clip_norm": 0.0, "min_nodes": 0}  # None <-> 0 in the run config
+
+RUN_CONFIG_DEFAULTS: dict[str, str | int | float | bool] = {
+    "num-server-rounds": 1,
+    "local-epochs": 1,
+    "lr": 0.003,
+    "seed": 0,
+    "family": "rul-mlp",
+    "version": "",
+    "start-from": "latest",
+    "registry-url": "",
+    "publish": True,
+    "out-dir": "",
+    "node-wait-s": 120.0,
+    "round-timeout-s": 3600.0,
+    **{
+        STRATEGY_PREFIX + name.replace("_", "-"): (_OPTIONAL_ZERO[name] if value is None else value)
+        for name, value in StrategyConfig().model_dump().items()
+    },
+}
+
+
+def toml_value(value: object) -> str:
+    """A TOML scalar (JSON string syntax is valid TOML for basic strings)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))
+
+
+class RoundConfig(BaseModel):
+    """What the ServerApp does in one run (parsed from Flower's run config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    num_server_rounds: int = Field(ge=1)
+    local_epochs: int = Field(ge=1)
+    lr: float = Field(gt=0.0)
+    seed: int = 0
+    family: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
+    version: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$", description="'' = next integer after the registry's versions.")
+    start_from: Literal["latest", "init"] = Field(description="latest: the registry's latest prior of the family if it has this model's shape, else fresh weights.")
+    registry_url: str = Field(default="", description="'' = env TWINSTREAM_REGISTRY_URL; both empty: nothing published.")
+    publish: bool = True
+    out_dir: str = Field(default="", description="Where the aggregated artifact is written ('' = a temporary folder).")
+    node_wait_s: float = Field(gt=0.0)
+    round_timeout_s: float = Field(gt=0.0)
+    strategy: StrategyConfig
+
+    @classmethod
+    def from_run_config(cls, run_config: Mapping[str, object]) -> "RoundConfig":
+        """Parse Flower's flattened run config; unknown keys are refused (a typo must not be ignored)."""
+        unknown = sorted(set(run_config) - set(RUN_CONFIG_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown run config keys: {unknown}")
+        merged = {**RUN_CONFIG_DEFAULTS, **run_config}
+        strategy: dict[str, object] = {}
+        top: dict[str, object] = {}
+        for key, value in merged.items():
+            if key.startswith(STRATEGY_PREFIX):
+                name = key[len(STRATEGY_PREFIX):].replace("-", "_")
+                strategy[name] = None if name in _OPTIONAL_ZERO and not value else value
+            else:
+                top[key.replace("-", "_")] = value
+        return cls(**top, strategy=StrategyConfig(**strategy))
+
+    def resolved_registry_url(self, env: Mapping[str, str] | None = None) -> str:
+        """The registry to publish to: the run config's, else ``TWINSTREAM_REGISTRY_URL``."""
+        env = os.environ if env is None else env
+        return (self.registry_url or env.get("TWINSTREAM_REGISTRY_URL", "")).rstrip("/")
+
+
+def run_config_overrides(strategy: StrategyConfig | None = None, **values: object) -> dict[str, object]:
+    """Run-config overrides from Python names (``num_server_rounds=2``) and a strategy config.
+
+    >>> run_config_overrides(StrategyConfig(name="krum", num_malicious=1), num_server_rounds=2)["strategy.num-malicious"]
+    1
+    """
+    out: dict[str, object] = {}
+    for name, value in values.items():
+        key = name.replace("_", "-")
+        if key not in RUN_CONFIG_DEFAULTS:
+            raise ValueError(f"unknown run config key {key!r}")
+        if value is not None:
+            out[key] = value
+    if strategy is not None:
+        for name, value in strategy.model_dump().items():
+            out[STRATEGY_PREFIX + name.replace("_", "-")] = _OPTIONAL_ZERO[name] if value is None else value
+    return out
