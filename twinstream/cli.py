@@ -20,6 +20,7 @@ from rich.console import Console
 from twinstream.commands import evaluate as eval_commands
 from twinstream.commands import federation as federation_commands
 from twinstream.commands import prior as prior_commands
+from twinstream.commands import synth as synth_commands
 from twinstream.settings import Settings
 
 app = typer.Typer(help="twinstream: streaming digital twins that learn per entity.", no_args_is_help=True)
@@ -30,6 +31,7 @@ app.add_typer(replay_app, name="replay")
 app.add_typer(prior_commands.app, name="prior")
 app.add_typer(eval_commands.app, name="eval")
 app.add_typer(federation_commands.app, name="federation")
+app.add_typer(synth_commands.app, name="synth")
 console = Console(stderr=True)
 
 BrokerOpt = Annotated[Optional[str], typer.Option("--broker", help="kafka://host:port (env TWINSTREAM_BROKER).")]
