@@ -8,78 +8,20 @@ across the swap (the swap itself applies no update and resets nothing).
 
 from __future__ import annotations
 
-import base64
-import json
-import socket
-import sys
-import threading
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
-import uvicorn
 from kafka import KafkaProducer
 
 from twinstream.broker import EmbeddedBroker
-from twinstream.federation.registry import create_registry_app
-from twinstream.federation.signing import generate_private_key, public_key_b64
-from twinstream.federation.store import PriorStore
+from twinstream.federation.signing import public_key_b64
 from twinstream.schemas.topics import PREDICTIONS, TELEMETRY
 from twinstream.processes import settings_env
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
 
+from registry_harness import RegistryThread, telemetry
 from worker_harness import TopicReader, WorkerProcess, wait_until
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # shared prior-variant helper
-from federation_support import variant  # noqa: E402
-
-TOKEN = "integration-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RegistryThread:
-    def __init__(self, root: Path) -> None:
-        self.key = generate_private_key()
-        self.port = free_port()
-        app = create_registry_app(PriorStore(root, self.key), TOKEN)
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self) -> "RegistryThread":
-        self.thread.start()
-        wait_until(lambda: self.server.started, 15, "the registry to listen")
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-
-    def publish(self, version: str, shift: float) -> None:
-        manifest, weights = variant(version, shift=shift)
-        body = {"manifest": manifest.model_dump(mode="json"), "weights_base64": base64.b64encode(weights).decode()}
-        response = httpx.put(f"{self.url}/v1/priors/rul-mlp/{version}", json=body,
-                             headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
-        assert response.status_code == 201, response.text
-
-
-def telemetry(seq: int) -> bytes:
-    return json.dumps({
-        "entity_id": "engine-1",
-        "event_time": (datetime.now(timezone.utc) - timedelta(seconds=5)).isoformat(),
-        "seq": seq,
-        "metrics": {"s2": 642.0 + 0.01 * seq, "s3": 1590.0 + 0.1 * seq, "s4": 1405.0 + 0.1 * seq},
-    }).encode()
 
 
 def test_worker_swaps_in_a_newly_published_prior(kafka_broker: EmbeddedBroker, app_id: str, tmp_path: Path) -> None:

@@ -1,0 +1,152 @@
+"""A federated round over real Flower processes publishes a prior that a running worker swaps in.
+
+Real pieces, all on loopback: the prior registry (uvicorn in a thread), ``flower-superlink``
+(insecure, free port, the publish token in its environment as in production), two sites
+started with ``twinstream federation site --data DIR`` (each its own folder of C-MAPSS
+engines: the shortest- and the longest-lived block of FD001), the embedded broker and a
+worker process pulling priors every second. The round is submitted with
+``twinstream federation round``. The second test submits a round whose ServerApp
+publishes to a registry with another token: the run must fail and publish nothing.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from twinstream.broker import EmbeddedBroker
+from twinstream.federation.runtime import ManagedProcess, child_env, free_port, superlink_command
+from twinstream.federation.signing import public_key_b64
+from twinstream.models.federated import export_site
+from twinstream.processes import settings_env, stop_process
+from twinstream.schemas.topics import PREDICTIONS, TELEMETRY
+from twinstream.settings import Settings
+from twinstream.streams.topic_admin import ensure_topics
+
+from registry_harness import TOKEN, RegistryThread, telemetry
+from worker_harness import TopicReader, WorkerProcess, wait_until
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "twinstream"]
+
+
+@dataclass
+class Federation:
+    registry: RegistryThread
+    superlink: str
+    processes: list[ManagedProcess]
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
+    """Registry + SuperLink + two site SuperNodes; every process (and its process group) stopped at the end."""
+    root = tmp_path_factory.mktemp("federation")
+    processes: list[ManagedProcess] = []
+    with RegistryThread(root / "registry") as registry:
+        port = free_port()
+        link = ManagedProcess(superlink_command("127.0.0.1", port, root / "superlink.db", insecure=True), root / "superlink.log",
+                              env={"TWINSTREAM_REGISTRY_PUBLISH_TOKEN": TOKEN, "TWINSTREAM_REGISTRY_URL": registry.url})
+        processes.append(link.start())
+        try:
+            wait_until(lambda: "Uvicorn running" in link.log() or not link.alive(), 60, "the SuperLink to listen")
+            assert link.alive(), link.log()
+            for site in ("site-1", "site-4"):
+                folder = root / site
+                export_site(folder, site)  # the site's own folder: only its engines exist there
+                node = ManagedProcess([*CLI, "federation", "site", "--data", str(folder), "--max-engines", "2",
+                                       "--superlink", f"127.0.0.1:{port}", "--insecure"], root / f"{site}.log")
+                processes.append(node.start())
+            wait_until(lambda: link.log().count("[Fleet.ActivateNode]") >= 2, 90, "both sites to connect")
+            yield Federation(registry, f"127.0.0.1:{port}", processes)
+        finally:
+            for process in reversed(processes):
+                process.stop()
+            for process in processes:
+                assert not process.alive()
+
+
+def submit_round(federation: Federation, tmp: Path, *extra: str) -> tuple[int, list[tuple[float, str]]]:
+    """``twinstream federation round`` as a process; returns its exit code and its output lines with arrival times."""
+    command = [*CLI, "federation", "round", "--rounds", "1", "--min-sites", "2", "--local-epochs", "1",
+               "--superlink", federation.superlink, "--insecure", *extra]
+    env = child_env({"HOME": str(tmp)})  # nothing may be written to the real home (FLWR_HOME is a temp dir)
+    env.pop("TWINSTREAM_REGISTRY_PUBLISH_TOKEN", None)  # the token lives with the SuperLink, not with the submitter
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[tuple[float, str]] = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append((time.monotonic(), line.rstrip()))
+        process.wait(timeout=300)
+    finally:
+        stop_process(process, timeout_s=10)
+    assert not (tmp / ".flwr").exists()
+    return process.returncode, lines
+
+
+def test_round_publishes_a_prior_that_the_running_worker_swaps_in(federation: Federation, kafka_broker: EmbeddedBroker,
+                                                                  app_id: str, tmp_path: Path) -> None:
+    namespace = app_id.replace("-", "_")
+    settings = Settings(broker=kafka_broker.url, app_id=app_id, topic_namespace=namespace, partitions=1)
+    ensure_topics(settings)
+    topic = TELEMETRY.in_namespace(namespace).name
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
+    predictions = TopicReader(kafka_broker.bootstrap_servers, PREDICTIONS.in_namespace(namespace).name)
+
+    def send(seqs: range) -> None:
+        for seq in seqs:
+            producer.send(topic, value=telemetry(seq), key=b"engine-1", partition=0)
+        producer.flush()
+
+    registry = federation.registry
+    assert registry.versions() == []
+    worker = WorkerProcess({
+        **settings_env(settings.model_copy(update={"data_dir": tmp_path / "state"})),
+        "TWINSTREAM_PRIOR_REGISTRY_URL": registry.url,
+        "TWINSTREAM_PRIOR_REGISTRY_PUBLIC_KEY": public_key_b64(registry.key),
+        "TWINSTREAM_PRIOR_POLL_INTERVAL_S": "1.0",
+    }, tmp_path / "worker.log").start()
+    try:
+        send(range(0, 5))
+        wait_until(lambda: predictions.poll() >= 5, 90, "predictions before the round")
+        code, lines = submit_round(federation, tmp_path)
+        output = "\n".join(line for _, line in lines)
+        assert code == 0, output[-3000:]
+        assert registry.versions() == ["3"], output[-2000:]
+        published = [t for t, line in lines if "published rul-mlp-v3" in line]
+        assert published, output[-2000:]
+        wait_until(lambda: "swapped rul-mlp-v2 -> rul-mlp-v3" in worker.log_path.read_text(errors="replace"), 30,
+                   "the worker to swap in the federated prior")
+        # Generous bound: the worker polls every second; the round's log arrives after the publish.
+        assert time.monotonic() - published[0] < 15, "swap took longer than a few poll intervals"
+        send(range(5, 10))
+        wait_until(lambda: predictions.poll() >= 10, 60, "predictions after the swap")
+        assert worker.alive(), worker.log_tail()
+    finally:
+        worker.stop()
+    values = sorted(predictions.values(), key=lambda v: v["seq"])
+    predictions.close()
+    producer.close()
+    assert [v["seq"] for v in values] == list(range(10))
+    assert {v["prior_version"] for v in values[:5]} == {"rul-mlp-v2"}
+    assert {v["prior_version"] for v in values[5:]} == {"rul-mlp-v3"}
+    updates = [v["updates"] for v in values]
+    assert updates == list(range(updates[0], updates[0] + 10)), f"update count not continuous across the swap: {updates}"
+
+
+def test_round_whose_publish_is_refused_fails_and_publishes_nothing(federation: Federation, tmp_path: Path) -> None:
+    with RegistryThread(tmp_path / "other-registry", token="another-token") as other:
+        before = federation.registry.versions()
+        code, lines = submit_round(federation, tmp_path, "--registry-url", other.url, "--start-from", "init")
+        output = "\n".join(line for _, line in lines)
+        assert code == 1, output[-3000:]
+        assert "HTTP 401" in output and "finished:failed" in output, output[-3000:]
+        assert other.versions() == []
+        assert federation.registry.versions() == before
