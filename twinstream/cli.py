@@ -116,6 +116,22 @@ def sink(
     run_sink(settings)
 
 
+@app.command()
+def sidecar(
+    broker: BrokerOpt = None,
+    app_id: AppIdOpt = None,
+    topic_namespace: NamespaceOpt = None,
+    partitions: PartitionsOpt = None,
+    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus /metrics here.")] = None,
+) -> None:
+    """Run the synthetic-data sidecar (Faust): gaps in, synthetic fills out (docs/sidecar.md)."""
+    from twinstream.streams.sidecar import run_sidecar
+
+    settings = require_broker(load_settings(broker=broker, app_id=app_id, topic_namespace=topic_namespace,
+                                            partitions=partitions, metrics_port=metrics_port))
+    run_sidecar(settings)
+
+
 @topics_app.command("create")
 def topics_create(broker: BrokerOpt = None, topic_namespace: NamespaceOpt = None, partitions: PartitionsOpt = None) -> None:
     """Create the topic catalog (idempotent)."""

@@ -85,6 +85,10 @@ class Settings(BaseSettings):
     sidecar_max_missed: int = Field(
         default=64, ge=1, description="Most missing samples the sidecar fills for one missed-samples gap (the rest are counted, not filled)."
     )
+    sidecar_warmup_records: int = Field(
+        default=10_000, ge=0,
+        description="On start/rebalance the sidecar re-reads up to this many telemetry records before its committed offset, per partition, as context.",
+    )
 
     # --- prior pull from the federation registry -----------------------------------
     prior_registry_url: str | None = Field(

@@ -18,16 +18,17 @@ from twinstream.processes import stop_process
 
 
 class WorkerProcess:
-    """``python -m twinstream.streams.worker`` with its own env, log and state dir."""
+    """``python -m twinstream.streams.worker`` (or another ``module``, e.g. the sidecar) with its own env and log."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, module: str = "twinstream.streams.worker") -> None:
         self.env = {**os.environ, **env}
         self.log_path = log_path
+        self.module = module
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> "WorkerProcess":
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen([sys.executable, "-m", "twinstream.streams.worker"], env=self.env,
+        self.process = subprocess.Popen([sys.executable, "-m", self.module], env=self.env,
                                         stdout=log, stderr=log)
         return self
 

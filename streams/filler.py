@@ -1,0 +1,246 @@
+"""The sidecar's logic, free of Faust: keep each entity's recent window, turn gaps into fills.
+
+Inputs are the entity's measured telemetry (context) and the gap messages the worker's
+detectors publish. Outputs are synthetic :class:`~twinstream.schemas.telemetry.Telemetry`
+samples, one per ``(entity, seq)`` to fill, carrying only the filled sensors:
+
+- ``missing_sensor`` open: from the gap's ``first_seq`` on, every sample of the entity
+  that lacks one of the gap's sensors gets a fill for it (samples already in the window
+  at once, later ones as they arrive) until the closing message, which also fills any
+  sample of the closed range still in the window and not filled yet.
+- ``missed_samples`` with a sequence range: whole samples for the missing sequence
+  numbers (at most ``max_missed``), event times spaced evenly across the hole.
+- ``flatline``: not filled. The sensor still reports values, and a fill never
+  overwrites a measured value.
+
+Fills are conditioned on the window (the entity's last ``window`` samples and what
+came after the hole, if it arrived): :mod:`.fill_method` fills the NaN cells of the
+window and gives each value a standard deviation (the published ``confidence``). Each
+``(entity, seq, sensor)`` is filled once per process lifetime (bounded memo); after a
+restart, fills for redelivered messages are made again (at-least-once) and the twins
+keep the first one they accepted.
+
+>>> from datetime import datetime, timedelta, timezone
+>>> from twinstream.streams.fill_method import FillMethod
+>>> t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+>>> filler = GapFiller(FillMethod.baseline("doc"), window=16)
+>>> for seq in range(10):
+...     _ = filler.on_telemetry(Telemetry(entity_id="e", event_time=t0 + timedelta(seconds=seq), seq=seq,
+...                                       metrics={"a": float(seq), "b": 1.0}))
+>>> gap = Gap(entity_id="e", kind="missing_sensor", sensors=["a"], first_seq=10, last_seq=10,
+...           start_time=t0 + timedelta(seconds=10), end_time=t0 + timedelta(seconds=10), samples=1, open=True)
+>>> _ = filler.on_telemetry(Telemetry(entity_id="e", event_time=t0 + timedelta(seconds=10), seq=10,
+...                                   metrics={"a": None, "b": 1.0}))
+>>> filler.on_gap(gap)
+>>> [(f.seq, sorted(f.metrics), f.synthetic, round(f.metrics["a"])) for f in filler.produce()]
+[(10, ['a'], True, 10)]
+>>> filler.produce()  # each (entity, seq, sensor) once
+[]
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+
+from twinstream.schemas.gaps import Gap, GapKind
+from twinstream.schemas.telemetry import Telemetry
+from twinstream.streams.fill_method import FillMethod
+
+log = logging.getLogger(__name__)
+
+SOURCE = "twinstream-sidecar"
+MEMO_SEQS = 4096  # (seq -> filled sensors) remembered per entity
+
+
+@dataclass(slots=True)
+class _Entity:
+    rows: deque  # (seq, event_time, metrics) of recent measured samples, in arrival order
+    open: dict[str, int] = field(default_factory=dict)  # sensor -> first seq of its open gap
+    filled: OrderedDict = field(default_factory=OrderedDict)  # seq -> set of sensors already filled
+    wanted: dict[int, set[str]] = field(default_factory=dict)  # seq -> sensors to fill in the next produce()
+    missed_times: dict[int, datetime] = field(default_factory=dict)  # event time of each missed seq to fill
+
+
+class GapFiller:
+    """Per-entity windows and open sensor gaps; :meth:`produce` returns the fills due."""
+
+    def __init__(self, method: FillMethod, window: int = 64, max_missed: int = 64, max_entities: int = 100_000) -> None:
+        self.method = method
+        self.window = window
+        self.max_missed = max_missed
+        self.max_entities = max_entities
+        self.entities: OrderedDict[str, _Entity] = OrderedDict()
+        self.unfilled: dict[str, int] = {}  # reason -> count (for metrics and logs)
+
+    def _entity(self, entity_id: str) -> _Entity:
+        state = self.entities.get(entity_id)
+        if state is None:
+            state = self.entities[entity_id] = _Entity(rows=deque(maxlen=self.window))
+            if len(self.entities) > self.max_entities:
+                self.entities.popitem(last=False)
+        return state
+
+    def _skip(self, reason: str, count: int = 1) -> None:
+        self.unfilled[reason] = self.unfilled.get(reason, 0) + count
+
+    def _want(self, state: _Entity, seq: int, sensors: set[str]) -> None:
+        done = state.filled.get(seq, ())
+        todo = {s for s in sensors if s not in done}
+        if todo:
+            state.wanted.setdefault(seq, set()).update(todo)
+
+    def on_telemetry(self, sample: Telemetry) -> None:
+        """A measured sample: context, and a fill request for any sensor of an open gap it lacks."""
+        if sample.synthetic:
+            return
+        state = self._entity(sample.entity_id)
+        state.rows.append((sample.seq, sample.event_time, dict(sample.metrics)))
+        if state.open:
+            lacking = {s for s, first in state.open.items() if sample.seq >= first and sample.metrics.get(s) is None}
+            if lacking:
+                self._want(state, sample.seq, lacking)
+
+    def prime(self, sample: Telemetry) -> None:
+        """Context read back after a (re)start: merged by seq, asks for no fill (no gap is known yet)."""
+        if sample.synthetic:
+            return
+        state = self._entity(sample.entity_id)
+        if any(seq == sample.seq for seq, _, _ in state.rows):
+            return
+        rows = sorted([*state.rows, (sample.seq, sample.event_time, dict(sample.metrics))], key=lambda row: row[0])
+        state.rows = deque(rows[-self.window:], maxlen=self.window)
+
+    def on_gap(self, gap: Gap) -> None:
+        state = self._entity(gap.entity_id)
+        if gap.kind is GapKind.FLATLINE:
+            self._skip("flatline")  # the sensor reports values: a fill never overwrites them
+            return
+        if gap.kind is GapKind.MISSED_SAMPLES:
+            if gap.first_seq is None or gap.last_seq is None:
+                self._skip("missed_without_seq", gap.samples)
+                return
+            last = min(gap.last_seq, gap.first_seq + self.max_missed - 1)
+            if last < gap.last_seq:
+                self._skip("missed_over_limit", gap.last_seq - last)
+            span = (gap.end_time - gap.start_time) / (gap.last_seq - gap.first_seq + 2)
+            sensors = self._sensors(state)
+            if not sensors:
+                self._skip("no_context", last - gap.first_seq + 1)
+                return
+            for k, seq in enumerate(range(gap.first_seq, last + 1)):
+                state.missed_times[seq] = gap.start_time + span * (k + 1)
+                self._want(state, seq, sensors)
+            return
+        assert gap.first_seq is not None
+        for sensor in gap.sensors:
+            if gap.open:
+                state.open.setdefault(sensor, gap.first_seq)
+            elif state.open.get(sensor) == gap.first_seq:
+                del state.open[sensor]
+        last = gap.last_seq if not gap.open else None
+        for seq, _, metrics in state.rows:
+            if seq >= gap.first_seq and (last is None or seq <= last):
+                lacking = {s for s in gap.sensors if metrics.get(s) is None}
+                if lacking:
+                    self._want(state, seq, lacking)
+
+    @staticmethod
+    def _sensors(state: _Entity) -> set[str]:
+        return {name for _, _, metrics in state.rows for name, value in metrics.items() if value is not None}
+
+    def produce(self) -> list[Telemetry]:
+        """Fills for every request since the last call, computed in one batch."""
+        jobs = []
+        for entity_id, state in self.entities.items():
+            if state.wanted:
+                jobs.append((entity_id, state, state.wanted))
+                state.wanted = {}
+        if not jobs:
+            return []
+        windows, columns, layouts = [], [], []
+        for entity_id, state, wanted in jobs:
+            window, cols, seq_index = self._window(state, wanted)
+            windows.append(window)
+            columns.append(cols)
+            layouts.append(seq_index)
+        seed = zlib.crc32(repr(sorted((e, sorted(w)) for e, _, w in jobs)).encode())
+        results = self.method.fill(windows, columns, seed=seed)
+        fills: list[Telemetry] = []
+        for (entity_id, state, wanted), window, cols, seq_index, (value, std) in zip(jobs, windows, columns, layouts, results):
+            col_of = {c: j for j, c in enumerate(cols)}
+            for seq in sorted(wanted):
+                row = seq_index.get(seq)
+                if row is None:
+                    self._skip("out_of_window", len(wanted[seq]))
+                    continue
+                metrics, confidence = {}, {}
+                for sensor in sorted(wanted[seq]):
+                    j = col_of.get(sensor)
+                    if j is not None and not np.isnan(window[row, j]):
+                        self._skip("measured")  # the sample arrived with this value: never overwrite it
+                        continue
+                    if j is None or not np.isfinite(value[row, j]):
+                        self._skip("no_context")
+                        continue
+                    metrics[sensor] = float(value[row, j])
+                    confidence[sensor] = float(std[row, j]) if np.isfinite(std[row, j]) else 0.0
+                if not metrics:
+                    continue
+                fills.append(Telemetry(
+                    entity_id=entity_id, event_time=self._time(state, seq), seq=seq, metrics=metrics,
+                    source=SOURCE, synthetic=True, generator=self.method.version, confidence=confidence,
+                ))
+                done = state.filled.setdefault(seq, set())
+                done.update(metrics)
+                state.filled.move_to_end(seq)
+                while len(state.filled) > MEMO_SEQS:
+                    state.filled.popitem(last=False)
+                state.missed_times.pop(seq, None)
+        return fills
+
+    def _window(self, state: _Entity, wanted: dict[int, set[str]]) -> tuple[np.ndarray, list[str], dict[int, int]]:
+        """The entity's window as a (T, D) array over consecutive seqs, NaN where missing or to fill."""
+        rows = {seq: metrics for seq, _, metrics in state.rows}
+        seqs = sorted(set(rows) | set(wanted))
+        if len(seqs) > self.window + self.max_missed:
+            seqs = seqs[-(self.window + self.max_missed):]
+        first, last = seqs[0], seqs[-1]
+        all_seqs = list(range(first, last + 1))
+        if len(all_seqs) > 4 * (self.window + self.max_missed):  # a huge jump: keep the wanted rows' neighbourhood
+            all_seqs = seqs
+        cols = sorted(self._sensors(state) | {s for names in wanted.values() for s in names})
+        index = {seq: i for i, seq in enumerate(all_seqs)}
+        window = np.full((len(all_seqs), len(cols)), np.nan)
+        col_of = {c: j for j, c in enumerate(cols)}
+        for seq, metrics in rows.items():
+            i = index.get(seq)
+            if i is None:
+                continue
+            for name, value in metrics.items():
+                j = col_of.get(name)
+                if j is not None and value is not None:
+                    window[i, j] = value
+        return window, cols, index
+
+    @staticmethod
+    def _time(state: _Entity, seq: int) -> datetime:
+        for row_seq, event_time, _ in state.rows:
+            if row_seq == seq:
+                return event_time
+        if seq in state.missed_times:
+            return state.missed_times[seq]
+        before = [(s, t) for s, t, _ in state.rows if s < seq]
+        if before:
+            s, t = before[-1]
+            return t + timedelta(seconds=seq - s)
+        return state.rows[0][1] if state.rows else datetime.now().astimezone()
+
+    def forget(self) -> None:
+        """Drop every window (after a rebalance the partitions' events are redelivered)."""
+        self.entities.clear()
