@@ -31,10 +31,13 @@ def next_version(existing: list[str], floor: str = "0") -> str:
     return str(max(numbers, default=0) + 1)
 
 
-def registry_versions(url: str, family: str, timeout_s: float = 30.0) -> list[str]:
-    """The family's published versions (oldest first); [] if none. Raises :class:`PublishError` if unreachable."""
+def registry_versions(url: str, family: str, timeout_s: float = 30.0, http: httpx.Client | None = None) -> list[str]:
+    """The family's published versions (oldest first); [] if none. Raises :class:`PublishError` if unreachable.
+
+    ``http``: the client to use (tests pass one bound to an in-process app); default a fresh one.
+    """
     try:
-        response = httpx.get(f"{url.rstrip('/')}/v1/priors/{family}", timeout=timeout_s)
+        response = (http or httpx).get(f"{url.rstrip('/')}/v1/priors/{family}", timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise PublishError(f"registry {url} unreachable: {type(exc).__name__}: {exc}") from None
     if response.status_code == 404:
@@ -44,7 +47,8 @@ def registry_versions(url: str, family: str, timeout_s: float = 30.0) -> list[st
     return [str(v) for v in response.json().get("versions", [])]
 
 
-def publish_artifact(artifact: Path, url: str, token: str, version: str | None = None, timeout_s: float = 60.0) -> dict:
+def publish_artifact(artifact: Path, url: str, token: str, version: str | None = None, timeout_s: float = 60.0,
+                     http: httpx.Client | None = None) -> dict:
     """PUT the artifact in ``artifact`` (``manifest.json`` + weights) as ``family/version``; returns the registry's answer."""
     manifest = PriorManifest.model_validate_json((Path(artifact) / MANIFEST_FILE).read_bytes())
     if version is not None:
@@ -53,7 +57,7 @@ def publish_artifact(artifact: Path, url: str, token: str, version: str | None =
     body = {"manifest": manifest.model_dump(mode="json"), "weights_base64": base64.b64encode(weights).decode()}
     target = f"{url.rstrip('/')}/v1/priors/{manifest.family}/{manifest.version}"
     try:
-        response = httpx.put(target, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s)
+        response = (http or httpx).put(target, json=body, headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s)
     except httpx.HTTPError as exc:
         raise PublishError(f"PUT {target}: {type(exc).__name__}: {exc}") from None
     if response.status_code != 201:

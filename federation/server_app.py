@@ -29,7 +29,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import httpx
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
@@ -45,6 +47,9 @@ from twinstream.models.federated import (
     normalization_from_moments,
     write_prior_artifact,
 )
+
+if TYPE_CHECKING:
+    from twinstream.federation.client import RegistryClient
 
 log = logging.getLogger("twinstream.federation.server")
 TOKEN_ENV = "TWINSTREAM_REGISTRY_PUBLISH_TOKEN"
@@ -120,12 +125,18 @@ def arrays_from_artifact(weights: dict[str, np.ndarray], norm: Normalization) ->
     return [a.astype(np.float32) for a in out]
 
 
-def starting_arrays(cfg: RoundConfig, norm: Normalization, url: str) -> tuple[list[np.ndarray], str]:
-    """Fresh weights, or the registry's latest prior of the family (verified) when it has this model's shape."""
-    if cfg.start_from == "latest" and url:
+def starting_arrays(cfg: RoundConfig, norm: Normalization, url: str,
+                    client: "RegistryClient | None" = None) -> tuple[list[np.ndarray], str]:
+    """Fresh weights, or the registry's latest prior of the family when it has this model's shape.
+
+    The latest prior is verified like a twin verifies it (signature, sha256) under
+    ``TWINSTREAM_PRIOR_REGISTRY_PUBLIC_KEY``, or, if that is unset, under the key the
+    registry serves (weaker: it only proves the download is what the registry signed).
+    """
+    if cfg.start_from == "latest" and (url or client is not None):
         from twinstream.federation.client import PriorRejected, RegistryClient, RegistryUnavailable, verify_and_install
 
-        client = RegistryClient(url, timeout_s=30)
+        client = client or RegistryClient(url, timeout_s=30)
         try:
             latest = client.latest_manifest(cfg.family)
             if latest is not None:
@@ -141,20 +152,21 @@ def starting_arrays(cfg: RoundConfig, norm: Normalization, url: str) -> tuple[li
                     return arrays, manifest.prior_version
                 log.warning("latest prior %s has another shape than the federated model; starting from fresh weights",
                             manifest.prior_version)
-        except (RegistryUnavailable, PriorRejected) as exc:
+        except (RegistryUnavailable, PriorRejected, httpx.HTTPError, KeyError, ValueError) as exc:
             log.warning("cannot start from the registry's latest prior (%s); starting from fresh weights", exc)
         finally:
             client.close()
     return initial_arrays(cfg.seed), "init"
 
 
-def run_federated(grid: Grid, cfg: RoundConfig, registry_url: str = "") -> FederatedOutcome:
-    """Steps 1-5 of the module doc (everything but writing and publishing)."""
+def run_federated(grid: Grid, cfg: RoundConfig, registry_url: str = "",
+                  registry: "RegistryClient | None" = None) -> FederatedOutcome:
+    """Steps 1-5 of the module doc (everything but writing and publishing); ``registry`` as in :func:`starting_arrays`."""
     strategy_cfg = cfg.strategy
     nodes = wait_for_nodes(grid, strategy_cfg.min_nodes or 1, cfg.node_wait_s)
     log.info("federated run: %d site(s), strategy %s, %d round(s)", len(nodes), strategy_cfg.label, cfg.num_server_rounds)
     norm, rows = pooled_normalization(ask_all(grid, nodes, "query.moments", RecordDict(), cfg.round_timeout_s))
-    arrays, started_from = starting_arrays(cfg, norm, registry_url)
+    arrays, started_from = starting_arrays(cfg, norm, registry_url, registry)
     log.info("pooled normalization over %d rows; starting from %s", rows, started_from)
     train_config = ConfigRecord({"local-epochs": cfg.local_epochs, "lr": cfg.lr, "num-rounds": cfg.num_server_rounds,
                                  "seed": cfg.seed, **norm.to_config()})
@@ -181,8 +193,11 @@ def run_federated(grid: Grid, cfg: RoundConfig, registry_url: str = "") -> Feder
 
 
 def write_and_publish(outcome: FederatedOutcome, cfg: RoundConfig, run_id: int, out_dir: Path | None = None,
-                      env: dict[str, str] | None = None) -> tuple[Path, str]:
-    """Write the artifact (version chosen from the registry) and publish it; returns (artifact dir, prior version)."""
+                      env: dict[str, str] | None = None, http: httpx.Client | None = None) -> tuple[Path, str]:
+    """Write the artifact (version chosen from the registry) and publish it; returns (artifact dir, prior version).
+
+    ``http``: the HTTP client for the registry (tests bind one to an in-process app).
+    """
     env = dict(os.environ) if env is None else env
     url = cfg.resolved_registry_url(env)
     publishing = cfg.publish and bool(url)
@@ -190,7 +205,7 @@ def write_and_publish(outcome: FederatedOutcome, cfg: RoundConfig, run_id: int, 
         raise PublishError(f"publishing to {url} needs {TOKEN_ENV} in the ServerApp's (SuperLink's) environment")
     from twinstream.models.prior_train import VERSION as BUNDLED_VERSION
 
-    version = cfg.version or (next_version(registry_versions(url, cfg.family), floor=BUNDLED_VERSION) if publishing else f"run{run_id}")
+    version = cfg.version or (next_version(registry_versions(url, cfg.family, http=http), floor=BUNDLED_VERSION) if publishing else f"run{run_id}")
     target = out_dir or (Path(cfg.out_dir) if cfg.out_dir else Path(tempfile.mkdtemp(prefix="twinstream-federated-")))
     artifact = target / cfg.family / version
     manifest = write_prior_artifact(
@@ -200,7 +215,7 @@ def write_and_publish(outcome: FederatedOutcome, cfg: RoundConfig, run_id: int, 
     )
     log.info("wrote %s to %s", manifest.prior_version, artifact)
     if publishing:
-        answer = publish_artifact(artifact, url, env[TOKEN_ENV])
+        answer = publish_artifact(artifact, url, env[TOKEN_ENV], http=http)
         log.info("published %s to %s (sequence %s)", answer["prior_version"], url, answer["sequence"])
     else:
         log.info("not published (no registry URL or publish=false); artifact in %s", artifact)
@@ -220,7 +235,7 @@ def main(grid: Grid, context: Context) -> None:
         log.setLevel(logging.INFO)
         log.propagate = False
     cfg = RoundConfig.from_run_config(context.run_config)
-    outcome = run_federated(grid, cfg, cfg.resolved_registry_url() if cfg.publish else "")
+    outcome = run_federated(grid, cfg, cfg.resolved_registry_url())
     for rnd, metrics in sorted(outcome.train_history.items()):
         log.info("round %d train metrics %s", rnd, metrics)
     write_and_publish(outcome, cfg, context.run_id)

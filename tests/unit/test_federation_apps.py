@@ -200,3 +200,62 @@ def test_generated_flower_app_is_valid_and_overrides_round_trip(tmp_path: Path) 
     assert RoundConfig.from_run_config(overrides).strategy.server_lr == 0.05
     with pytest.raises(ValueError, match="unknown run config keys"):
         write_run_config(tmp_path / "bad.toml", {"rounds": 3})
+
+
+class Registry:
+    """The registry app in-process (FastAPI TestClient: no server), and clients bound to it."""
+
+    def __init__(self, root: Path) -> None:
+        from fastapi.testclient import TestClient
+
+        from twinstream.federation.registry import create_registry_app
+        from twinstream.federation.signing import generate_private_key
+        from twinstream.federation.store import PriorStore
+
+        self.http = TestClient(create_registry_app(PriorStore(root, generate_private_key()), TOKEN), base_url=URL)
+
+    def client(self):  # -> RegistryClient
+        from twinstream.federation.client import RegistryClient
+
+        return RegistryClient(URL, transport=self.http._transport)
+
+    def versions(self) -> list[str]:
+        response = self.http.get("/v1/priors/rul-mlp")
+        return response.json()["versions"] if response.status_code == 200 else []
+
+
+TOKEN, URL = "unit-token", "http://registry"
+
+
+def test_runs_publish_the_next_versions_and_start_from_the_latest_one(run, tmp_path: Path) -> None:  # noqa: ANN001
+    from twinstream.federation.server_app import TOKEN_ENV, starting_arrays
+
+    _, outcome, _ = run
+    registry = Registry(tmp_path / "registry")
+    cfg = RoundConfig.from_run_config({"registry-url": URL, "start-from": "latest"})
+    bundled = int(PriorManifest.model_validate_json((bundled_prior_dir() / MANIFEST_FILE).read_bytes()).version)
+    _, first = write_and_publish(outcome, cfg, 1, out_dir=tmp_path / "a", env={TOKEN_ENV: TOKEN}, http=registry.http)
+    assert first == f"rul-mlp-v{bundled + 1}" and registry.versions() == [str(bundled + 1)]
+    arrays, started = starting_arrays(cfg, outcome.norm, URL, registry.client())
+    assert started == first
+    for a, b in zip(arrays, outcome.arrays):
+        np.testing.assert_allclose(a, b, rtol=0, atol=2e-3)
+    _, second = write_and_publish(outcome, cfg, 2, out_dir=tmp_path / "b", env={TOKEN_ENV: TOKEN}, http=registry.http)
+    assert second == f"rul-mlp-v{bundled + 2}"
+    fresh, started = starting_arrays(RoundConfig.from_run_config({"start-from": "init", "seed": 5}), outcome.norm, URL,
+                                     registry.client())
+    assert started == "init" and all(np.array_equal(a, b) for a, b in zip(fresh, initial_arrays(5)))
+
+
+def test_server_publish_without_a_valid_token_fails_and_publishes_nothing(run, tmp_path: Path) -> None:  # noqa: ANN001
+    from twinstream.federation.publish import PublishError
+    from twinstream.federation.server_app import TOKEN_ENV
+
+    _, outcome, _ = run
+    registry = Registry(tmp_path / "registry")
+    cfg = RoundConfig.from_run_config({"registry-url": URL})
+    with pytest.raises(PublishError, match="HTTP 401"):
+        write_and_publish(outcome, cfg, 1, out_dir=tmp_path, env={TOKEN_ENV: "wrong"}, http=registry.http)
+    with pytest.raises(PublishError, match=TOKEN_ENV):
+        write_and_publish(outcome, cfg, 1, out_dir=tmp_path, env={}, http=registry.http)
+    assert registry.versions() == []
