@@ -45,7 +45,7 @@ def test_compose_services_have_an_image_or_a_build(services: dict[str, dict]) ->
 
 
 def test_compose_twinstream_services_build_the_dockerfile(twinstream_services: dict[str, dict]) -> None:
-    assert set(twinstream_services) == {"topics", "worker", "sink", "replay"}
+    assert set(twinstream_services) == {"topics", "worker", "sink", "sidecar", "replay"}
     for name, svc in twinstream_services.items():
         build = svc["build"]
         context = build if isinstance(build, str) else build["context"]
@@ -96,7 +96,7 @@ def test_compose_depends_on_targets_exist_and_conditions_hold(services: dict[str
 
 def test_compose_start_order(services: dict[str, dict]) -> None:
     assert depends_on(services["topics"]) == {"kafka": "service_healthy"}
-    for name in ("worker", "sink"):
+    for name in ("worker", "sink", "sidecar"):
         deps = depends_on(services[name])
         assert deps["kafka"] == "service_healthy"
         assert deps["topics"] == "service_completed_successfully"
@@ -106,12 +106,12 @@ def test_compose_start_order(services: dict[str, dict]) -> None:
 
 
 def test_compose_healthchecks(services: dict[str, dict]) -> None:
-    for name in ("kafka", "worker", "sink", "influxdb", "grafana"):
+    for name in ("kafka", "worker", "sink", "sidecar", "influxdb", "grafana"):
         check = services[name].get("healthcheck")
         assert check and check.get("test"), f"{name} has no healthcheck"
         assert check["test"][0] in {"CMD", "CMD-SHELL"}
     # The twinstream checks read the metrics endpoint, so they need the metrics port.
-    for name in ("worker", "sink"):
+    for name in ("worker", "sink", "sidecar"):
         assert "TWINSTREAM_METRICS_PORT" in " ".join(services[name]["healthcheck"]["test"])
         assert env_of(services[name]).get("TWINSTREAM_METRICS_PORT")
 
@@ -121,6 +121,7 @@ def test_compose_commands(services: dict[str, dict]) -> None:
     assert services["topics"]["restart"] == "no"
     assert services["worker"]["command"] == ["worker"]
     assert services["sink"]["command"] == ["sink"]
+    assert services["sidecar"]["command"] == ["sidecar"]
     replay = services["replay"]["command"]
     assert replay[:2] == ["replay", "cmapss"] and "--rate" in replay
     assert float(replay[replay.index("--rate") + 1]) > 0
@@ -145,6 +146,10 @@ def test_compose_env_values_are_valid_settings(
     assert sink.influx_url and sink.influx_token.get_secret_value()
     assert worker.topic_namespace == sink.topic_namespace
     assert worker.partitions == sink.partitions
+    sidecar = settings_from_env(monkeypatch, env_of(twinstream_services["sidecar"]))
+    assert sidecar.app_id == worker.app_id, "the sidecar derives its consumer group from the worker's app id"
+    assert (sidecar.topic_namespace, sidecar.partitions) == (worker.topic_namespace, worker.partitions)
+    assert sidecar.metrics_port
 
 
 def test_compose_volumes_are_declared_and_state_is_persistent(compose: dict, services: dict[str, dict]) -> None:

@@ -136,7 +136,7 @@ def test_helm_lint_strict(helm: str, tmp_path: Path) -> None:
 def test_helm_renders_the_expected_objects(default_docs: list[dict]) -> None:
     kinds = Counter(doc["kind"] for doc in default_docs)
     assert kinds == Counter(
-        {"StatefulSet": 1, "Deployment": 1, "ConfigMap": 1, "Secret": 1, "Service": 2, "ServiceAccount": 1}
+        {"StatefulSet": 1, "Deployment": 2, "ConfigMap": 1, "Secret": 1, "Service": 3, "ServiceAccount": 1}
     )
     for doc in default_docs:
         assert doc["metadata"]["name"].startswith("twins-twinstream")
@@ -148,7 +148,8 @@ def test_helm_env_names_are_settings_fields_and_values_validate(
 ) -> None:
     configmap = one(default_docs, "ConfigMap")
     assert set(configmap["data"]) <= SETTINGS_ENV
-    for workload in (one(default_docs, "StatefulSet"), one(default_docs, "Deployment")):
+    for workload in (one(default_docs, "StatefulSet"), one(default_docs, "Deployment", "sink"),
+                     one(default_docs, "Deployment", "sidecar")):
         for container in pod_containers(workload):
             env = container_env(default_docs, workload, container)
             names = {n for n in env if n.startswith(ENV_PREFIX)}
@@ -178,11 +179,14 @@ def test_helm_every_setting_can_be_configured(helm: str, tmp_path: Path, monkeyp
         learner_params={"clip_min": 0.5, "nested": {"a": [1, 2]}},
         prior_registry_url="http://prior-registry:8780",
         prior_registry_public_key="MCowBQYDK2VwAyEAexample0000000000000000000000000=",
+        synth_generator_dir="/models/generator",
+        learn_from_synthetic=True,
+        synthetic_learn_weight=0.25,
     )
     docs = render(helm, tmp_path, {"config": config, "metrics": {"port": 9100}})
     configmap = one(docs, "ConfigMap")
     assert set(configmap["data"]) == {ENV_PREFIX + n.upper() for n in Settings.model_fields} - {f"{ENV_PREFIX}INFLUX_TOKEN"}
-    sink = one(docs, "Deployment")
+    sink = one(docs, "Deployment", "sink")
     settings = settings_from_env(monkeypatch, container_env(docs, sink, sink["spec"]["template"]["spec"]["containers"][0]))
     assert settings.batch_size == 2_000_000, "large numbers must not render as 2e+06"
     assert settings.max_payload_bytes == 1 << 20
@@ -213,9 +217,9 @@ def test_helm_worker_statefulset_keeps_state_on_a_pvc(default_docs: list[dict]) 
     assert service["spec"]["clusterIP"] == "None"
 
 
-@pytest.mark.parametrize("kind", ["StatefulSet", "Deployment"])
-def test_helm_probes_security_and_metrics_port(default_docs: list[dict], kind: str) -> None:
-    workload = one(default_docs, kind)
+@pytest.mark.parametrize("kind, component", [("StatefulSet", "worker"), ("Deployment", "sink"), ("Deployment", "sidecar")])
+def test_helm_probes_security_and_metrics_port(default_docs: list[dict], kind: str, component: str) -> None:
+    workload = one(default_docs, kind, component)
     port = int(one(default_docs, "ConfigMap")["data"]["TWINSTREAM_METRICS_PORT"])
     spec = workload["spec"]["template"]["spec"]
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] != 0
@@ -233,7 +237,7 @@ def test_helm_probes_security_and_metrics_port(default_docs: list[dict], kind: s
 
 def test_helm_metrics_services_select_the_pods_and_carry_scrape_annotations(default_docs: list[dict]) -> None:
     port = int(one(default_docs, "ConfigMap")["data"]["TWINSTREAM_METRICS_PORT"])
-    for component, kind in (("worker", "StatefulSet"), ("sink", "Deployment")):
+    for component, kind in (("worker", "StatefulSet"), ("sink", "Deployment"), ("sidecar", "Deployment")):
         service = one(default_docs, "Service", component)
         pod_labels = one(default_docs, kind, component)["spec"]["template"]["metadata"]["labels"]
         assert service["spec"]["selector"].items() <= pod_labels.items()
@@ -260,14 +264,26 @@ def test_helm_sink_uses_the_secret_and_its_own_consumer_group(default_docs: list
 def test_helm_existing_secret_and_disabled_sink(helm: str, tmp_path: Path) -> None:
     docs = render(helm, tmp_path, {"influx": {"existingSecret": "influx-writer", "tokenKey": "token"}})
     assert "Secret" not in by_kind(docs)
-    (container,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    (container,) = one(docs, "Deployment", "sink")["spec"]["template"]["spec"]["containers"]
     ref = next(e for e in container["env"] if e["name"] == "TWINSTREAM_INFLUX_TOKEN")["valueFrom"]["secretKeyRef"]
     assert ref == {"name": "influx-writer", "key": "token"}
 
     docs = render(helm, tmp_path, {"sink": {"enabled": False}, "config": {"influx_url": ""}})
     kinds = by_kind(docs)
-    assert "Deployment" not in kinds and "Secret" not in kinds
-    assert [s["metadata"]["labels"]["app.kubernetes.io/component"] for s in kinds["Service"]] == ["worker"]
+    assert "Secret" not in kinds
+    assert [d["metadata"]["labels"]["app.kubernetes.io/component"] for d in kinds["Deployment"]] == ["sidecar"]
+    assert sorted(s["metadata"]["labels"]["app.kubernetes.io/component"] for s in kinds["Service"]) == ["sidecar", "worker"]
+
+
+def test_helm_sidecar_is_optional_and_needs_no_influx_secret(helm: str, tmp_path: Path, default_docs: list[dict]) -> None:
+    sidecar = one(default_docs, "Deployment", "sidecar")
+    (container,) = sidecar["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["sidecar"]
+    assert "TWINSTREAM_INFLUX_TOKEN" not in {e["name"] for e in container.get("env", [])}
+    assert "TWINSTREAM_APP_ID" not in {e["name"] for e in container.get("env", [])}, "derives its group from app_id"
+    docs = render(helm, tmp_path, {"sidecar": {"enabled": False}})
+    assert [d["metadata"]["labels"]["app.kubernetes.io/component"] for d in by_kind(docs)["Deployment"]] == ["sink"]
+    assert "sidecar.replicas (5) must not exceed" in render_error(helm, tmp_path, {"sidecar": {"replicas": 5}, "config": {"partitions": 4}})
 
 
 def test_helm_service_monitor_is_optional(helm: str, tmp_path: Path, default_docs: list[dict]) -> None:
@@ -279,7 +295,7 @@ def test_helm_service_monitor_is_optional(helm: str, tmp_path: Path, default_doc
     assert monitor["spec"]["namespaceSelector"]["matchNames"] == ["digital-twins"]
     selector = monitor["spec"]["selector"]["matchLabels"]
     selected = [s for s in by_kind(docs)["Service"] if selector.items() <= s["metadata"]["labels"].items()]
-    assert len(selected) == 2
+    assert len(selected) == 3
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
 
 
@@ -333,7 +349,7 @@ def test_helm_notes_render(helm: str, tmp_path: Path) -> None:
 
 
 def test_helm_container_args_exist_in_the_cli(default_docs: list[dict]) -> None:
-    for workload in (one(default_docs, "StatefulSet"), one(default_docs, "Deployment")):
+    for workload in (one(default_docs, "StatefulSet"), *by_kind(default_docs)["Deployment"]):
         for container in pod_containers(workload):
             check_cli_args(container["args"])
 
