@@ -1,4 +1,11 @@
-"""Federated training service: a signed prior registry and the twins' prior pull.
+"""Federated training service: Flower rounds across sites, a signed prior registry, the twins' prior pull.
+
+* :mod:`.server_app`, :mod:`.client_app` — the Flower ServerApp (rounds, then publish
+  the aggregated prior) and ClientApp (a site's local step; what it may send).
+* :mod:`.server_config` — the run config (one table of keys and defaults).
+* :mod:`.strategies` — which Flower strategy aggregates (FedAvg, FedProx, ...).
+* :mod:`.runtime` — SuperLink/SuperNode/``flwr run`` as processes, the generated App folder.
+* :mod:`.publish` — publishing an artifact to the registry, next version numbers.
 
 * :mod:`.signing` — Ed25519 keys and signatures over a prior's manifest bytes.
 * :mod:`.store` — the registry's storage: one directory per published version, immutable.
