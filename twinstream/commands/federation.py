@@ -60,6 +60,8 @@ def serve(
     from twinstream.federation.store import PriorStore
 
     settings = _settings(dir=dir, host=host, port=port)
+    if superlink:
+        _require_tls(insecure, {"--ssl-certfile": ssl_certfile, "--ssl-keyfile": ssl_keyfile, "--ssl-ca-certfile": ssl_ca_certfile})
     key = load_or_create_private_key(settings.signing_key_path)
     store = PriorStore(settings.dir, key)
     token = settings.publish_token.get_secret_value()
