@@ -77,6 +77,19 @@ def moments_reply(data: SiteData) -> RecordDict:
     return RecordDict({"moments": ArrayRecord(arrays), "metrics": MetricRecord(metrics)})
 
 
+LOCAL_PREFIX = "local."
+
+
+def local_options(config: ConfigRecord) -> dict[str, object]:
+    """``local.<name>`` entries of a training config, as ``local_fit`` keywords it accepts (others are ignored:
+    a server newer than the site must not make the site fail)."""
+    import inspect
+
+    accepted = set(inspect.signature(local_fit).parameters)
+    options = {key[len(LOCAL_PREFIX):].replace("-", "_"): value for key, value in config.items() if key.startswith(LOCAL_PREFIX)}
+    return {name: value for name, value in options.items() if name in accepted and name not in ("arrays", "data", "norm")}
+
+
 def train_reply(content: RecordDict, data: SiteData) -> RecordDict:
     """Fine-tune the received arrays on ``data``; reply with the new arrays and scalar metrics only."""
     config = _config(content)
@@ -89,6 +102,7 @@ def train_reply(content: RecordDict, data: SiteData) -> RecordDict:
         proximal_mu=float(config.get("proximal-mu", 0.0)),
         seed=int(config.get("seed", 0)) * 1000 + server_round,
         norm=Normalization.from_config(config),
+        **local_options(config),  # type: ignore[arg-type]
     )
     return RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord({k: float(v) for k, v in metrics.items()})})
 

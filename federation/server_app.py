@@ -37,7 +37,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from twinstream.federation.publish import PublishError, next_version, publish_artifact, registry_versions
-from twinstream.federation.server_config import RoundConfig
+from twinstream.federation.server_config import LOCAL_PREFIX, RoundConfig
 from twinstream.federation.strategies import make_strategy
 from twinstream.models.federated import (
     CAP,
@@ -169,7 +169,7 @@ def run_federated(grid: Grid, cfg: RoundConfig, registry_url: str = "",
     arrays, started_from = starting_arrays(cfg, norm, registry_url, registry)
     log.info("pooled normalization over %d rows; starting from %s", rows, started_from)
     train_config = ConfigRecord({"local-epochs": cfg.local_epochs, "lr": cfg.lr, "num-rounds": cfg.num_server_rounds,
-                                 "seed": cfg.seed, **norm.to_config()})
+                                 "seed": cfg.seed, **{LOCAL_PREFIX + k: v for k, v in cfg.local.items()}, **norm.to_config()})
     strategy = make_strategy(strategy_cfg, num_sites=len(nodes))
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(arrays), num_rounds=cfg.num_server_rounds,
                             timeout=cfg.round_timeout_s, train_config=train_config,
@@ -212,6 +212,7 @@ def write_and_publish(outcome: FederatedOutcome, cfg: RoundConfig, run_id: int, 
         outcome.arrays, artifact, version, norm=outcome.norm, calibration=outcome.calibration, metrics=outcome.metrics,
         family=cfg.family, strategy=cfg.strategy.label, rounds=cfg.num_server_rounds, sites=outcome.sites,
         local_epochs=cfg.local_epochs, lr=cfg.lr, seed=cfg.seed, started_from=outcome.started_from, flower_run_id=str(run_id),
+        **{f"local_{k}": v for k, v in cfg.local.items()},
     )
     log.info("wrote %s to %s", manifest.prior_version, artifact)
     if publishing:

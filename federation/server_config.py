@@ -31,7 +31,24 @@ from pydantic import BaseModel, ConfigDict, Field
 from twinstream.federation.strategies import StrategyConfig
 
 STRATEGY_PREFIX = "strategy."
+LOCAL_PREFIX = "local."
 _OPTIONAL_ZERO = {"dp_clip_norm": 0.0, "min_nodes": 0}  # None <-> 0 in the run config
+# local_fit parameters that are not recipe options (set per message, or the site's business)
+_NOT_LOCAL_OPTIONS = {"arrays", "data", "epochs", "lr", "proximal_mu", "seed", "norm", "threads"}
+
+
+def local_fit_options() -> dict[str, str | int | float | bool]:
+    """The local step's other keyword options and their defaults (``local_fit``'s signature: one source).
+
+    They are run-config keys ``local.<name>`` (dashes) that the ServerApp sends with every
+    training message and the ClientApp passes to ``local_fit``.
+    """
+    import inspect
+
+    from twinstream.models.federated import local_fit
+
+    return {name: p.default for name, p in inspect.signature(local_fit).parameters.items()
+            if name not in _NOT_LOCAL_OPTIONS and isinstance(p.default, (str, int, float, bool))}
 
 RUN_CONFIG_DEFAULTS: dict[str, str | int | float | bool] = {
     "num-server-rounds": 1,
@@ -50,6 +67,7 @@ RUN_CONFIG_DEFAULTS: dict[str, str | int | float | bool] = {
         STRATEGY_PREFIX + name.replace("_", "-"): (_OPTIONAL_ZERO[name] if value is None else value)
         for name, value in StrategyConfig().model_dump().items()
     },
+    **{LOCAL_PREFIX + name.replace("_", "-"): value for name, value in local_fit_options().items()},
 }
 
 
@@ -80,6 +98,7 @@ class RoundConfig(BaseModel):
     node_wait_s: float = Field(gt=0.0)
     round_timeout_s: float = Field(gt=0.0)
     strategy: StrategyConfig
+    local: dict[str, str | int | float | bool] = Field(default_factory=dict, description="Options of the sites' local step.")
 
     @classmethod
     def from_run_config(cls, run_config: Mapping[str, object]) -> "RoundConfig":
@@ -90,13 +109,16 @@ class RoundConfig(BaseModel):
         merged = {**RUN_CONFIG_DEFAULTS, **run_config}
         strategy: dict[str, object] = {}
         top: dict[str, object] = {}
+        local: dict[str, object] = {}
         for key, value in merged.items():
-            if key.startswith(STRATEGY_PREFIX):
+            if key.startswith(LOCAL_PREFIX):
+                local[key[len(LOCAL_PREFIX):].replace("-", "_")] = value
+            elif key.startswith(STRATEGY_PREFIX):
                 name = key[len(STRATEGY_PREFIX):].replace("-", "_")
                 strategy[name] = None if name in _OPTIONAL_ZERO and not value else value
             else:
                 top[key.replace("-", "_")] = value
-        return cls(**top, strategy=StrategyConfig(**strategy))
+        return cls(**top, strategy=StrategyConfig(**strategy), local=local)
 
     def resolved_registry_url(self, env: Mapping[str, str] | None = None) -> str:
         """The registry to publish to: the run config's, else ``TWINSTREAM_REGISTRY_URL``."""

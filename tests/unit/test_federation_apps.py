@@ -121,6 +121,20 @@ def test_train_reply_holds_fine_tuned_model_arrays_and_scalar_metrics() -> None:
     assert np.isfinite(metrics["train_loss"])
 
 
+def test_local_step_options_travel_from_run_config_to_local_fit() -> None:
+    import inspect
+
+    from twinstream.models.federated import local_fit
+
+    params = inspect.signature(local_fit).parameters
+    assert "batch_size" in params
+    cfg = RoundConfig.from_run_config({"local.batch-size": 64})
+    assert cfg.local["batch_size"] == 64
+    assert {k for k in RUN_CONFIG_DEFAULTS if k.startswith("local.")} == {f"local.{n.replace('_', '-')}" for n in cfg.local}
+    sent = ConfigRecord({"local.batch-size": 64, "local.no-such-option": 1, "local.norm": 3, "lr": 0.1})
+    assert client_app.local_options(sent) == {"batch_size": 64}
+
+
 def test_site_data_from_its_own_folder(tmp_path: Path) -> None:
     export_site(tmp_path / "site", "site-2")
     data = client_app.site_data({"data-dir": str(tmp_path / "site"), "max-engines": 1})
