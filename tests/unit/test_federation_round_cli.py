@@ -24,6 +24,9 @@ from twinstream.federation.runtime import RoundOutcome, node_config_arg, superno
     (["federation", "round"], "TLS needs --root-certificates"),
     (["federation", "round", "--insecure", "--strategy", "fedsgd"], "invalid round options"),
     (["federation", "round", "--insecure", "--dp-noise-multiplier", "1.0"], "invalid round options"),
+    (["federation", "round", "--insecure", "--set", "local.no-such-option=1"], "unknown run config keys"),
+    (["federation", "round", "--insecure", "--set", "start-from=newest"], "invalid round options"),
+    (["federation", "round", "--insecure", "--set", "lr"], "expects KEY=VALUE"),
     (["federation", "serve", "--dir", "REG", "--superlink"], "TLS needs --ssl-certfile, --ssl-keyfile, --ssl-ca-certfile"),
 ])
 def test_refused_before_starting_anything(args: list[str], message: str, tmp_path: Path) -> None:
@@ -49,3 +52,10 @@ def test_only_a_completed_run_is_a_success() -> None:
     assert RoundOutcome(1, "finished:completed", "", 0).ok
     assert not RoundOutcome(1, "finished:failed", "", 0).ok
     assert not RoundOutcome(None, "not started", "", 1).ok
+
+
+def test_set_values_are_toml_scalars_or_strings() -> None:
+    from twinstream.commands.federation import _parse_sets
+
+    assert _parse_sets(["local.batch-size=64", "lr=0.01", "publish=false", "out-dir=/srv/out", 'version="7"']) == {
+        "local.batch-size": 64, "lr": 0.01, "publish": False, "out-dir": "/srv/out", "version": "7"}

@@ -146,6 +146,23 @@ def site(
     raise typer.Exit(node.wait())
 
 
+def _parse_sets(items: list[str]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs; VALUE as a TOML scalar (``3``, ``0.5``, ``true``, ``"x"``), else as a plain string."""
+    import tomllib
+
+    out: dict[str, object] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
 @app.command("round")
 def round_(
     rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 1,
@@ -166,6 +183,7 @@ def round_(
     superlink: Annotated[str, typer.Option("--superlink", help="SuperLink address host:port.")] = "127.0.0.1:9093",
     insecure: Annotated[bool, typer.Option("--insecure", help="No TLS to the SuperLink (tests/dev only).")] = False,
     root_certificates: Annotated[Optional[Path], typer.Option(help="CA certificate (PEM) of the SuperLink's certificate.")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any run-config key, e.g. local.optimizer=adamw or out-dir=/srv/out (repeatable).")] = None,
 ) -> None:
     """Submit one federated run (flwr run) to the SuperLink, stream its log; exit 1 unless it finished completed."""
     import tempfile
@@ -173,7 +191,7 @@ def round_(
     from pydantic import ValidationError
 
     from twinstream.federation.runtime import submit_round, write_app_dir, write_flwr_home, write_run_config
-    from twinstream.federation.server_config import run_config_overrides
+    from twinstream.federation.server_config import RoundConfig, run_config_overrides
     from twinstream.federation.strategies import StrategyConfig
 
     _require_tls(insecure, {"--root-certificates": root_certificates})
@@ -183,6 +201,8 @@ def round_(
         strategy_cfg = StrategyConfig(**{k: v for k, v in fields.items() if v is not None})
         overrides = run_config_overrides(strategy_cfg, num_server_rounds=rounds, local_epochs=local_epochs, lr=lr, seed=seed,
                                          start_from=start_from, registry_url=registry_url, publish=publish, version=version)
+        overrides.update(_parse_sets(set_ or []))
+        RoundConfig.from_run_config(overrides)  # refuse a bad value here, not in the ServerApp
     except (ValidationError, ValueError) as exc:
         console.print(f"[red]invalid round options:[/red] {exc}")
         raise typer.Exit(2) from None
