@@ -59,6 +59,7 @@ from datetime import datetime, timezone
 from twinstream.schemas.gaps import Gap, GapKind
 
 DETECTOR = "gap-detector-v1"
+_INF = math.inf
 
 
 @dataclass(slots=True)
@@ -153,19 +154,53 @@ class GapDetector:
         if self.last_time is not None:
             gaps.extend(self._missed(seq, event_time, now))
         events: list[_Event] = []
-        names = self.expected if self.expected is not None else tuple(dict.fromkeys([*self.sensors, *metrics]))
+        if self.expected is not None:
+            names = self.expected
+        elif self.sensors.keys() <= metrics.keys():  # usual case: every known sensor reported
+            names = metrics.keys()
+        else:
+            names = tuple(dict.fromkeys([*self.sensors, *metrics]))
+        sensors = self.sensors
+        exact = not self.flat_tolerance
+        flat_window, min_changes = self.flat_window, self.min_changes
         for name in names:
-            state = self.sensors.get(name)
+            state = sensors.get(name)
             if state is None:
-                if len(self.sensors) >= self.max_sensors:
+                if len(sensors) >= self.max_sensors:
                     continue
-                state = self.sensors[name] = _Sensor()
+                state = sensors[name] = _Sensor()
             value = metrics.get(name)
-            if value is None or not math.isfinite(value):
+            if value is None or value != value or value == _INF or value == -_INF:
                 self._missing(name, state, seq, event_time, events)
-            else:
+            elif not exact or state.flat_open or state.missing_since_seq >= 0:
                 self._present(name, state, float(value), seq, event_time, events)
-        gaps.extend(self._group(events, now))
+            else:
+                # Hot path (every reading of every sensor, no gap open, exact repeats): the
+                # same updates as _present, inlined; worker throughput depends on it.
+                state.readings += 1
+                if value < state.low:
+                    state.low = value
+                if value > state.high:
+                    state.high = value
+                last = state.last_value
+                if value == last:
+                    state.run_length += 1
+                    if (state.run_length >= flat_window and state.changes >= min_changes
+                            and state.run_length >= self._flat_after(state)):
+                        state.flat_open = True
+                        events.append(_Event(GapKind.FLATLINE, name, state.run_start_seq, seq, state.run_start_time,
+                                             event_time, state.run_length, True))
+                else:
+                    if state.run_length > state.longest_run:
+                        state.longest_run = state.run_length
+                    if last == last:  # not NaN: a change
+                        state.changes += 1
+                        step = value - last if value > last else last - value
+                        if step < state.step:
+                            state.step = step
+                    state.run_start_seq, state.run_start_time, state.run_length = seq, event_time, 1
+                    state.last_value = float(value)
+        gaps.extend(self._group(events, now) if events else ())
         self.last_seq, self.last_time = seq, event_time
         self.samples += 1
         return gaps
@@ -205,9 +240,14 @@ class GapDetector:
                                  s.missing_since_time, self.last_time, s.missing_count, False))
             s.missing_since_seq, s.missing_since_time, s.missing_count = -1, None, 0
         s.readings += 1
-        s.low, s.high = min(s.low, value), max(s.high, value)
-        tolerance = self.flat_tolerance * max(1.0, abs(value))
-        if not math.isnan(s.last_value) and abs(value - s.last_value) <= tolerance:
+        if value < s.low:
+            s.low = value
+        if value > s.high:
+            s.high = value
+        last = s.last_value
+        # hot path (every reading of every sensor): plain comparisons, no function calls
+        tolerance = self.flat_tolerance * (value if value > 1.0 else -value if value < -1.0 else 1.0) if self.flat_tolerance else 0.0
+        if last == last and -tolerance <= value - last <= tolerance:  # last == last: not NaN
             s.run_length += 1
         else:
             if s.flat_open:
@@ -222,7 +262,9 @@ class GapDetector:
                 s.step = min(s.step, abs(value - s.last_value))
             s.run_start_seq, s.run_start_time, s.run_length = seq, t, 1
             s.last_value = value
-        if not s.flat_open and s.changes >= self.min_changes and s.run_length >= self._flat_after(s):
+        # _flat_after is never below flat_window, so shorter runs need not ask it
+        if (s.run_length >= self.flat_window and not s.flat_open and s.changes >= self.min_changes
+                and s.run_length >= self._flat_after(s)):
             s.flat_open = True
             assert s.run_start_time is not None
             events.append(_Event(GapKind.FLATLINE, name, s.run_start_seq, seq, s.run_start_time, t, s.run_length, True))
