@@ -47,6 +47,24 @@ def registry_versions(url: str, family: str, timeout_s: float = 30.0, http: http
     return [str(v) for v in response.json().get("versions", [])]
 
 
+def check_publish_access(url: str, family: str, token: str, timeout_s: float = 30.0, http: httpx.Client | None = None) -> None:
+    """Fail before any training when the registry would refuse this token (or is unreachable).
+
+    Sends a publish request with an empty body: the registry checks the bearer token
+    before it reads the body, so a bad token gets 401 and a good one 422 (invalid
+    upload); nothing can be stored either way.
+    """
+    if not token:
+        raise PublishError("no publish token (TWINSTREAM_REGISTRY_PUBLISH_TOKEN) in the ServerApp's (SuperLink's) environment")
+    target = f"{url.rstrip('/')}/v1/priors/{family}/publish-access-check"
+    try:
+        response = (http or httpx).put(target, json={}, headers={"Authorization": f"Bearer {token}"}, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise PublishError(f"registry {url} unreachable: {type(exc).__name__}: {exc}") from None
+    if response.status_code != 422:
+        raise PublishError(f"publish access check PUT {target}: HTTP {response.status_code} {response.text[:300]}")
+
+
 def publish_artifact(artifact: Path, url: str, token: str, version: str | None = None, timeout_s: float = 60.0,
                      http: httpx.Client | None = None) -> dict:
     """PUT the artifact in ``artifact`` (``manifest.json`` + weights) as ``family/version``; returns the registry's answer."""

@@ -3,6 +3,7 @@
 Runs inside the SuperLink's environment (started by ``flwr run`` / ``twinstream
 federation round``). One run, in order:
 
+0. when publishing, check that the registry accepts the token (before any training);
 1. wait until enough sites are connected (``strategy.min-nodes``, 0 = at least one,
    then every connected site takes part);
 2. ``query.moments`` to every site; the row-weighted mean of their feature moments is
@@ -36,7 +37,7 @@ import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from twinstream.federation.publish import PublishError, next_version, publish_artifact, registry_versions
+from twinstream.federation.publish import PublishError, check_publish_access, next_version, publish_artifact, registry_versions
 from twinstream.federation.server_config import LOCAL_PREFIX, RoundConfig
 from twinstream.federation.strategies import make_strategy
 from twinstream.models.federated import (
@@ -236,7 +237,10 @@ def main(grid: Grid, context: Context) -> None:
         log.setLevel(logging.INFO)
         log.propagate = False
     cfg = RoundConfig.from_run_config(context.run_config)
-    outcome = run_federated(grid, cfg, cfg.resolved_registry_url())
+    url = cfg.resolved_registry_url()
+    if cfg.publish and url:  # a token the registry refuses must fail the run now, not after the training
+        check_publish_access(url, cfg.family, os.environ.get(TOKEN_ENV, ""))
+    outcome = run_federated(grid, cfg, url)
     for rnd, metrics in sorted(outcome.train_history.items()):
         log.info("round %d train metrics %s", rnd, metrics)
     write_and_publish(outcome, cfg, context.run_id)

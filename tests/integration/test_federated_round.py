@@ -6,7 +6,8 @@ started with ``twinstream federation site --data DIR`` (each its own folder of C
 engines: the shortest- and the longest-lived block of FD001), the embedded broker and a
 worker process pulling priors every second. The round is submitted with
 ``twinstream federation round``. The second test submits a round whose ServerApp
-publishes to a registry with another token: the run must fail and publish nothing.
+publishes to a registry with another token: the run must fail before any training
+(the ServerApp checks publish access first) and publish nothing.
 """
 
 from __future__ import annotations
@@ -148,5 +149,6 @@ def test_round_whose_publish_is_refused_fails_and_publishes_nothing(federation: 
         output = "\n".join(line for _, line in lines)
         assert code == 1, output[-3000:]
         assert "HTTP 401" in output and "finished:failed" in output, output[-3000:]
+        assert "configure_train" not in output, "the run trained before finding out it cannot publish"
         assert other.versions() == []
         assert federation.registry.versions() == before

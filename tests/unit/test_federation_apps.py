@@ -273,3 +273,17 @@ def test_server_publish_without_a_valid_token_fails_and_publishes_nothing(run, t
     with pytest.raises(PublishError, match=TOKEN_ENV):
         write_and_publish(outcome, cfg, 1, out_dir=tmp_path, env={}, http=registry.http)
     assert registry.versions() == []
+
+
+def test_publish_access_is_checked_before_training(tmp_path: Path) -> None:
+    from twinstream.federation.publish import PublishError, check_publish_access
+
+    registry = Registry(tmp_path / "registry")
+    check_publish_access(URL, "rul-mlp", TOKEN, http=registry.http)  # accepted token: no error
+    with pytest.raises(PublishError, match="HTTP 401"):
+        check_publish_access(URL, "rul-mlp", "wrong", http=registry.http)
+    with pytest.raises(PublishError, match="no publish token"):
+        check_publish_access(URL, "rul-mlp", "", http=registry.http)
+    with pytest.raises(PublishError, match="unreachable"):
+        check_publish_access("http://127.0.0.1:9", "rul-mlp", TOKEN, timeout_s=2)  # nothing listens on port 9
+    assert registry.versions() == []
