@@ -30,6 +30,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,14 +179,23 @@ def _flwr(args: list[str]) -> list[str]:
 
 
 def run_status(run_id: int, home: Path, timeout_s: float = 60.0) -> str:
-    """Flower's status text of a run (``finished:completed``, ``finished:failed``, ...) via ``flwr ls``."""
-    done = subprocess.run(_flwr(["ls", "--run-id", str(run_id), "--format", "json"]), env=child_env({"FLWR_HOME": str(home)}),
-                          capture_output=True, text=True, timeout=timeout_s, check=False)
-    try:
-        runs = json.loads(done.stdout[done.stdout.index("{"):])["runs"]
-        return str(runs[0]["status"])
-    except (ValueError, KeyError, IndexError):
-        return f"unknown (flwr ls exited {done.returncode}: {(done.stdout + done.stderr).strip()[-300:]})"
+    """Flower's status text of a run (``finished:completed``, ``finished:failed``, ...) via ``flwr ls``.
+
+    Asked again (every second, up to ``timeout_s``) while the run is not ``finished``
+    yet: the log stream can end a moment before the SuperLink records the final status.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        done = subprocess.run(_flwr(["ls", "--run-id", str(run_id), "--format", "json"]),
+                              env=child_env({"FLWR_HOME": str(home)}), capture_output=True, text=True, timeout=timeout_s,
+                              check=False)
+        try:
+            status = str(json.loads(done.stdout[done.stdout.index("{"):])["runs"][0]["status"])
+        except (ValueError, KeyError, IndexError):
+            status = f"unknown (flwr ls exited {done.returncode}: {(done.stdout + done.stderr).strip()[-300:]})"
+        if status.startswith("finished") or time.monotonic() > deadline:
+            return status
+        time.sleep(1.0)
 
 
 def submit_round(app_dir: Path, home: Path, run_config: Path | None, echo: Callable[[str], None] = print,
