@@ -23,12 +23,17 @@ so tests call them without any process; :data:`app` wraps them):
   which the server computes the published prior's interval widths.
 
 Nothing else is put in a reply: no rows, labels, engine ids or file names
-(``tests/unit/test_federation_apps.py`` checks every record of every reply).
+(``tests/unit/test_federation_apps.py`` checks every record of every reply). A handler
+that fails raises :class:`SiteError` naming only the exception type; the traceback
+stays in the site's log.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import sys
+import traceback
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 
@@ -112,24 +117,48 @@ def evaluate_reply(content: RecordDict, data: SiteData, calibration: bool = Fals
     return RecordDict({"metrics": MetricRecord(metrics)})
 
 
+class SiteError(RuntimeError):
+    """A handler failed at the site; the details stay in the site's own log."""
+
+
+def _at_site(handler: Callable[[Message, Context], Message]) -> Callable[[Message, Context], Message]:
+    """Log a handler's exception here and let only its type leave: Flower would send the full exception
+    text (which can name local paths or values) to the server in its error reply."""
+
+    @functools.wraps(handler)
+    def wrapped(msg: Message, context: Context) -> Message:
+        try:
+            return handler(msg, context)
+        except Exception as exc:
+            traceback.print_exc(file=sys.stderr)
+            raise SiteError(f"{type(exc).__name__} at the site while handling {msg.metadata.message_type} "
+                            "(details in the site's log)") from None
+
+    return wrapped
+
+
 app = ClientApp()
 
 
 @app.query("moments")
+@_at_site
 def _moments(msg: Message, context: Context) -> Message:
     return Message(moments_reply(site_data(context.node_config)), reply_to=msg)
 
 
 @app.train()
+@_at_site
 def _train(msg: Message, context: Context) -> Message:
     return Message(train_reply(msg.content, site_data(context.node_config)), reply_to=msg)
 
 
 @app.evaluate()
+@_at_site
 def _evaluate(msg: Message, context: Context) -> Message:
     return Message(evaluate_reply(msg.content, site_data(context.node_config)), reply_to=msg)
 
 
 @app.query("calibration")
+@_at_site
 def _calibration(msg: Message, context: Context) -> Message:
     return Message(evaluate_reply(msg.content, site_data(context.node_config), calibration=True), reply_to=msg)

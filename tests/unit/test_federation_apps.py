@@ -135,6 +135,16 @@ def test_local_step_options_travel_from_run_config_to_local_fit() -> None:
     assert client_app.local_options(sent) == {"batch_size": 64}
 
 
+def test_a_failing_site_sends_only_the_exception_type(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "secret-site-folder"
+    grid = InProcessGrid(client_app.app, [{"data-dir": str(missing)}])
+    message = grid.create_message(RecordDict(), "query.moments", 1, "g")
+    with pytest.raises(client_app.SiteError) as raised:
+        grid.send_and_receive([message])
+    assert "FileNotFoundError" in str(raised.value) and "secret-site-folder" not in str(raised.value)
+    assert "secret-site-folder" in capsys.readouterr().err  # the details stay in the site's own log
+
+
 def test_site_data_from_its_own_folder(tmp_path: Path) -> None:
     export_site(tmp_path / "site", "site-2")
     data = client_app.site_data({"data-dir": str(tmp_path / "site"), "max-engines": 1})
