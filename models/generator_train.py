@@ -133,10 +133,13 @@ def residual_pool(series: Sequence[np.ndarray], kalman: KalmanLLT, window: int, 
     return np.concatenate(x0s), np.concatenate(conds), np.concatenate(misses)
 
 
-def train_denoiser(x0: np.ndarray, cond: np.ndarray, missing: np.ndarray, *, steps: int = 50, epochs: int = 20,
-                   batch: int = 64, channels: int = 48, lr: float = 2e-3, seed: int = 0,
+def train_denoiser(x0: np.ndarray, cond: np.ndarray, missing: np.ndarray, *, scale: np.ndarray | None = None, steps: int = 50,
+                   epochs: int = 20, batch: int = 64, channels: int = 48, lr: float = 2e-3, seed: int = 0,
                    progress: Callable[[str], None] = lambda _: None) -> "Denoiser":
-    """Fit the residual network on a pool from :func:`residual_pool` (Adam, cosine-decayed learning rate)."""
+    """Fit the residual network on a pool from :func:`residual_pool` (Adam, cosine-decayed learning rate).
+
+    ``scale`` (per sensor, e.g. the Kalman noise ``sqrt(r)``) standardizes the residuals the network sees.
+    """
     import torch
 
     from twinstream.models.diffusion import Denoiser, ResidualNet, schedule, train_step
@@ -148,6 +151,10 @@ def train_denoiser(x0: np.ndarray, cond: np.ndarray, missing: np.ndarray, *, ste
     total = epochs * max(1, len(x0) // batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     _, abar = schedule(steps)
+    scale = np.ones(x0.shape[1]) if scale is None else np.asarray(scale, dtype=float)
+    x0 = (x0 / scale[None, :, None]).astype(np.float32)
+    cond = cond.copy()
+    cond[:, : x0.shape[1]] /= scale[None, :, None]
     tx, tc, tm = torch.from_numpy(x0), torch.from_numpy(cond), torch.from_numpy(missing)
     net.train()
     done = 0
@@ -160,4 +167,4 @@ def train_denoiser(x0: np.ndarray, cond: np.ndarray, missing: np.ndarray, *, ste
             sched.step()
             done += 1
         progress(f"epoch {epoch + 1}/{epochs}: loss {np.mean(losses):.4f}")
-    return Denoiser(net, steps)
+    return Denoiser(net, steps, scale)

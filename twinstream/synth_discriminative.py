@@ -35,24 +35,30 @@ WINDOW = 30
 Filler = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
-def paired_windows(truth: Sequence[np.ndarray], fill: Filler, draws: int, seed: int,
-                   window: int = WINDOW) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(real windows (N, W, D), synthetic windows (N, W, D), series index (N,)) over ``draws`` masks."""
+def paired_windows(truth: Sequence[np.ndarray], fill: Filler, draws: int, seed: int, window: int = WINDOW,
+                   every: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(real windows (N, W, D), synthetic windows (N, W, D), group (N,)) over ``draws`` masks.
+
+    The group is the series index, or with fewer than four series (one CSV) the run of
+    ``every`` samples the block fell in, so that the held-out half is still other data.
+    """
     real, fake, owner = [], [], []
     for k in range(draws):
         rng = np.random.default_rng([seed, 3, k])
-        masks = block_mask(truth, rng, length=BLOCK, min_length=max(MIN_BLOCK_SERIES, window))
+        masks = block_mask(truth, rng, every=every, length=BLOCK, min_length=max(MIN_BLOCK_SERIES, window))
         filled = fill([np.where(m, np.nan, s) for s, m in zip(truth, masks)])
         for i, (s, m, f) in enumerate(zip(truth, masks, filled)):
-            rows = np.flatnonzero(m.any(axis=1))
-            if rows.size == 0:
-                continue
-            lo = max(0, rows[-1] + 1 - window)
-            hi = min(rows[0], len(s) - window)
-            start = int(rng.integers(lo, hi + 1))
-            real.append(s[start:start + window])
-            fake.append(f[start:start + window])
-            owner.append(i)
+            step = every or len(s)
+            for run in range(0, len(s), step):
+                rows = run + np.flatnonzero(m[run:run + step].any(axis=1))
+                if rows.size == 0:
+                    continue
+                lo = max(0, rows[-1] + 1 - window)
+                hi = min(rows[0], len(s) - window)
+                start = int(rng.integers(lo, hi + 1))
+                real.append(s[start:start + window])
+                fake.append(f[start:start + window])
+                owner.append(i if len(truth) >= 4 else run // step)
     return np.array(real, dtype=np.float32), np.array(fake, dtype=np.float32), np.array(owner)
 
 
@@ -105,14 +111,16 @@ def classify(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_tes
 
 
 def discriminative_score(truth: Sequence[np.ndarray], fill: Filler, draws: int = 10, seed: int = 0,
-                         epochs: int = 40, window: int = WINDOW) -> dict[str, Any]:
+                         epochs: int = 40, window: int = WINDOW, every: int | None = None) -> dict[str, Any]:
     """``{"score", "accuracy", "train_windows", "test_windows"}`` of one filler (see the module docstring)."""
-    real, fake, owner = paired_windows(truth, fill, draws, seed, window)
+    real, fake, owner = paired_windows(truth, fill, draws, seed, window, every)
     if len(real) == 0:
         raise ValueError(f"no series of at least {max(MIN_BLOCK_SERIES, window)} samples to cut windows from")
     if not (np.isfinite(real).all() and np.isfinite(fake).all()):
         raise ValueError("windows hold missing values: the filler left gaps")
     series = np.unique(owner)
+    if len(series) < 2:
+        raise ValueError("windows from fewer than two series (or runs): nothing to hold out")
     held_out = set(np.random.default_rng([seed, 4]).permutation(series)[: len(series) // 2].tolist())
     test = np.array([o in held_out for o in owner])
     x = np.concatenate([real, fake])
@@ -121,3 +129,13 @@ def discriminative_score(truth: Sequence[np.ndarray], fill: Filler, draws: int =
     acc = classify(x[~t], y[~t], x[t], y[t], epochs=epochs, seed=seed)
     return {"score": abs(acc - 0.5), "accuracy": acc, "train_windows": int((~t).sum()), "test_windows": int(t.sum()),
             "draws": draws, "window": window, "rng": f"numpy default_rng([{seed}, 3, k]) for k < {draws}; split default_rng([{seed}, 4])"}
+
+
+def compare(truth: Sequence[np.ndarray], fillers: dict[str, Filler], draws: int = 10, seed: int = 0, epochs: int = 40,
+            every: int | None = None, progress: Callable[[str], None] = lambda _: None) -> dict[str, dict[str, Any]]:
+    """:func:`discriminative_score` of each filler on the same windows, masks and split."""
+    out = {}
+    for name, fill in fillers.items():
+        progress(f"discriminative score: {name}")
+        out[name] = discriminative_score(truth, fill, draws=draws, seed=seed, epochs=epochs, every=every)
+    return out

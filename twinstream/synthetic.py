@@ -45,6 +45,55 @@ from twinstream.synth_docs import write_docs  # noqa: F401 (re-exported)
 NOT_MEASURED = ["generator", "discriminative_score", "tstr_rmse", "rul_rmse_ratio_missing30"]
 
 
+class GeneratorOnData(Imputer):
+    """A generator artifact scored on a data set's z-scores (converted to the generator's own normalization)."""
+
+    name = "generator"
+
+    def __init__(self, generator: Any, data: Dataset) -> None:
+        if list(generator.sensors) != list(data.columns):
+            raise ValueError(f"generator {generator.version} fills {generator.sensors}, the data has {data.columns}")
+        self.generator, self.version = generator, generator.version
+        self.scale = data.std / generator.std
+        self.shift = (data.mean - generator.mean) / generator.std
+
+    def _to(self, z: np.ndarray) -> np.ndarray:
+        return z * self.scale + self.shift
+
+    def _back(self, g: np.ndarray) -> np.ndarray:
+        return (g - self.shift) / self.scale
+
+    def _impute(self, y: np.ndarray) -> np.ndarray:
+        return self.impute_many([y])[0]
+
+    def impute_many(self, series: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [self._back(f) for f in self.generator.impute_many_z([self._to(s) for s in series])]
+
+    def sample_one(self, series: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """One sample of every series (the fills a consumer of synthetic data actually sees)."""
+        return [self._back(f[0]) for f in self.generator.sample_many_z([self._to(s) for s in series], 1, rng)]
+
+
+def kalman_noise(smoother: KalmanLLT, series: Sequence[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+    """Kalman smoother level plus Gaussian noise of the fill's predictive variance (level variance + r)."""
+    levels, variances = smoother._run(list(series))
+    r = np.broadcast_to(smoother.r, (series[0].shape[1],)) if series else smoother.r
+    return [np.where(np.isnan(s), lv + rng.normal(size=s.shape) * np.sqrt(np.maximum(v, 0.0) + r), s)
+            for s, lv, v in zip(series, levels, variances)]
+
+
+def sample_errors(data: Dataset, smoother: KalmanLLT, generator: GeneratorOnData | None, masks: dict[str, list[np.ndarray]],
+                  seed: int) -> dict[str, dict[str, dict[str, float]]]:
+    """MAE/RMSE of single samples (not point estimates): Kalman + noise, and the generator's."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for mask_name, mask in masks.items():
+        masked = [np.where(m, np.nan, s) for s, m in zip(data.test, mask)]
+        out[mask_name] = {"kalman_noise": hidden_error(kalman_noise(smoother, masked, np.random.default_rng([seed, 8])), data.test, mask)}
+        if generator is not None:
+            out[mask_name]["generator_sample"] = hidden_error(generator.sample_one(masked, np.random.default_rng([seed, 9])), data.test, mask)
+    return out
+
+
 def baselines(smoother: KalmanLLT) -> list[Imputer]:
     """The methods scored: linear, last value, the fitted Kalman smoother and its causal filter."""
     causal = KalmanLLT(smoother.q_level, smoother.q_slope, smoother.r, smooth=False)
@@ -65,30 +114,34 @@ def score(imputer: Imputer, truth: Sequence[np.ndarray], masks: Sequence[np.ndar
 
 
 def score_all(data: Dataset, smoother: KalmanLLT, masks: dict[str, list[np.ndarray]],
-              say: Callable[[str], None] = lambda _: None) -> dict[str, dict[str, dict[str, float]]]:
-    """``{mask: {method: {"mae", "rmse"}}}`` of every baseline."""
+              say: Callable[[str], None] = lambda _: None, extra: Sequence[Imputer] = ()) -> dict[str, dict[str, dict[str, float]]]:
+    """``{mask: {method: {"mae", "rmse"}}}`` of every baseline (and the ``extra`` methods, e.g. the generator)."""
     out: dict[str, dict[str, dict[str, float]]] = {}
     for mask_name, mask in masks.items():
         out[mask_name] = {}
-        for imputer in baselines(smoother):
+        for imputer in [*extra, *baselines(smoother)]:
             say(f"{mask_name} mask: {imputer.name}")
             out[mask_name][imputer.name] = score(imputer, data.test, mask)
     return out
 
 
 def evaluate_imputation(data: Dataset, seed: int = 0, progress: Callable[[str], None] | None = None,
-                        seeds: int = 1) -> dict[str, Any]:
-    """Fit on ``data.train``, mask ``data.test`` with both masks, score every baseline.
+                        seeds: int = 1, generator: Any = None) -> dict[str, Any]:
+    """Fit on ``data.train``, mask ``data.test`` with both masks, score every baseline (and ``generator``).
 
     With ``seeds > 1`` the masks are also drawn with seeds ``seed .. seed + seeds - 1``
-    and the spread of each MAE over them is reported (``seed_spread``).
+    and the spread of each MAE over them is reported (``seed_spread``). The errors of
+    single samples (``sample_errors``: generator, Kalman + noise) use the first seed only.
     """
     say = progress or (lambda _: None)
     start = time.perf_counter()
     say("fitting the Kalman local-linear-trend parameters on the training series")
     smoother = KalmanLLT().fit(data.train)
     masks = make_masks(data, seed)
-    imputation = score_all(data, smoother, masks, say)
+    extra = [GeneratorOnData(generator, data)] if generator is not None else []
+    imputation = score_all(data, smoother, masks, say, extra)
+    say("errors of single samples")
+    samples = sample_errors(data, smoother, extra[0] if extra else None, masks, seed)
     levels = smoother.levels_many(data.test)  # the complete series, truth included
     reference = {mask_name: hidden_error(levels, data.test, mask) for mask_name, mask in masks.items()}
     spread: dict[str, dict[str, dict[str, float]]] = {}
@@ -96,7 +149,7 @@ def evaluate_imputation(data: Dataset, seed: int = 0, progress: Callable[[str], 
         runs = [imputation]
         for other in range(seed + 1, seed + seeds):
             say(f"masks of seed {other}")
-            runs.append(score_all(data, smoother, make_masks(data, other)))
+            runs.append(score_all(data, smoother, make_masks(data, other), extra=extra))
         for mask_name in imputation:
             spread[mask_name] = {}
             for method in imputation[mask_name]:
@@ -117,11 +170,12 @@ def evaluate_imputation(data: Dataset, seed: int = 0, progress: Callable[[str], 
         },
         "units": "z-scores (training mean and standard deviation per column)",
         "imputation": imputation,
+        "sample_errors": samples,
         "reference": {"kalman_on_complete_series": reference},
         "seeds": list(range(seed, seed + seeds)),
         "seed_spread": spread,
         "kalman_params": {c: {"q_level": float(a), "q_slope": float(b), "r": float(r)}
                           for c, a, b, r in zip(data.columns, *np.broadcast_arrays(smoother.q_level, smoother.q_slope, smoother.r))},
-        "not_measured": NOT_MEASURED,
+        "not_measured": [k for k in NOT_MEASURED if not (k == "generator" and extra)],
         "seconds": time.perf_counter() - start,
     }

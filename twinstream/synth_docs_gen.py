@@ -1,0 +1,80 @@
+"""The generator's sections of ``docs/synthetic.md`` (discriminative scores, gate, RUL effects) from one report."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DISC_LABELS = {
+    "generator": "generator samples (Kalman trend + diffusion residual)",
+    "kalman_noise": "Kalman smoother + Gaussian noise (sampled)",
+    "kalman": "Kalman smoother (deterministic)",
+    "linear": "linear interpolation (deterministic)",
+}
+
+
+def _f(value: Any, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def sample_rows(report: dict[str, Any]) -> list[list[str]]:
+    """Table rows for the errors of single samples (what a consumer of the fills sees)."""
+    samples = report.get("sample_errors") or {}
+    rows = []
+    for name, label in (("generator_sample", "one generator sample"), ("kalman_noise", "one Kalman + noise sample")):
+        if name in samples.get("block", {}):
+            b, r = samples["block"][name], samples["random"][name]
+            rows.append([f"{label} (`{name}`)", f"{b['mae']:.3f}", f"{b['rmse']:.3f}", f"{r['mae']:.3f}", f"{r['rmse']:.3f}"])
+    return rows
+
+
+def discriminative_text(report: dict[str, Any]) -> str:
+    from twinstream.report import markdown_table
+
+    table = report.get("discriminative")
+    if not table:
+        return "(not run: `--no-discriminative`)"
+    any_row = next(iter(table.values()))
+    rows = [[f"{DISC_LABELS.get(n, n)} (`{n}`)", f"{d['score']:.3f}", f"{d['accuracy']:.3f}", str(d["test_windows"])]
+            for n, d in table.items()]
+    return (f"Windows of {any_row['window']} samples around {any_row['draws']} seeded block-mask draws "
+            f"(`{any_row['rng']}`); the classifier is trained on the windows of half the series and scored on the "
+            f"other half ({any_row['train_windows']} training windows, half real, half filled).\n\n"
+            + markdown_table(["filler", "discriminative score", "held-out accuracy", "held-out windows"], rows))
+
+
+def gate_text(report: dict[str, Any]) -> str:
+    from twinstream.report import markdown_table
+
+    gate = report.get("gate")
+    gen = report.get("generator")
+    if not gate or not gen:
+        return "(no generator scored in this run)"
+    th = gate["thresholds"]
+    rec = gen["recorded_gate"]
+    rows = [
+        ["MAE(generator) / MAE(linear), block mask", f"<= {_f(th['max_mae_ratio'], 2)}", _f(gate["measured"].get("mae_ratio_block")),
+         _f(rec.get("mae_ratio_block"))],
+        ["discriminative score of the generator's samples", f"<= {_f(th['max_discriminative'], 2)}",
+         _f(gate["measured"].get("discriminative_score")), _f(rec.get("discriminative_score"))],
+    ]
+    verdict = "**passes**" if gate["passes"] else f"**fails** ({'; '.join(gate['failures'])})"
+    recorded = ("passes, so `load_generator` accepts it and the sidecar uses it" if gen["recorded_gate_passes"] else
+                f"fails ({'; '.join(gen['recorded_gate_failures'])}), so `load_generator` refuses it and the sidecar "
+                "falls back to the Kalman baseline")
+    return (markdown_table(["gate metric", "threshold", "this run (test data)", "recorded in the manifest (validation engines)"], rows)
+            + f"\n\nOn this run the generator {verdict}. What the artifact's manifest records (measured at training time on "
+            f"held-out training engines) {recorded}. Artifact: {gen['artifact']}, `{gen['version']}`, weights sha256 "
+            f"`{gen['weights_sha256'][:16]}...`, training split: {gen['training'].get('split', 'n/a')}.")
+
+
+def rul_text(report: dict[str, Any]) -> str:
+    rul = report.get("rul")
+    if not rul:
+        note = report.get("rul_note") or "not run (`--no-rul`, or no generator)"
+        return f"RUL effects: {note}. `tstr_rmse` and `rul_rmse_ratio_missing30` are therefore not in this report."
+    return (f"From `twinstream.synth_rul` (its protocol is documented there), run on the generator `{rul['imputer']['version']}`:\n\n"
+            f"- RUL RMSE with 30 % of samples missing and filled, over the no-missing run: "
+            f"**{_f(rul.get('rul_rmse_ratio_missing30'))}** (target: within 5 %, i.e. <= 1.05);\n"
+            f"- TSTR (train on synthetic, test on real) RUL RMSE: **{_f(rul.get('tstr_rmse'))}** "
+            f"(train on real: {_f(rul.get('trtr_rmse'))}; ratio {_f(rul.get('tstr_ratio'))});\n"
+            f"- settings: `{rul.get('settings')}`, {rul.get('seconds', 0):.0f} s.")
