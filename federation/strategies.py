@@ -25,7 +25,9 @@ API of flwr 1.42); nothing here averages arrays. Options:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -108,6 +110,15 @@ def make_strategy(cfg: StrategyConfig, num_sites: int) -> Any:
     return strategy
 
 
-def quiet_flower_logs(level: int = logging.WARNING) -> None:
-    """Flower logs every round at INFO on its own logger; an evaluation run shows its own progress instead."""
-    logging.getLogger("flwr").setLevel(level)
+@contextlib.contextmanager
+def flower_log_level(level: int = logging.ERROR) -> Iterator[None]:
+    """Flower logs every round at INFO on its ``flwr`` logger (set to DEBUG when flwr is imported);
+    an in-process evaluation shows its own progress instead, so raise the level for a while."""
+    from flwr.supercore.logger import FLOWER_LOGGER  # import first: importing it resets the level
+
+    saved = FLOWER_LOGGER.level
+    FLOWER_LOGGER.setLevel(level)
+    try:
+        yield
+    finally:
+        FLOWER_LOGGER.setLevel(saved)

@@ -4,12 +4,16 @@ What is federated: both heads of the fleet prior (:mod:`.prior`), as one list of
 arrays (:data:`ARRAY_NAMES`): the prior head (age and current readings -> RUL, 15
 inputs, ``PRIOR_HIDDEN`` ReLU units) and the twin head (all 57 personal-state features
 plus the prior head's value -> correction, ``TWIN_HIDDEN`` units). Every site trains
-both at once on its own rows (:func:`local_fit`): the prior head on the capped RUL, the
-twin head on what the prior head (its current in-sample value, clipped and detached)
-leaves unexplained. The bundled prior instead stacks k-fold out-of-fold predictions of
-an ensemble; that needs every fold's members and is not a sensible per-round client
-step, so the federated prior, its local-only and its centralized baselines all use the
-joint step here (one network pair, same code, same budget).
+both at once on its own rows (:func:`local_fit`, ``heads="both"``): the prior head on
+the capped RUL, the twin head on what the prior head (its current in-sample value,
+clipped and detached) leaves unexplained. The bundled prior instead stacks k-fold
+out-of-fold predictions of an ensemble; that needs every fold's members and is not a
+sensible per-round client step, so the federated prior, its local-only and its
+centralized baselines all use the step here (one network pair, same code, same
+budget). ``heads="prior"`` / ``"twin"`` train one head (a two-phase schedule); on
+held-out training engines it federated worse than the joint step, see
+``docs/federation.md``. The local optimizer is plain SGD by default (see
+:func:`local_fit` for why not Adam).
 
 Targets are scaled to ``RUL / CAP`` during training (so the loss and FedProx's
 ``mu`` are on a unit scale); inputs are standardized with the pooled
@@ -118,6 +122,10 @@ def _forward(arrays: list[np.ndarray], za: np.ndarray, zb: np.ndarray) -> tuple[
     return a, np.clip(a + np.maximum(zt @ v1.T + c1, 0.0) @ v2 + c2[0], 0.0, 1.0)
 
 
+HEADS = ("both", "prior", "twin")
+OPTIMIZERS = ("sgd", "adamw")
+
+
 def local_fit(
     arrays: list[np.ndarray],
     data: SiteData,
@@ -127,21 +135,34 @@ def local_fit(
     proximal_mu: float = 0.0,
     seed: int = 0,
     norm: Normalization | None = None,
+    heads: str = "both",
+    optimizer: str = "sgd",
     batch_size: int = 256,
     weight_decay: float = 1e-4,
+    clip_grad: float = 1.0,
     threads: int = 1,
 ) -> tuple[list[np.ndarray], dict[str, float]]:
-    """Train both heads from ``arrays`` on the site's rows for ``epochs`` passes (AdamW, fresh state).
+    """Train from ``arrays`` on the site's rows for ``epochs`` passes (fresh optimizer state); returns (arrays, metrics).
 
+    ``heads``: ``"prior"`` trains the prior head only, ``"twin"`` the twin head only
+    against the received (frozen) prior head, ``"both"`` both at once (the twin head
+    then corrects the prior head's current values). The arrays of a head not trained
+    are returned unchanged. ``optimizer``: ``"sgd"`` (plain minibatch SGD, the
+    default: its update is linear in the gradient, so averaging sites' updates
+    averages their gradients; per-site adaptive optimizers such as Adam rescale each
+    site's update by its own statistics, which biases FedAvg on non-IID sites) or
+    ``"adamw"``. Gradients are clipped to norm ``clip_grad`` (stability of plain SGD).
     ``proximal_mu`` > 0 adds FedProx's ``mu / 2 * ||w - w_global||^2`` (w_global: the
     arrays received). ``norm`` must be the pooled normalization in a federated run
-    (None = this site's own, for a site that trains alone). Returns the new arrays and
-    metrics: ``num-examples`` (rows, FedAvg's weight), ``train_loss`` (scaled MSE of
-    both heads, mean over the last epoch, without the proximal term),
-    ``train_rmse_prior``/``train_rmse_twin`` (RUL units, last epoch).
+    (None = this site's own, for a site that trains alone). Metrics: ``num-examples``
+    (rows, FedAvg's weight), ``train_loss`` (scaled MSE of the trained heads, mean over
+    the last epoch, without the proximal term), ``train_rmse_prior`` /
+    ``train_rmse_twin`` (RUL units, last epoch).
     """
     import torch
 
+    if heads not in HEADS:
+        raise ValueError(f"unknown heads {heads!r}; expected one of {', '.join(HEADS)}")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -149,9 +170,17 @@ def local_fit(
     ta, tb = torch.from_numpy(za), torch.from_numpy(zb)
     ty = torch.as_tensor(data.y / CAP, dtype=torch.float32)
     params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in check_arrays(arrays)]
-    anchor = [p.detach().clone() for p in params]
+    trained = {"both": params, "prior": params[:4], "twin": params[4:]}[heads]
+    for p in params:
+        p.requires_grad_(any(p is q for q in trained))
+    anchor = [p.detach().clone() for p in trained]
     w1, b1, w2, b2, v1, c1, v2, c2 = params
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if optimizer == "sgd":
+        opt: torch.optim.Optimizer = torch.optim.SGD(trained, lr=lr, weight_decay=weight_decay)
+    elif optimizer == "adamw":
+        opt = torch.optim.AdamW(trained, lr=lr, weight_decay=weight_decay)
+    else:
+        raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
     n = len(ty)
     sums = np.zeros(3)
     for _ in range(epochs):
@@ -161,26 +190,33 @@ def local_fit(
             idx = order[start : start + batch_size]
             y = ty[idx]
             a = torch.relu(ta[idx] @ w1.T + b1) @ w2 + b2
-            a_in = a.detach().clamp(0.0, 1.0)
-            r = torch.relu(torch.cat([tb[idx], ((a_in - 0.5) / _A_SD).unsqueeze(1)], dim=1) @ v1.T + c1) @ v2 + c2
             loss_a = torch.nn.functional.mse_loss(a, y)
-            loss_b = torch.nn.functional.mse_loss(a_in + r, y)
-            loss = loss_a + loss_b
+            loss = loss_a if heads != "twin" else torch.zeros(())
+            loss_b = torch.zeros(())
+            if heads != "prior":
+                a_in = a.detach().clamp(0.0, 1.0)
+                r = torch.relu(torch.cat([tb[idx], ((a_in - 0.5) / _A_SD).unsqueeze(1)], dim=1) @ v1.T + c1) @ v2 + c2
+                loss_b = torch.nn.functional.mse_loss(a_in + r, y)
+                loss = loss + loss_b
+            fit = loss.item()
             if proximal_mu > 0.0:
-                loss = loss + 0.5 * proximal_mu * sum(((p - g) ** 2).sum() for p, g in zip(params, anchor))
+                loss = loss + 0.5 * proximal_mu * sum(((p - g) ** 2).sum() for p, g in zip(trained, anchor))
             opt.zero_grad()
             loss.backward()
+            if clip_grad:
+                torch.nn.utils.clip_grad_norm_(trained, clip_grad)
             opt.step()
             k = len(idx)
-            sums += (loss_a.item() * k, loss_b.item() * k, k)
+            sums += (loss_a.item() * k, loss_b.item() * k, fit * k)
     out = [p.detach().numpy().astype(np.float32) for p in params]
-    rows = max(sums[2], 1.0)
+    seen = epochs and n
     metrics = {
         "num-examples": float(n),
-        "train_loss": float((sums[0] + sums[1]) / rows),
-        "train_rmse_prior": float(CAP * math.sqrt(sums[0] / rows)),
-        "train_rmse_twin": float(CAP * math.sqrt(sums[1] / rows)),
+        "train_loss": float(sums[2] / max(seen, 1)),
+        "train_rmse_prior": float(CAP * math.sqrt(sums[0] / max(seen, 1))),
     }
+    if heads != "prior":
+        metrics["train_rmse_twin"] = float(CAP * math.sqrt(sums[1] / max(seen, 1)))
     return out, metrics
 
 

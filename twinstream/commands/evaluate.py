@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from twinstream.commands import eval_synth
+from twinstream.commands import eval_federated, eval_synth
 
 app = typer.Typer(help="Evaluate twin learners on public data with the live system's protocol.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -27,6 +27,7 @@ def main() -> None:
 
 
 app.command("synth")(eval_synth.synth)
+app.command("federated")(eval_federated.federated)
 
 
 def resolve_prior(train_subset: str, data: Path | None, prior: Path | None, prior_out: Path | None) -> str:
