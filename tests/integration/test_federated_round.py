@@ -152,3 +152,32 @@ def test_round_whose_publish_is_refused_fails_and_publishes_nothing(federation: 
         assert "configure_train" not in output, "the run trained before finding out it cannot publish"
         assert other.versions() == []
         assert federation.registry.versions() == before
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(1.0)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_serve_with_superlink_stops_both_on_sigterm(tmp_path: Path) -> None:
+    import httpx
+
+    registry_port, link_port = free_port(), free_port()
+    serve = ManagedProcess([*CLI, "federation", "serve", "--dir", str(tmp_path / "reg"), "--port", str(registry_port),
+                            "--superlink", "--superlink-port", str(link_port), "--insecure"], tmp_path / "serve.log")
+    serve.start()
+    try:
+        wait_until(lambda: _listening(registry_port) and _listening(link_port) or not serve.alive(), 60,
+                   "the registry and the SuperLink to listen")
+        assert serve.alive(), serve.log()
+        assert httpx.get(f"http://127.0.0.1:{registry_port}/v1/public-key", timeout=10).status_code == 200
+        assert serve.process is not None
+        serve.process.terminate()  # SIGTERM to the serve command only (not its group)
+        serve.process.wait(timeout=30)
+        assert "stopping the SuperLink" in serve.log()
+        wait_until(lambda: not _listening(link_port), 15, "the SuperLink to stop")
+    finally:
+        serve.stop()
