@@ -73,7 +73,7 @@ def training_mask(steps: int, dims: int, rng: np.random.Generator) -> np.ndarray
             cols = np.ones(dims, dtype=bool) if rng.random() < 0.7 else rng.random(dims) < 0.5
             m[at:at + length, cols] = True
     elif kind == 2:
-        cols = rng.choice(dims, size=int(rng.integers(1, 5)), replace=False)
+        cols = rng.choice(dims, size=min(dims, int(rng.integers(1, 5))), replace=False)
         if rng.random() < 0.5:
             m[:, cols] = True
         else:
