@@ -1,5 +1,10 @@
 """The run config of a federated round: one table of defaults, parsed into validated settings.
 
+Defaults of rounds, local epochs and learning rate are those of the evaluated recipe
+(:class:`~twinstream.federated_eval.FederatedEvalConfig`, whose measured table is in
+``docs/federation.md``); the local step's other options (``local.*``) default to
+``local_fit``'s own.
+
 Why one table (:data:`RUN_CONFIG_DEFAULTS`): Flower only accepts ``flwr run -c`` overrides
 for keys present in the App's ``[tool.flwr.app.config]``, which
 :func:`~twinstream.federation.runtime.write_app_dir` generates from this table, and the
@@ -13,8 +18,8 @@ No secret is ever part of the run config (Flower stores it with the run): the pu
 token comes from the ServerApp's environment, ``TWINSTREAM_REGISTRY_PUBLISH_TOKEN``.
 
 >>> cfg = RoundConfig.from_run_config({**RUN_CONFIG_DEFAULTS, "strategy.name": "fedprox", "strategy.dp-clip-norm": 0.0})
->>> cfg.strategy.name, cfg.strategy.dp_clip_norm, cfg.num_server_rounds
-('fedprox', None, 1)
+>>> cfg.strategy.name, cfg.strategy.dp_clip_norm, cfg.num_server_rounds == RUN_CONFIG_DEFAULTS["num-server-rounds"]
+('fedprox', None, True)
 >>> toml_value("a'b"), toml_value(True), toml_value(0.5)
 ('"a\\'b"', 'true', '0.5')
 """
@@ -50,10 +55,20 @@ def local_fit_options() -> dict[str, str | int | float | bool]:
     return {name: p.default for name, p in inspect.signature(local_fit).parameters.items()
             if name not in _NOT_LOCAL_OPTIONS and isinstance(p.default, (str, int, float, bool))}
 
+def _recipe() -> tuple[int, int, float]:
+    """Rounds, local epochs and learning rate of the evaluated recipe (``twinstream eval federated``'s defaults)."""
+    from twinstream.federated_eval import FederatedEvalConfig
+
+    recipe = FederatedEvalConfig()
+    return recipe.rounds, recipe.epochs, recipe.lr
+
+
+_ROUNDS, _EPOCHS, _LR = _recipe()
+
 RUN_CONFIG_DEFAULTS: dict[str, str | int | float | bool] = {
-    "num-server-rounds": 1,
-    "local-epochs": 1,
-    "lr": 0.003,
+    "num-server-rounds": _ROUNDS,
+    "local-epochs": _EPOCHS,
+    "lr": _LR,
     "seed": 0,
     "family": "rul-mlp",
     "version": "",

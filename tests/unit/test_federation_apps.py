@@ -193,8 +193,12 @@ def test_run_result_is_a_loadable_prior_and_inverts_to_the_arrays(run, tmp_path:
 
 
 def test_round_config_parsing() -> None:
+    from twinstream.federated_eval import FederatedEvalConfig
+
     cfg = RoundConfig.from_run_config({})
-    assert cfg.strategy == StrategyConfig() and cfg.num_server_rounds == 1 and cfg.publish
+    recipe = FederatedEvalConfig()
+    assert (cfg.num_server_rounds, cfg.local_epochs, cfg.lr) == (recipe.rounds, recipe.epochs, recipe.lr)
+    assert cfg.strategy == StrategyConfig() and cfg.publish and cfg.local["optimizer"] == recipe.optimizer
     cfg = RoundConfig.from_run_config({"strategy.name": "krum", "strategy.num-malicious": 1, "strategy.dp-clip-norm": 2.5,
                                        "strategy.dp-noise-multiplier": 0.1, "strategy.min-nodes": 3, "num-server-rounds": 4})
     assert (cfg.strategy.name, cfg.strategy.num_malicious, cfg.strategy.dp_clip_norm, cfg.strategy.min_nodes) == ("krum", 1, 2.5, 3)

@@ -165,7 +165,7 @@ def _parse_sets(items: list[str]) -> dict[str, object]:
 
 @app.command("round")
 def round_(
-    rounds: Annotated[int, typer.Option("--rounds", min=1, help="Federated rounds.")] = 1,
+    rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="Federated rounds (default: the evaluated recipe's).")] = None,
     strategy: Annotated[str, typer.Option(help="fedavg | fedprox | fedadam | fedmedian | krum.")] = "fedavg",
     proximal_mu: Annotated[Optional[float], typer.Option(help="FedProx proximal weight.")] = None,
     server_lr: Annotated[Optional[float], typer.Option(help="FedAdam server learning rate.")] = None,
@@ -173,8 +173,8 @@ def round_(
     dp_clip_norm: Annotated[Optional[float], typer.Option(help="Server-side DP: L2 clip norm of each site's update.")] = None,
     dp_noise_multiplier: Annotated[Optional[float], typer.Option(help="Server-side DP: noise multiplier.")] = None,
     min_sites: Annotated[Optional[int], typer.Option(help="Wait for this many sites (default: 1; all connected take part).")] = None,
-    local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round at each site.")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Local learning rate (cosine-decayed over rounds).")] = None,
+    local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round at each site (default: the evaluated recipe's).")] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Local learning rate, cosine-decayed over rounds (default: the evaluated recipe's).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Seed of fresh weights and local shuffling.")] = None,
     start_from: Annotated[Optional[str], typer.Option(help="latest (the registry's latest federated prior) | init.")] = None,
     registry_url: Annotated[Optional[str], typer.Option(help="Registry the ServerApp publishes to (default: the SuperLink's TWINSTREAM_REGISTRY_URL).")] = None,
@@ -210,7 +210,8 @@ def round_(
         root = Path(tmp)
         home = write_flwr_home(root / "flwr-home", superlink, insecure=insecure, root_certificates=root_certificates)
         config = write_run_config(root / "run-config.toml", overrides)
-        console.print(f"submitting {strategy_cfg.label}, {rounds} round(s) to {superlink}")
+        console.print(f"submitting {strategy_cfg.label}, {overrides.get('num-server-rounds', RoundConfig.from_run_config({}).num_server_rounds)} "
+                      f"round(s) to {superlink}")
         outcome = submit_round(write_app_dir(root), home, config, echo=print)
     if not outcome.ok:
         console.print(f"[red]federated run {outcome.run_id} ended {outcome.status}[/red]")
