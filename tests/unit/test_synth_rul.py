@@ -147,3 +147,21 @@ def test_rul_effects_quick_report_has_the_documented_keys(fd001):
     assert set(report["missing30"]["no_fill"]) == {"nan", "skip"}
     assert set(report["cold_start"]["by_k"]) == {"10"}
     assert report["imputer"]["has_sample"] is False
+
+
+def test_synthetic_engines_keep_their_anchors_and_sample_full_windows():
+    from twinstream.synth_rul_tasks import anchors, synthetic_series
+
+    lengths: list[int] = []
+
+    class Spy:
+        def sample(self, y: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+            lengths.append(len(y))
+            return np.full((n, *y.shape), -7.0)
+
+    z = np.arange(150.0 * 2).reshape(150, 2)
+    out = synthetic_series(Spy(), {1: z, 2: z[:30]}, anchor_every=10, window=64, rng=np.random.default_rng(0))
+    keep = anchors(150, 10) > 0
+    assert np.array_equal(out[1][keep], z[keep]) and (out[1][~keep] == -7.0).all()
+    assert sorted(lengths) == [30, 64, 64, 64]  # 150 = 64 + 64 + a full last window overlapping the second
+    assert (out[2][anchors(30, 10) == 0] == -7.0).all()
