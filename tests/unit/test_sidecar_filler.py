@@ -148,3 +148,16 @@ def test_open_gaps_are_acked_only_when_closed() -> None:
     assert sidecar._hold_or_release(closed_b, sensor_gap(5, 9, False, sensors=["b"])) == [closed_b, opened]
     flat = _event(4)
     assert sidecar._hold_or_release(flat, sensor_gap(5, 9, True, kind="flatline")) == [flat]
+
+
+def test_a_large_batch_does_not_push_the_context_out_before_filling() -> None:
+    """Fills pending for an entity are computed before a new row would evict their context."""
+    filler = GapFiller(FillMethod.baseline("test"), window=8)
+    for seq in range(8):
+        filler.on_telemetry(sample(seq))
+    filler.on_gap(sensor_gap(8, 8, True))
+    for seq in range(8, 30):  # one batch: 22 samples lacking a, produce() only at the end
+        filler.on_telemetry(sample(seq, a=None))
+    fills = filler.produce()
+    assert [f.seq for f in fills][:3] == [8, 9, 10]
+    assert abs(fills[0].metrics["a"] - truth(8)["a"]) < 0.5
