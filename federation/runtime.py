@@ -193,8 +193,8 @@ def run_status(run_id: int, home: Path, timeout_s: float = 60.0) -> str:
             status = str(json.loads(done.stdout[done.stdout.index("{"):])["runs"][0]["status"])
         except (ValueError, KeyError, IndexError):
             status = f"unknown (flwr ls exited {done.returncode}: {(done.stdout + done.stderr).strip()[-300:]})"
-        if status.startswith("finished") or time.monotonic() > deadline:
-            return status
+        if not status.startswith(("pending", "starting", "running")) or time.monotonic() > deadline:
+            return status  # finished, or unknown (SuperLink unreachable): asking again would not help
         time.sleep(1.0)
 
 
