@@ -67,6 +67,9 @@ class _Entity:
     rows: deque  # (seq, event_time, array('d') in `columns` order, NaN = missing) of recent measured samples
     columns: list[str] = field(default_factory=list)  # sensor names, in the order values are stored
     col_index: dict[str, int] = field(default_factory=dict)
+    # sensor -> the rows seen up to the sample where it went missing: its context survives the
+    # window moving on (a gap message can arrive long after the sensor dropped)
+    anchors: dict[str, list] = field(default_factory=dict)
     open: dict[str, int] = field(default_factory=dict)  # sensor -> first seq of its open gap
     filled: OrderedDict = field(default_factory=OrderedDict)  # seq -> set of sensors already filled
     wanted: dict[int, set[str]] = field(default_factory=dict)  # seq -> sensors to fill in the next produce()
@@ -134,11 +137,24 @@ class GapFiller:
             # entity's pending fills are computed (a large batch): compute them now.
             wanted, state.wanted = state.wanted, {}
             self._ready.extend(self._fill([(sample.entity_id, state, wanted)]))
-        state.rows.append(self._row(state, sample))
+        row = self._row(state, sample)
+        if state.rows and (state.anchors or len(row[2]) > len(sample.metrics) or None in sample.metrics.values()):
+            self._anchor(state, row)
+        state.rows.append(row)
         if state.open:
             lacking = {s for s, first in state.open.items() if sample.seq >= first and sample.metrics.get(s) is None}
             if lacking:
                 self._want(state, sample.seq, lacking)
+
+    @staticmethod
+    def _anchor(state: _Entity, row: tuple[int, datetime, array]) -> None:
+        """Keep the context of sensors that go missing with ``row``; drop it when they are back."""
+        values, previous = row[2], state.rows[-1][2]
+        for j, name in enumerate(state.columns):
+            if values[j] == values[j]:
+                state.anchors.pop(name, None)
+            elif name not in state.anchors and j < len(previous) and previous[j] == previous[j]:
+                state.anchors[name] = list(state.rows)
 
     def prime(self, sample: Telemetry) -> None:
         """Context read back after a (re)start: merged by seq, asks for no fill (no gap is known yet)."""
@@ -188,7 +204,7 @@ class GapFiller:
     def _sensors(state: _Entity) -> set[str]:
         seen: set[str] = set()
         for j, name in enumerate(state.columns):
-            if any(j < len(values) and values[j] == values[j] for _, _, values in state.rows):
+            if name in state.anchors or any(j < len(values) and values[j] == values[j] for _, _, values in state.rows):
                 seen.add(name)
         return seen
 
@@ -252,6 +268,10 @@ class GapFiller:
         seqs = sorted(set(rows) | set(wanted))
         if len(seqs) > self.window + self.max_missed:
             seqs = seqs[-(self.window + self.max_missed):]
+        anchored = {seq: values for kept in state.anchors.values() for seq, _, values in kept if seq not in rows}
+        if anchored:
+            rows.update(anchored)
+            seqs = sorted(set(seqs) | set(anchored))
         first, last = seqs[0], seqs[-1]
         all_seqs = list(range(first, last + 1))
         if len(all_seqs) > 4 * (self.window + self.max_missed):  # a huge jump: keep the wanted rows' neighbourhood

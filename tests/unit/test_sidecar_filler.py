@@ -161,3 +161,18 @@ def test_a_large_batch_does_not_push_the_context_out_before_filling() -> None:
     fills = filler.produce()
     assert [f.seq for f in fills][:3] == [8, 9, 10]
     assert abs(fills[0].metrics["a"] - truth(8)["a"]) < 0.5
+
+
+def test_context_of_a_dropped_sensor_survives_a_late_gap_message() -> None:
+    """The gap message arrives after the window moved past the sensor's last values."""
+    filler = GapFiller(FillMethod.baseline("test"), window=8)
+    for seq in range(8):
+        filler.on_telemetry(sample(seq))
+    for seq in range(8, 30):
+        filler.on_telemetry(sample(seq, a=None))
+    filler.on_gap(sensor_gap(8, 8, True))  # late: rows 8..21 already left the window
+    fills = filler.produce()
+    assert [f.seq for f in fills] == list(range(22, 30))
+    assert all(abs(f.metrics["a"] - truth(f.seq)["a"]) < 1.0 for f in fills)
+    filler.on_telemetry(sample(30))  # a is back: its anchored context is dropped
+    assert "a" not in filler.entities["e"].anchors
