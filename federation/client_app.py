@@ -83,6 +83,8 @@ def moments_reply(data: SiteData) -> RecordDict:
 
 
 LOCAL_PREFIX = "local."
+# set by this module per message, or the site's own business (threads): never taken from local.*
+_NOT_FROM_SERVER = {"arrays", "data", "norm", "epochs", "lr", "proximal_mu", "seed", "threads"}
 
 
 def local_options(config: ConfigRecord) -> dict[str, object]:
@@ -90,9 +92,9 @@ def local_options(config: ConfigRecord) -> dict[str, object]:
     a server newer than the site must not make the site fail)."""
     import inspect
 
-    accepted = set(inspect.signature(local_fit).parameters)
+    accepted = set(inspect.signature(local_fit).parameters) - _NOT_FROM_SERVER
     options = {key[len(LOCAL_PREFIX):].replace("-", "_"): value for key, value in config.items() if key.startswith(LOCAL_PREFIX)}
-    return {name: value for name, value in options.items() if name in accepted and name not in ("arrays", "data", "norm")}
+    return {name: value for name, value in options.items() if name in accepted}
 
 
 def train_reply(content: RecordDict, data: SiteData) -> RecordDict:

@@ -131,7 +131,8 @@ def test_local_step_options_travel_from_run_config_to_local_fit() -> None:
     cfg = RoundConfig.from_run_config({"local.batch-size": 64})
     assert cfg.local["batch_size"] == 64
     assert {k for k in RUN_CONFIG_DEFAULTS if k.startswith("local.")} == {f"local.{n.replace('_', '-')}" for n in cfg.local}
-    sent = ConfigRecord({"local.batch-size": 64, "local.no-such-option": 1, "local.norm": 3, "lr": 0.1})
+    sent = ConfigRecord({"local.batch-size": 64, "local.no-such-option": 1, "local.norm": 3, "local.lr": 9.0,
+                         "local.threads": 64, "lr": 0.1})
     assert client_app.local_options(sent) == {"batch_size": 64}
 
 
