@@ -9,7 +9,8 @@ validation part (never seen in training) and record them in the manifest:
 
 - ``mae_ratio_block``: MAE of the generator's point estimate over linear
   interpolation's, block mask (one 10-sample block, all sensors, per series of at least
-  40 samples; ``default_rng([seed, 1])``);
+  40 samples; ``default_rng([seed + k, 1])``), each MAE averaged over ``gate_draws``
+  mask draws because one draw holds only one block per validation series;
 - ``discriminative_score``: of the generator's samples (see
   :mod:`twinstream.synth_discriminative`).
 """
@@ -54,14 +55,17 @@ def gate_metrics(gen: Generator, series: list[np.ndarray], seed: int, draws: int
     """(gate, other metrics) of ``gen`` on z-scored ``series`` (already in the generator's normalization)."""
     from twinstream.synthetic import hidden_error
 
-    masks = block_mask(series, np.random.default_rng([seed, 1]))
-    if not any(m.any() for m in masks):
-        return {}, {}
-    masked = [np.where(m, np.nan, s) for s, m in zip(series, masks)]
-    say("gate: block-mask MAE on the validation series")
-    gen_err = hidden_error(gen.impute_many_z(masked), series, masks)
-    lin_err = hidden_error(LinearInterpolation().impute_many(masked), series, masks)
-    kal_err = hidden_error(gen.kalman.impute_many(masked), series, masks)
+    errors: dict[str, list[float]] = {"generator": [], "linear": [], "kalman": []}
+    for k in range(draws):  # one draw places only one block per series: average the MAEs over draws
+        masks = block_mask(series, np.random.default_rng([seed + k, 1]))
+        if not any(m.any() for m in masks):
+            return {}, {}
+        masked = [np.where(m, np.nan, s) for s, m in zip(series, masks)]
+        say(f"gate: block-mask MAE on the validation series, draw {k + 1}/{draws}")
+        errors["generator"].append(hidden_error(gen.impute_many_z(masked), series, masks)["mae"])
+        errors["linear"].append(hidden_error(LinearInterpolation().impute_many(masked), series, masks)["mae"])
+        errors["kalman"].append(hidden_error(gen.kalman.impute_many(masked), series, masks)["mae"])
+    gen_err, lin_err, kal_err = ({"mae": float(np.mean(errors[n]))} for n in ("generator", "linear", "kalman"))
     say("gate: discriminative score of the generator's samples on the validation series")
     rng = np.random.default_rng([seed, 6])
     gate = {MAE_RATIO: gen_err["mae"] / lin_err["mae"]}
