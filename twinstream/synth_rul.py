@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -65,9 +66,9 @@ BASELINE_N = 20  # the twin's personal baseline length (PriorTwin's baseline_n)
 KEYS = ("imputer", "rul_rmse_ratio_missing30", "missing30", "tstr_rmse", "trtr_rmse", "tstr_ratio", "tstr", "cold_start",
         "settings", "seconds")
 FULL = {"limit": None, "seeds": (0, 1, 2), "epochs": 30, "folds": 5, "anchor_every": 10, "ks": (10, 20, 30, 50),
-        "horizon": 30, "samples": 8, "weight": 0.5}
+        "horizon": 30, "samples": 8, "weight": 0.5, "tstr_seeds": (0, 1, 2)}
 QUICK = {"limit": 8, "seeds": (0,), "epochs": 2, "folds": 2, "anchor_every": 10, "ks": (10,), "horizon": 10,
-         "samples": 2, "weight": 0.5}
+         "samples": 2, "weight": 0.5, "tstr_seeds": (0,)}
 
 
 def missing_mask(lengths: dict[int, int], rng: np.random.Generator, rate: float = MISSING_RATE) -> dict[int, np.ndarray]:
@@ -217,8 +218,14 @@ def rul_effects(imputer: Any, *, subset: str = "FD001", data_dir: Path | None = 
     seeds = [seed + s for s in settings["seeds"]]
     miss = missing30(imputer, fd, mean, std, limit=settings["limit"], seeds=seeds, sees=settings.get("sees", "closing"),
                      prior=prior, progress=say)
-    train = tstr(imputer, fd, mean, std, limit=settings["limit"], anchor_every=settings["anchor_every"],
-                 epochs=settings["epochs"], folds=settings["folds"], seed=seed, progress=say)
+    # TSTR per seed (synthetic draw, fold split and trainer seed change together); the means are the headline
+    per_seed = [tstr(imputer, fd, mean, std, limit=settings["limit"], anchor_every=settings["anchor_every"],
+                     epochs=settings["epochs"], folds=settings["folds"], seed=seed + s, progress=say)
+                for s in settings["tstr_seeds"]]
+    train = {**per_seed[0], "seeds": [seed + s for s in settings["tstr_seeds"]], "runs": per_seed}
+    for key in ("tstr_rmse", "trtr_rmse", "tstr_rmse_capped_truth", "trtr_rmse_capped_truth"):
+        train[key] = float(np.mean([r[key] for r in per_seed]))
+    train["ratio"] = train["tstr_rmse"] / train["trtr_rmse"]
     cold = cold_start(imputer, fd, mean, std, limit=settings["limit"], ks=settings["ks"], horizon=settings["horizon"],
                       samples=settings["samples"], weight=settings["weight"], seed=seed, prior=prior, progress=say)
     return {
@@ -288,7 +295,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             say(notes["generator"])
     base = baseline_fillers(args.subset, args.data_dir)
     fillers.update({n: base[n] for n in wanted if n in base})
-    report: dict[str, Any] = {"command": "python -m twinstream.synth_rul " + " ".join(argv or []), "notes": notes, "fillers": {}}
+    shown = list(sys.argv[1:] if argv is None else argv)
+    report: dict[str, Any] = {"command": " ".join(["python -m twinstream.synth_rul", *shown]), "notes": notes, "fillers": {}}
     for name, filler in fillers.items():
         say(f"== {name}")
         report["fillers"][name] = rul_effects(filler, subset=args.subset, data_dir=args.data_dir, seed=args.seed,
