@@ -212,7 +212,21 @@ def round_(
         config = write_run_config(root / "run-config.toml", overrides)
         console.print(f"submitting {strategy_cfg.label}, {overrides.get('num-server-rounds', RoundConfig.from_run_config({}).num_server_rounds)} "
                       f"round(s) to {superlink}")
-        outcome = submit_round(write_app_dir(root), home, config, echo=print)
+        seen: list[str] = []
+
+        def echo(line: str) -> None:
+            seen.append(line)
+            print(line, flush=True)
+
+        try:
+            outcome = submit_round(write_app_dir(root), home, config, echo=echo)
+        except KeyboardInterrupt:
+            from twinstream.federation.runtime import RUN_ID
+
+            started = [m.group(1) for m in map(RUN_ID.search, seen) if m]
+            where = f"run {started[0]} goes on on the SuperLink (flwr stop {started[0]} stops it)" if started else "no run was started"
+            console.print(f"[yellow]stopped following the round; {where}[/yellow]")
+            raise typer.Exit(130) from None
     if not outcome.ok:
         console.print(f"[red]federated run {outcome.run_id} ended {outcome.status}[/red]")
         raise typer.Exit(1)
