@@ -4,8 +4,12 @@ Why an adapter: the sidecar needs, for a batch of ``(T, D)`` windows with NaN at
 missing cells, a value *and* a standard deviation per filled cell (the confidence it
 publishes). The generator (:mod:`twinstream.models.generator`, ``choose_imputer``)
 samples fills: the value is the mean of ``SAMPLES`` samples and the confidence their
-standard deviation. It only knows the sensors it was trained on, so other columns (and
-every column when the generator is refused or not installed) are filled by the baseline:
+standard deviation. It only knows the sensors it was trained on, in the units it was
+trained on: a column is given to the generator only if its name is one of them *and* its
+observed values lie within ``DOMAIN_Z`` of the generator's training distribution (median
+absolute z-score), so another machine's sensor that merely shares a name is not filled
+from a C-MAPSS model. Other columns (and every column when the generator is refused or
+not installed) are filled by the baseline:
 a Kalman local-linear-trend smoother on the window z-scored with its own statistics (the
 same model as the generator module's fallback), whose standard deviation comes from the
 smoother. A column with no observed value in the window is not filled (NaN): there is
@@ -13,9 +17,9 @@ nothing of the entity to condition on.
 
 >>> method = FillMethod.baseline("test")
 >>> y = np.array([[1.0, 10.0], [2.0, 20.0], [np.nan, 30.0], [4.0, 40.0]])
->>> value, std = method.fill([y], [["a", "b"]], seed=0)[0]
->>> round(float(value[2, 0]), 1), bool(std[2, 0] > 0), float(std[0, 0])
-(3.0, True, 0.0)
+>>> value, std, by_generator = method.fill([y], [["a", "b"]], seed=0)[0]
+>>> round(float(value[2, 0]), 1), bool(std[2, 0] > 0), float(std[0, 0]), by_generator
+(3.0, True, 0.0, set())
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from twinstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
-SAMPLES = 16
+SAMPLES = 8  # diffusion samples per fill: ~1-5 s per 64-sample window on one loaded core (docs/sidecar.md)
+DOMAIN_Z = 5.0
 BASELINE_VERSION = "kalman-llt-window-v1"
 
 
@@ -66,14 +71,22 @@ class FillMethod:
     def baseline(reason: str) -> "FillMethod":
         return FillMethod("baseline", BASELINE_VERSION, reason)
 
-    def fill(self, windows: list[np.ndarray], columns: list[list[str]], seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Value and standard deviation of every cell of every window (observed cells: value, std 0)."""
-        out = _baseline(windows)
+    def fill(self, windows: list[np.ndarray], columns: list[list[str]], seed: int = 0
+             ) -> list[tuple[np.ndarray, np.ndarray, set[str]]]:
+        """Value and standard deviation of every cell of every window (observed cells: value, std 0),
+        and the columns the generator filled (the rest: baseline)."""
+        out = [(value, std, set()) for value, std in _baseline(windows)]
         if self.generator is None:
             return out
         g = self.generator
         index = {name: i for i, name in enumerate(g.sensors)}
-        jobs = [(k, [(j, index[c]) for j, c in enumerate(cols) if c in index]) for k, cols in enumerate(columns)]
+
+        def in_domain(column: np.ndarray, gi: int) -> bool:
+            seen = column[~np.isnan(column)]
+            return seen.size > 0 and float(np.median(np.abs((seen - g.mean[gi]) / g.std[gi]))) <= DOMAIN_Z
+
+        jobs = [(k, [(j, index[c]) for j, c in enumerate(cols) if c in index and in_domain(windows[k][:, j], index[c])])
+                for k, cols in enumerate(columns)]
         jobs = [(k, pairs) for k, pairs in jobs if pairs]
         if not jobs:
             return out
@@ -86,14 +99,12 @@ class FillMethod:
         samples = g.sample_many_z(z_windows, SAMPLES, np.random.default_rng(seed))
         for (k, pairs), z in zip(jobs, samples):
             raw = g.from_z(z)  # (n, T, D_generator)
-            value, std = out[k]
+            value, std, used = out[k]
             for j, gi in pairs:
-                column = windows[k][:, j]
-                if np.isnan(column).all():
-                    continue  # nothing observed of this sensor: not conditioned on the entity
-                missing = np.isnan(column)
+                missing = np.isnan(windows[k][:, j])
                 value[missing, j] = raw[:, missing, gi].mean(axis=0)
                 std[missing, j] = raw[:, missing, gi].std(axis=0)
+                used.add(columns[k][j])
         return out
 
 

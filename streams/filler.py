@@ -52,7 +52,7 @@ import numpy as np
 
 from twinstream.schemas.gaps import Gap, GapKind
 from twinstream.schemas.telemetry import Telemetry
-from twinstream.streams.fill_method import FillMethod
+from twinstream.streams.fill_method import BASELINE_VERSION, FillMethod
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,8 @@ class GapFiller:
         seed = zlib.crc32(repr(sorted((e, sorted(w)) for e, _, w in jobs)).encode())
         results = self.method.fill(windows, columns, seed=seed)
         fills: list[Telemetry] = []
-        for (entity_id, state, wanted), window, cols, seq_index, (value, std) in zip(jobs, windows, columns, layouts, results):
+        for (entity_id, state, wanted), window, cols, seq_index, (value, std, by_generator) in zip(
+                jobs, windows, columns, layouts, results):
             col_of = {c: j for j, c in enumerate(cols)}
             for seq in sorted(wanted):
                 row = seq_index.get(seq)
@@ -252,7 +253,8 @@ class GapFiller:
                     continue
                 fills.append(Telemetry(
                     entity_id=entity_id, event_time=self._time(state, seq), seq=seq, metrics=metrics,
-                    source=SOURCE, synthetic=True, generator=self.method.version, confidence=confidence,
+                    source=SOURCE, synthetic=True, generator=self._made_by(set(metrics), by_generator),
+                    confidence=confidence,
                 ))
                 done = state.filled.setdefault(seq, set())
                 done.update(metrics)
@@ -261,6 +263,14 @@ class GapFiller:
                     state.filled.popitem(last=False)
                 state.missed_times.pop(seq, None)
         return fills
+
+    def _made_by(self, filled: set[str], by_generator: set[str]) -> str:
+        """The version behind a fill's values: the generator's, the baseline's, or both joined by '+'."""
+        if not by_generator & filled:
+            return BASELINE_VERSION
+        if filled <= by_generator:
+            return self.method.version
+        return f"{self.method.version}+{BASELINE_VERSION}"
 
     def _window(self, state: _Entity, wanted: dict[int, set[str]]) -> tuple[np.ndarray, list[str], dict[int, int]]:
         """The entity's window as a (T, D) array over consecutive seqs, NaN where missing or to fill."""

@@ -89,6 +89,7 @@ class Sidecar:
         self._reported: dict[str, int] = {}
         self.stream: StreamT | None = None
         self.context_ready = asyncio.Event()  # set once the context of the current assignment is re-read
+        self.filler_lock = asyncio.Lock()
         app.agent(self.inputs, name="twinstream.sidecar")(self._agent)
         app.on_partitions_revoked.connect(self._on_revoked)
         app.on_partitions_assigned.connect(self._on_assigned)
@@ -105,13 +106,14 @@ class Sidecar:
             partitions, self.settings.sidecar_warmup_records,
         )
         primed = 0
-        for value in values:
-            try:
-                sample = Telemetry.model_validate_json(value)
-            except (ValidationError, ValueError, TypeError):
-                continue
-            self.filler.prime(sample)
-            primed += 1
+        async with self.filler_lock:
+            for value in values:
+                try:
+                    sample = Telemetry.model_validate_json(value)
+                except (ValidationError, ValueError, TypeError):
+                    continue
+                self.filler.prime(sample)
+                primed += 1
         self.context_ready.set()
         log.info("sidecar context: re-read %d telemetry records before the committed offsets of partitions %s in %.2f s",
                  primed, partitions, time.monotonic() - started)
@@ -130,7 +132,8 @@ class Sidecar:
     async def _on_revoked(self, app: faust.App, revoked: set[Any], **_: Any) -> None:
         # Unacked events (held open gaps included) are redelivered from the committed offsets.
         self.context_ready.clear()
-        self.filler.forget()
+        async with self.filler_lock:
+            self.filler.forget()
         self.held.clear()
         self.unacked_by_event.clear()
         log.info("rebalance: sidecar windows and held gaps dropped; uncommitted events will be redelivered")
@@ -156,16 +159,20 @@ class Sidecar:
         ack: list[EventT] = []
         if log.isEnabledFor(logging.DEBUG):
             log.debug("sidecar batch: %d events %s", len(events), describe_events(events))
+        items: list[Gap | Telemetry] = []
         for event in events:
             item = self._decode(event)
             if isinstance(item, Gap):
-                self.filler.on_gap(item)
                 ack.extend(self._hold_or_release(event, item))
             else:
-                if isinstance(item, Telemetry):
-                    self.filler.on_telemetry(item)
                 ack.append(event)
-        fills = self.filler.produce()
+            if item is not None:
+                items.append(item)
+        # The fills (a diffusion generator takes seconds per window) run in a thread, so the
+        # event loop keeps heartbeats and fetching going; the lock keeps a rebalance's
+        # forget/prime from touching the windows meanwhile.
+        async with self.filler_lock:
+            fills = await asyncio.to_thread(self._apply, items)
         if fills:
             futures = await self.publisher.publish(
                 self.synthetic_topic, self.settings.partitions,
@@ -173,7 +180,8 @@ class Sidecar:
             )
             await asyncio.gather(*futures)  # raises if the broker refused a fill: nothing is acked
             self.fills_published += len(fills)
-            self.metrics.sidecar_fills.labels(self.method.version).inc(len(fills))
+            for fill in fills:
+                self.metrics.sidecar_fills.labels(fill.generator or "unknown").inc()
             log.debug("published %d fills", len(fills))
         for reason, total in self.filler.unfilled.items():
             delta = total - self._reported.get(reason, 0)
@@ -182,6 +190,18 @@ class Sidecar:
                 self._reported[reason] = total
         for event in ack:
             await stream.ack(event)
+
+    def _apply(self, items: list[Gap | Telemetry]) -> list[Telemetry]:
+        started = time.monotonic()
+        for item in items:
+            if isinstance(item, Gap):
+                self.filler.on_gap(item)
+            else:
+                self.filler.on_telemetry(item)
+        fills = self.filler.produce()
+        if fills:
+            log.debug("computed %d fills in %.2f s", len(fills), time.monotonic() - started)
+        return fills
 
     def _hold_or_release(self, event: EventT, gap: Gap) -> list[EventT]:
         """Events to ack now: an open sensor gap is held until it closes (see the module doc)."""

@@ -112,7 +112,7 @@ def test_prime_merges_context_by_seq(filler: GapFiller) -> None:
 
 def test_baseline_confidence_grows_into_a_gap() -> None:
     y = np.array([[float(i)] for i in range(20)] + [[np.nan]] * 5)
-    value, std = FillMethod.baseline("t").fill([y], [["a"]])[0]
+    value, std, _ = FillMethod.baseline("t").fill([y], [["a"]])[0]
     assert np.all(std[:20] == 0) and np.all(np.diff(std[20:, 0]) > 0)
     assert np.allclose(value[20:, 0], np.arange(20, 25), atol=0.5)
 
@@ -126,9 +126,14 @@ def test_generator_is_used_for_its_sensors_when_the_gate_allows_it() -> None:
     y = np.column_stack([np.array(g.mean[:3]) + rng.normal(size=(40, 3)) * np.array(g.std[:3]), np.linspace(0, 1, 40)])
     y[30:, 0] = np.nan
     y[30:, 3] = np.nan
-    value, std = method.fill([y], [names], seed=1)[0]
+    value, std, by_generator = method.fill([y], [names], seed=1)[0]
     assert np.isfinite(value).all() and (std[30:, 0] > 0).all() and (std[30:, 3] > 0).all()
     assert np.array_equal(value[~np.isnan(y)], y[~np.isnan(y)])
+    assert by_generator == set(names[:3])  # its own sensors, in its units; the other one: baseline
+    # a sensor that only shares a name (other units, far from the training data) goes to the baseline
+    shifted = y.copy()
+    shifted[:, 0] -= 50 * g.std[0]
+    assert method.fill([shifted], [names], seed=1)[0][2] == set(names[1:3])
     refused = choose_fill_method(Settings(synth_gate_max_mae_ratio=1e-9))
     assert refused.kind == "baseline" and "mae_ratio" in refused.reason
 
