@@ -24,6 +24,7 @@ federation round``). One run, in order:
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 import tempfile
@@ -105,6 +106,19 @@ def pooled_normalization(replies: list[RecordDict]) -> tuple[Normalization, floa
     return normalization_from_moments(weighted_mean(moments, weights)), float(sum(weights))
 
 
+def equal_steps(epochs: int, rows: float, sites: int, batch_size: int) -> int:
+    """Local steps per site and round: ``epochs`` passes over the *mean* site (rows from the moments round).
+
+    Equal steps keep a large site from pulling the average with many more steps (as
+    ``twinstream eval federated`` does with its equal-steps option). A site can infer
+    the mean site size from the number; no site's own count is sent to the others.
+
+    >>> equal_steps(1, rows=20631, sites=4, batch_size=256)
+    21
+    """
+    return int(epochs * math.ceil(rows / max(sites, 1) / batch_size))
+
+
 def arrays_from_artifact(weights: dict[str, np.ndarray], norm: Normalization) -> list[np.ndarray] | None:
     """Invert :func:`~twinstream.models.federated.artifact_weights` under ``norm``: the training arrays of a published
     prior, or None when the prior has another shape (e.g. the bundled k-fold ensemble).
@@ -169,8 +183,12 @@ def run_federated(grid: Grid, cfg: RoundConfig, registry_url: str = "",
     norm, rows = pooled_normalization(ask_all(grid, nodes, "query.moments", RecordDict(), cfg.round_timeout_s))
     arrays, started_from = starting_arrays(cfg, norm, registry_url, registry)
     log.info("pooled normalization over %d rows; starting from %s", rows, started_from)
+    local = dict(cfg.local)
+    if cfg.equal_steps:
+        local["steps"] = equal_steps(cfg.local_epochs, rows, len(nodes), int(local.get("batch_size", 256)))
+        log.info("equal steps: %d local steps per site and round", local["steps"])
     train_config = ConfigRecord({"local-epochs": cfg.local_epochs, "lr": cfg.lr, "num-rounds": cfg.num_server_rounds,
-                                 "seed": cfg.seed, **{LOCAL_PREFIX + k: v for k, v in cfg.local.items()}, **norm.to_config()})
+                                 "seed": cfg.seed, **{LOCAL_PREFIX + k: v for k, v in local.items()}, **norm.to_config()})
     strategy = make_strategy(strategy_cfg, num_sites=len(nodes))
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(arrays), num_rounds=cfg.num_server_rounds,
                             timeout=cfg.round_timeout_s, train_config=train_config,

@@ -55,20 +55,21 @@ def local_fit_options() -> dict[str, str | int | float | bool]:
     return {name: p.default for name, p in inspect.signature(local_fit).parameters.items()
             if name not in _NOT_LOCAL_OPTIONS and isinstance(p.default, (str, int, float, bool))}
 
-def _recipe() -> tuple[int, int, float]:
-    """Rounds, local epochs and learning rate of the evaluated recipe (``twinstream eval federated``'s defaults)."""
+def _recipe() -> tuple[int, int, float, bool]:
+    """Rounds, local epochs, learning rate and equal-steps flag of the evaluated recipe (``twinstream eval federated``)."""
     from twinstream.federated_eval import FederatedEvalConfig
 
     recipe = FederatedEvalConfig()
-    return recipe.rounds, recipe.epochs, recipe.lr
+    return recipe.rounds, recipe.epochs, recipe.lr, bool(getattr(recipe, "equal_steps", False))
 
 
-_ROUNDS, _EPOCHS, _LR = _recipe()
+_ROUNDS, _EPOCHS, _LR, _EQUAL_STEPS = _recipe()
 
 RUN_CONFIG_DEFAULTS: dict[str, str | int | float | bool] = {
     "num-server-rounds": _ROUNDS,
     "local-epochs": _EPOCHS,
     "lr": _LR,
+    "equal-steps": _EQUAL_STEPS,
     "seed": 0,
     "family": "rul-mlp",
     "version": "",
@@ -103,6 +104,7 @@ class RoundConfig(BaseModel):
     num_server_rounds: int = Field(ge=1)
     local_epochs: int = Field(ge=1)
     lr: float = Field(gt=0.0)
+    equal_steps: bool = Field(default=False, description="Every site takes local-epochs x (mean site rows / batch) steps per round.")
     seed: int = 0
     family: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     version: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$", description="'' = next integer after the registry's versions.")

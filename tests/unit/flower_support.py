@@ -28,7 +28,7 @@ def set_task_identity() -> None:
 
 
 class InProcessGrid(Grid):
-    """Nodes 1..n, node i with ``node_configs[i - 1]``; ``replies`` keeps (node, message type, reply content)."""
+    """Nodes 1..n, node i with ``node_configs[i - 1]``; ``sent`` and ``replies`` keep (node, message type, content)."""
 
     def __init__(self, client_app: ClientApp, node_configs: list[Mapping[str, object]]) -> None:
         set_task_identity()
@@ -36,6 +36,7 @@ class InProcessGrid(Grid):
         self.nodes = {i + 1: dict(cfg) for i, cfg in enumerate(node_configs)}
         self.ids = itertools.count(1)
         self.replies: list[tuple[int, str, RecordDict]] = []
+        self.sent: list[tuple[int, str, RecordDict]] = []
 
     def set_run(self, run: object) -> None:
         pass
@@ -62,6 +63,7 @@ class InProcessGrid(Grid):
         for message in messages:
             message.metadata._message_id = f"m{next(self.ids)}"  # internal: see the module doc
             node = message.metadata.dst_node_id
+            self.sent.append((node, message.metadata.message_type, message.content))
             context = Context(run_id=1, node_id=node, node_config=self.nodes[node], state=RecordDict(), run_config={})
             reply = self.client_app(message, context)
             self.replies.append((node, message.metadata.message_type, reply.content))

@@ -302,3 +302,21 @@ def test_publish_access_is_checked_before_training(tmp_path: Path) -> None:
     with pytest.raises(PublishError, match="unreachable"):
         check_publish_access("http://127.0.0.1:9", "rul-mlp", TOKEN, timeout_s=2)  # nothing listens on port 9
     assert registry.versions() == []
+
+
+def test_equal_steps_reach_every_site_as_the_same_local_step_count() -> None:
+    import inspect
+
+    from twinstream.models.federated import local_fit
+
+    if "steps" not in inspect.signature(local_fit).parameters:
+        pytest.skip("this local_fit has no steps option")
+    grid = InProcessGrid(client_app.app, SITES)
+    cfg = RoundConfig.from_run_config(run_config_overrides(num_server_rounds=1, start_from="init", publish=False,
+                                                           equal_steps=True))
+    run_federated(grid, cfg)
+    sizes = [client_app.site_data(c).n for c in SITES]
+    batch = int(cfg.local.get("batch_size", 256))
+    expected = cfg.local_epochs * -(-sum(sizes) // (len(sizes) * batch))  # ceil(mean rows / batch) per epoch
+    steps = [content.config_records["config"]["local.steps"] for _, t, content in grid.sent if t == "train"]
+    assert steps == [expected, expected]
