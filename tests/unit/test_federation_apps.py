@@ -46,8 +46,36 @@ def model_shapes() -> list[tuple[int, ...]]:
     return shapes
 
 
-def leaks(message_type: str, content: RecordDict, x: np.ndarray, y: np.ndarray) -> list[str]:
-    """Everything in one reply that is not on the whitelist, or that contains a row or the labels of the site."""
+def raw_data(engines: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The site's raw C-MAPSS readings: one row of 21 sensors per cycle, and each engine's series of each sensor."""
+    from twinstream.data.cmapss import load_subset
+
+    cycles = sorted((c for c in load_subset("FD001").train if c.unit in set(engines)), key=lambda c: (c.unit, c.cycle))
+    names = sorted(cycles[0].sensors, key=lambda n: int(n[1:]))
+    rows = np.array([[c.sensors[n] for n in names] for c in cycles])
+    units = np.array([c.unit for c in cycles])
+    columns = [rows[units == u, j] for u in engines for j in range(rows.shape[1])]
+    return rows, columns
+
+
+def _contains(seq: np.ndarray, needles: list[np.ndarray]) -> bool:
+    """Whether any needle occurs as a contiguous run of ``seq`` (compared as float32, as arrays travel)."""
+    seq = np.asarray(seq, dtype=np.float32)
+    by_length: dict[int, set[bytes]] = {}
+    for needle in needles:
+        by_length.setdefault(len(needle), set()).add(np.nan_to_num(np.asarray(needle, dtype=np.float32), nan=-9e9).tobytes())
+    for length, wanted in by_length.items():
+        if 0 < length <= len(seq):
+            windows = np.lib.stride_tricks.sliding_window_view(np.nan_to_num(seq, nan=-9e9), length)
+            if any(np.ascontiguousarray(w).tobytes() in wanted for w in windows):
+                return True
+    return False
+
+
+def leaks(message_type: str, content: RecordDict, x: np.ndarray, y: np.ndarray,
+          raw: tuple[np.ndarray, list[np.ndarray]] | None = None) -> list[str]:
+    """Everything in one reply that is not on the whitelist, or that contains a row or the labels of the site
+    (feature rows, label sequence, and with ``raw`` the raw sensor rows and each engine's sensor series)."""
     problems: list[str] = []
     rows = {np.nan_to_num(r.astype(np.float32), nan=-9e9).tobytes() for r in x}
     allowed = {
@@ -94,6 +122,8 @@ def leaks(message_type: str, content: RecordDict, x: np.ndarray, y: np.ndarray) 
                 windows = np.lib.stride_tricks.sliding_window_view(seq.astype(np.float32), N_FEATURES)
                 if any(np.ascontiguousarray(w).tobytes() in rows for w in windows):
                     problems.append(f"{message_type}: {name} contains a data row")
+            if raw is not None and (_contains(seq, list(raw[0])) or _contains(seq, raw[1])):
+                problems.append(f"{message_type}: {name} contains raw readings")
     return problems
 
 
@@ -156,9 +186,10 @@ def test_privacy_every_reply_of_a_run_holds_only_parameters_and_aggregates(run) 
     grid, _, _ = run
     types = {t for _, t, _ in grid.replies}
     assert types == {"query.moments", "train", "evaluate", "query.calibration"}
+    raw = {node: raw_data(client_app.site_data(cfg).engines) for node, cfg in grid.nodes.items()}
     for node, message_type, content in grid.replies:
         data = client_app.site_data(grid.nodes[node])
-        assert leaks(message_type, content, data.x, data.y) == []
+        assert leaks(message_type, content, data.x, data.y, raw[node]) == []
 
 
 def test_privacy_check_finds_a_row_or_the_labels_when_they_are_sent() -> None:
@@ -169,6 +200,12 @@ def test_privacy_check_finds_a_row_or_the_labels_when_they_are_sent() -> None:
     assert any("labels" in p for p in leaks("evaluate", labels, data.x, data.y))
     extra = RecordDict({"metrics": MetricRecord({"num-examples": 1.0}), "config": ConfigRecord({"file": "train_FD001.txt"})})
     assert any("ConfigRecord" in p for p in leaks("evaluate", extra, data.x, data.y))
+    raw = raw_data(data.engines)
+    reading = RecordDict({"arrays": ArrayRecord([*initial_arrays(0)[:-1], raw[0][7].astype(np.float32)])})
+    assert any("raw readings" in p for p in leaks("train", reading, data.x, data.y, raw))
+    series = RecordDict({"metrics": MetricRecord({"num-examples": 1.0, "s": [0.5, *map(float, raw[1][3])]})})
+    assert any("raw readings" in p for p in leaks("evaluate", series, data.x, data.y, raw))
+    assert leaks("evaluate", RecordDict({"metrics": MetricRecord({"num-examples": 1.0})}), data.x, data.y, raw) == []
 
 
 def test_run_result_is_a_loadable_prior_and_inverts_to_the_arrays(run, tmp_path: Path) -> None:  # noqa: ANN001
