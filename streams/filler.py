@@ -86,7 +86,6 @@ class GapFiller:
         self.max_entities = max_entities
         self.entities: OrderedDict[str, _Entity] = OrderedDict()
         self.unfilled: dict[str, int] = {}  # reason -> count (for metrics and logs)
-        self._ready: list[Telemetry] = []  # fills computed early (see on_telemetry)
 
     def _entity(self, entity_id: str) -> _Entity:
         state = self.entities.get(entity_id)
@@ -132,11 +131,6 @@ class GapFiller:
         if sample.synthetic:
             return
         state = self._entity(sample.entity_id)
-        if state.wanted and len(state.rows) == self.window:
-            # The new row would push the oldest context out of the window before this
-            # entity's pending fills are computed (a large batch): compute them now.
-            wanted, state.wanted = state.wanted, {}
-            self._ready.extend(self._fill([(sample.entity_id, state, wanted)]))
         row = self._row(state, sample)
         if state.rows and (state.anchors or len(row[2]) > len(sample.metrics) or None in sample.metrics.values()):
             self._anchor(state, row)
@@ -215,8 +209,7 @@ class GapFiller:
             if state.wanted:
                 jobs.append((entity_id, state, state.wanted))
                 state.wanted = {}
-        ready, self._ready = self._ready, []
-        return ready + self._fill(jobs)
+        return self._fill(jobs)
 
     def _fill(self, jobs: list[tuple[str, _Entity, dict[int, set[str]]]]) -> list[Telemetry]:
         if not jobs:
