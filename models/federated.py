@@ -140,6 +140,7 @@ def local_fit(
     batch_size: int = 256,
     weight_decay: float = 1e-4,
     clip_grad: float = 1.0,
+    steps: int = 0,
     threads: int = 1,
 ) -> tuple[list[np.ndarray], dict[str, float]]:
     """Train from ``arrays`` on the site's rows for ``epochs`` passes (fresh optimizer state); returns (arrays, metrics).
@@ -152,6 +153,11 @@ def local_fit(
     averages their gradients; per-site adaptive optimizers such as Adam rescale each
     site's update by its own statistics, which biases FedAvg on non-IID sites) or
     ``"adamw"``. Gradients are clipped to norm ``clip_grad`` (stability of plain SGD).
+    ``steps`` > 0 replaces ``epochs``: exactly that many minibatch steps (reshuffled
+    passes over the rows, the last one partial). Equal steps at every site keep FedAvg's
+    row weights the only weights: with whole epochs a site with more rows also takes
+    more steps, so its pull on the average grows with the square of its size
+    ("objective inconsistency", Wang et al. 2020, FedNova).
     ``proximal_mu`` > 0 adds FedProx's ``mu / 2 * ||w - w_global||^2`` (w_global: the
     arrays received). ``norm`` must be the pooled normalization in a federated run
     (None = this site's own, for a site that trains alone). Metrics: ``num-examples``
@@ -182,11 +188,16 @@ def local_fit(
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; expected one of {', '.join(OPTIMIZERS)}")
     n = len(ty)
-    sums = np.zeros(3)
-    for _ in range(epochs):
+    sums = np.zeros(4)  # over the last (possibly partial) pass: prior loss, twin loss, fitted loss (x rows), rows
+    budget = steps if steps > 0 else epochs * math.ceil(n / batch_size)
+    done = 0
+    while done < budget:
         sums[:] = 0.0
         order = torch.randperm(n, generator=gen)
         for start in range(0, n, batch_size):
+            if done == budget:
+                break
+            done += 1
             idx = order[start : start + batch_size]
             y = ty[idx]
             a = torch.relu(ta[idx] @ w1.T + b1) @ w2 + b2
@@ -207,9 +218,9 @@ def local_fit(
                 torch.nn.utils.clip_grad_norm_(trained, clip_grad)
             opt.step()
             k = len(idx)
-            sums += (loss_a.item() * k, loss_b.item() * k, fit * k)
+            sums += (loss_a.item() * k, loss_b.item() * k, fit * k, k)
     out = [p.detach().numpy().astype(np.float32) for p in params]
-    seen = epochs and n
+    seen = sums[3]
     metrics = {
         "num-examples": float(n),
         "train_loss": float(sums[2] / max(seen, 1)),

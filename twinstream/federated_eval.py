@@ -59,6 +59,7 @@ class FederatedEvalConfig:
     lr: float = 0.3  # round-1 learning rate, cosine-decayed to a tenth by the last round (of each phase)
     optimizer: str = "sgd"  # local optimizer (models.federated.OPTIMIZERS)
     two_phase: bool = False  # first half of the rounds: prior head only; second half: twin head on the frozen prior head
+    equal_steps: bool = True  # federated: every site takes the same number of local steps per round (see local_fit's steps)
     n_sites: int = 4
     seed: int = 0
     strategies: tuple[StrategyConfig, ...] = tuple(StrategyConfig(name=n) for n in DEFAULT_STRATEGIES)
@@ -198,6 +199,14 @@ def round_plan(cfg: FederatedEvalConfig) -> list[tuple[int, str, float]]:
             + [(first + r, "twin", fm.round_lr(cfg.lr, r, second)) for r in range(1, second + 1)])
 
 
+def federated_steps(cfg: FederatedEvalConfig, sites: list[SiteData], batch_size: int = 256) -> int:
+    """Local steps per site and round: with ``equal_steps``, ``epochs`` passes over the *mean* site
+    (so a round processes as many rows as ``epochs`` passes over the pooled data); else 0 (whole epochs)."""
+    if not cfg.equal_steps:
+        return 0
+    return cfg.epochs * math.ceil(sum(s.n for s in sites) / len(sites) / batch_size)
+
+
 def _fit_seed(seed: int, server_round: int, site: int) -> int:
     return seed * 100_003 + server_round * 101 + site
 
@@ -225,6 +234,7 @@ def train_federated(strategy_cfg: StrategyConfig, sites: list[SiteData], norm: N
     arrays = fm.initial_arrays(cfg.seed)
     history = []
     plan = round_plan(cfg)
+    steps = federated_steps(cfg, sites)
     strategy, phase = None, None
     for r, heads, lr in plan:
         if heads != phase:  # a fresh strategy per phase: no server optimizer state carried into the other head
@@ -233,14 +243,14 @@ def train_federated(strategy_cfg: StrategyConfig, sites: list[SiteData], norm: N
         def site_fn(i: int, received: list[np.ndarray], config: Any) -> tuple[list[np.ndarray], dict[str, float]]:
             # What a ClientApp does: read the config the strategy sent, train locally, reply.
             out = fm.local_fit(received, sites[i], epochs=int(config["local-epochs"]), lr=float(config["lr"]),
-                               heads=str(config["heads"]), optimizer=str(config["optimizer"]),
+                               heads=str(config["heads"]), optimizer=str(config["optimizer"]), steps=int(config["local-steps"]),
                                proximal_mu=float(config.get("proximal-mu", 0.0)), seed=_fit_seed(cfg.seed, r, i + 1),
                                norm=Normalization.from_config(config))
             if progress:
                 progress(f"{strategy_cfg.label}: round {r}/{len(plan)}, {sites[i].name}", 1)
             return out
 
-        config = {"lr": lr, "local-epochs": cfg.epochs, "heads": heads, "optimizer": cfg.optimizer, **norm.to_config()}
+        config = {"lr": lr, "local-epochs": cfg.epochs, "local-steps": steps, "heads": heads, "optimizer": cfg.optimizer, **norm.to_config()}
         arrays, metrics = run_round(strategy, r, arrays, config, site_fn, len(sites))
         history.append({"round": r, "heads": heads, **{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}})
     return TrainedPrior(strategy_cfg.label, arrays, norm, time.perf_counter() - start, history)
@@ -308,6 +318,7 @@ def _evaluate(cfg: FederatedEvalConfig, data_dir: Path | None, work_dir: Path | 
                   "sites": {n: {k: v for k, v in d.items() if k != "units"} | {"units": d["units"]} for n, d in split.items()}},
         "budget": {"rounds": cfg.rounds, "local_epochs": cfg.epochs, "lr": cfg.lr, "lr_schedule": "cosine over rounds to lr/10",
                    "passes_over_own_data": cfg.rounds * cfg.epochs, "batch": 256, "optimizer": f"{cfg.optimizer} (wd=1e-4, grad norm clip 1), reset each round",
+                   "federated_local_steps": federated_steps(cfg, sites) or "whole epochs",
                    "schedule": "two-phase: prior head, then twin head on the frozen prior head" if cfg.two_phase else "joint: both heads every round",
                    "prior_hidden": fm.PRIOR_HIDDEN, "twin_hidden": fm.TWIN_HIDDEN, "seed": cfg.seed},
         "config": {k: v for k, v in asdict(cfg).items() if k != "strategies"} | {"strategies": [s.model_dump() for s in cfg.strategies]},

@@ -219,7 +219,7 @@ def test_artifact_refuses_tampered_weights_and_wrong_shapes(tmp_path: Path, norm
 def test_eval_federated_tiny_run_writes_the_json_keys_and_the_docs_section(tmp_path: Path) -> None:
     page = tmp_path / "docs" / "federation.md"
     page.parent.mkdir()
-    page.write_text("# Federation\n\nIntro.\n\n## Evaluation (twinstream eval federated)\n\nold\n\n## Not built\n\nkeep\n")
+    page.write_text("# Federation\n\nIntro.\n\n## Evaluation (twinstream eval federated)\n\nOLD-SECTION-TEXT\n\n## Not built\n\nkeep\n")
     out = tmp_path / "r.json"
     result = CliRunner().invoke(app, ["federated", "--rounds", "2", "--epochs", "1", "--max-engines", "2", "--limit-test-engines", "5",
                                       "--strategies", "fedavg,fedprox", "--no-reference", "--json", str(out), "--docs", str(page.parent)])
@@ -232,5 +232,5 @@ def test_eval_federated_tiny_run_writes_the_json_keys_and_the_docs_section(tmp_p
     assert all(np.isfinite(report["local_only"][s]["rmse"]) for s in fm.site_names())
     assert report["budget"]["rounds"] == 2 and report["seconds"] > 0 and "rule" in report["split"]
     text = page.read_text()
-    assert "Intro." in text and "## Not built\n\nkeep" in text and "old" not in text
+    assert "Intro." in text and "## Not built\n\nkeep" in text and "OLD-SECTION-TEXT" not in text
     assert text.count("## Evaluation (twinstream eval federated)") == 1 and "| fedavg |" in text

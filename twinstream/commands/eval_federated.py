@@ -20,6 +20,30 @@ from rich.table import Table
 
 console = Console(stderr=True)
 SECTION = "## Evaluation (twinstream eval federated)"
+# (seed, centralized, fedavg, fedprox, fedadam, mean local-only) prior + twin test RMSE of the seed runs named in the docs.
+SEED_RUNS: tuple[tuple[int, float, float, float, float, float], ...] = (
+    (1, 11.09, 13.72, 13.76, 12.61, 28.35),
+    (2, 11.15, 13.96, 13.98, 12.91, 27.17),
+)
+READING = (
+    "Federating pays off against training alone: every Flower strategy except Krum is far better than the mean "
+    "local-only prior (fedavg about half its RMSE), so issue 5's second criterion (at least 10% better) is met. The "
+    "first criterion is not: fedavg, fedprox and fedadam stay 14-25% above the centralized prior on the test set "
+    "(fedadam closest), consistently over seeds, and the prior head alone shows a similar gap (13-20%). On held-out training engines the "
+    "same designs were within 1-5% of centralized, so that validation did not predict the test gap. Krum keeps one "
+    "site's update per round (with 4 very different sites it follows whichever is most central) and FedMedian the "
+    "coordinate-wise median; both are robust aggregators that give up accuracy on honest non-IID sites."
+)
+# How the local optimizer, schedule and budget were chosen: `python benchmarks/federated_budget.py SPEC ...`
+# (held-out training engines, never the test set). (spec, centralized prior+twin, federated prior+twin, gap)
+DESIGN_VALIDATION = (
+    ("20 rounds x 2 epochs, AdamW 3e-3, joint, fedavg, whole local epochs", 11.98, 13.24, "+10.5%"),
+    ("80 x 1, SGD 0.3, joint, fedavg, whole local epochs", 12.36, 12.92, "+4.6%"),
+    ("160 x 1, SGD 0.3, joint, fedavg, whole local epochs", 12.25, 12.70, "+3.7%"),
+    ("80 x 1, SGD 0.3, joint, fedadam (server lr 0.01), whole local epochs", 12.36, 12.58, "+1.8%"),
+    ("80 x 1, SGD 0.3, joint, fedavg, equal local steps (default)", 12.36, 12.92, "+4.5%"),
+    ("80 x 1, SGD 0.3, joint, fedadam (server lr 0.01), equal local steps (default)", 12.36, 12.48, "+1.0%"),
+)
 
 
 def _strategies(text: str, mu: float, server_lr: float, dp_clip: float | None, dp_noise: float) -> tuple[Any, ...]:
@@ -58,6 +82,11 @@ def print_report(report: dict[str, Any]) -> None:
                       f"-> [{'green' if ok else 'red'}]{'meets' if ok else 'misses'}[/] issue 5's acceptance")
 
 
+def _seconds(score: dict[str, Any]) -> str:
+    value = score.get("seconds_train")
+    return f"{value:.0f}" if isinstance(value, (int, float)) else "-"
+
+
 def section_markdown(report: dict[str, Any]) -> str:
     """The generated ``## Evaluation`` section (method, split, what leaves a site, measured table)."""
     b = report["budget"]
@@ -72,8 +101,10 @@ def section_markdown(report: dict[str, Any]) -> str:
         f"{b['prior_hidden']} ReLU units, twin head 58 inputs x {b['twin_hidden']} units; same local step "
         "`models/federated.py:local_fit`; same budget):",
         f"- *local-only*: each site alone, its own rows and feature normalization, {b['rounds']} x {b['local_epochs']} epochs;",
-        f"- *federated*: {b['rounds']} Flower rounds; in each, every site trains {b['local_epochs']} local epochs from the "
-        "global arrays and the strategy from `make_strategy` aggregates (in process, through the strategy's Message API);",
+        f"- *federated*: {b['rounds']} Flower rounds; in each, every site takes {b['federated_local_steps']} local steps "
+        f"({b['local_epochs']} pass(es) over the mean site's rows, the same at every site) from the global arrays and the "
+        "strategy from `make_strategy` aggregates (in process, through the strategy's Message API); fedprox mu, fedadam "
+        "server lr and Krum's f as in the strategy names, not tuned;",
         f"- *centralized*: all sites' rows pooled, {b['rounds']} x {b['local_epochs']} epochs.",
         "",
         f"Every run passes {b['passes_over_own_data']} times over the rows it trains on ({b['schedule']}), "
@@ -85,6 +116,24 @@ def section_markdown(report: dict[str, Any]) -> str:
         "time order through `Twin.step`, test engines never labelled, scored at their last cycle against the true RUL "
         "(`RUL_FD001.txt`). *RMSE prior+twin* is the default learner (prior head + twin head on the twin's personal state), "
         "the acceptance metric; *RMSE prior only* is the prior head alone.",
+        "",
+        "**How the design was chosen (no test data).** `benchmarks/federated_budget.py` holds out every 5th engine "
+        "of each site, trains on the rest with this command's code and scores the held-out engines' rows whose true RUL "
+        "is 5-145 (the range of the test RULs) against the true RUL; a row's features are causal, so that is what an "
+        "unlabelled twin would predict had the engine's stream stopped there. Prior + twin RMSE:",
+        "",
+        "| design | centralized | federated | gap |",
+        "|---|---|---|---|",
+        *[f"| {spec} | {c:.2f} | {f:.2f} | {g} |" for spec, c, f, g in DESIGN_VALIDATION],
+        "",
+        "Earlier designs seen on the test set during development: both heads trained jointly with AdamW "
+        "(20 rounds x 2 epochs, test RMSE: centralized 11.21, fedavg 14.64, fedadam 17.19, mean local-only 27.03) and "
+        "the SGD design with whole local epochs (centralized 11.07, fedavg 13.17, fedadam 12.61, mean local-only 27.29). "
+        "Per-site Adam rescales each site's update by its own statistics, which biases the average on non-IID sites; "
+        "whole local epochs let a site with more rows also take more steps (FedNova's objective inconsistency). A "
+        "two-phase schedule (prior head, then twin head on the frozen prior head) federated worse on the held-out "
+        "engines (+21% with SGD 40 x 2) and is not used. The test set was scored for three designs in all (these two and the "
+        "one below; its seeds 1 and 2 were run after it was fixed, and nothing was changed after them).",
         "",
         "**What leaves a site in this evaluation:** the model arrays after local training and `num-examples` / train-loss "
         "metrics (every round); once before round 1, per feature the share of rows where it is present, its mean and its "
@@ -98,7 +147,7 @@ def section_markdown(report: dict[str, Any]) -> str:
     ]
     for kind, name, s in rows(report):
         lines.append(f"| {kind} | {name} | {s['rmse']:.2f} | {s['phm_score']:,.0f} | {s['prior_only']['rmse']:.2f} | "
-                     f"{s.get('seconds_train', float('nan')):.0f} |")
+                     f"{_seconds(s)} |")
     lines += ["", f"Mean local-only RMSE (prior+twin): {report['local_only']['mean_rmse']:.2f}; "
                   f"prior only: {report['local_only']['mean_prior_only_rmse']:.2f}.", "",
               "| strategy | vs centralized | better than mean local-only | within 5% (3%) | >= 10% better |", "|---|---|---|---|---|"]
@@ -106,6 +155,12 @@ def section_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {name} | {a['vs_centralized']:+.1%} | {a['better_than_local_mean']:.1%} | "
                      f"{'yes' if a['within_5pct'] else 'no'} ({'yes' if a['within_3pct'] else 'no'}) | {'yes' if a['at_least_10pct_better'] else 'no'} |")
     lines += ["", f"Run time: {report['seconds']:.0f} s on this run's machine (2 shared cores, torch on one thread).", ""]
+    if SEED_RUNS:
+        lines += ["**Other seeds** (initial weights and shuffling; `twinstream eval federated --seed S --strategies "
+                  "fedavg,fedprox,fedadam --no-reference`, same defaults otherwise), prior + twin RMSE:", "",
+                  "| seed | centralized | fedavg | fedprox | fedadam | mean local-only |", "|---|---|---|---|---|---|",
+                  *[f"| {row[0]} | " + " | ".join(f"{v:.2f}" for v in row[1:]) + " |" for row in SEED_RUNS], ""]
+    lines += ["**Reading.** " + READING, ""]
     return "\n".join(lines)
 
 
