@@ -32,6 +32,7 @@ import numpy as np
 from twinstream.synth_data import BLOCK, MIN_BLOCK_SERIES, block_mask
 
 WINDOW = 30
+MIN_STEPS = 600  # optimisation steps of the classifier at least (40 epochs of FD001's 960 training windows)
 Filler = Callable[[list[np.ndarray]], list[np.ndarray]]
 
 
@@ -97,7 +98,8 @@ def classify(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_tes
     opt = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-4)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train.astype(np.float32))
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    for _ in range(epochs):
+    per_epoch = -(-len(xt) // batch)
+    for _ in range(max(epochs, -(-MIN_STEPS // per_epoch))):  # small sets get more passes, never fewer steps
         net.train()
         order = torch.randperm(len(xt), generator=gen)
         for start in range(0, len(xt), batch):

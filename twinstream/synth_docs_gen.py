@@ -58,6 +58,12 @@ def gate_text(report: dict[str, Any]) -> str:
          _f(gate["measured"].get("discriminative_score")), _f(rec.get("discriminative_score"))],
     ]
     verdict = "**passes**" if gate["passes"] else f"**fails** ({'; '.join(gate['failures'])})"
+    draws = report.get("mae_ratio_block_draws") or {}
+    if draws.get("seeds", 1) > 1:
+        verdict += (f" (MAE ratio of the MAEs averaged over the {draws['seeds']} mask draws; on the first draw alone, seed "
+                    f"{report['seed']}, it is {draws['first_seed']:.3f}, which "
+                    + ("also passes" if th["max_mae_ratio"] is None or draws["first_seed"] <= th["max_mae_ratio"] else "fails")
+                    + " the MAE criterion)")
     recorded = ("passes, so `load_generator` accepts it and the sidecar uses it" if gen["recorded_gate_passes"] else
                 f"fails ({'; '.join(gen['recorded_gate_failures'])}), so `load_generator` refuses it and the sidecar "
                 "falls back to the Kalman baseline")

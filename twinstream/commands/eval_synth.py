@@ -81,7 +81,11 @@ def synth(
     """Hide known sensor values with seeded masks, fill them with the generator and each baseline, score and gate."""
     import tempfile
 
+    import torch
+
     from twinstream import synthetic
+
+    torch.set_num_threads(1)  # shared cores: two intra-op threads were ~17x slower under load here
     from twinstream.synth_eval import add_generator_results, load_or_train
 
     if csv_path is not None:
