@@ -117,7 +117,7 @@ CSDI, sized for two CPU cores:
 2. **Residual**: a conditional denoising diffusion model (DDPM, 50 steps, CSDI's
    quadratic noise schedule) generates `window - trend` at the missing positions. Its
    network (1-D convolutions over time with dilations 1, 2, 4, 8, gated residual blocks,
-   48 channels, about 60 k weights) predicts the clean residual from the noisy one, the
+   48 channels, about 71 k weights) predicts the clean residual from the noisy one, the
    observed residuals, the mask, the trend level of every sensor and the trend's log
    variance. It is trained on random crops of 64 samples of the fit engines, cut at
    random points, with every gap kind the sidecar meets: random values (10 to 60 %),
@@ -142,7 +142,8 @@ Gaussian noise, so the Kalman + noise baseline is already a good generator here.
 Training (`twinstream synth train --subset FD001 --out models/generators/fd001`): the
 training engines only (z-scored with their mean and standard deviation), split into fit
 and validation engines (seeded); the Kalman parameters and the network are fitted on the
-fit engines; the gate metrics are measured on the validation engines and recorded in
+fit engines; the gate metrics are measured on the validation engines (the MAE ratio
+over 10 block-mask draws, since one draw holds one block per engine) and recorded in
 the manifest, which also pins the weights' sha256, the sensors, their normalization and
 the sha256 of the training file (`schemas/generator.py`).
 
