@@ -55,15 +55,18 @@ def local_fit_options() -> dict[str, str | int | float | bool]:
     return {name: p.default for name, p in inspect.signature(local_fit).parameters.items()
             if name not in _NOT_LOCAL_OPTIONS and isinstance(p.default, (str, int, float, bool))}
 
-def _recipe() -> tuple[int, int, float, bool]:
-    """Rounds, local epochs, learning rate and equal-steps flag of the evaluated recipe (``twinstream eval federated``)."""
-    from twinstream.federated_eval import FederatedEvalConfig
+def _recipe() -> tuple[int, int, float, bool, int]:
+    """Rounds, local epochs, learning rate, equal-steps flag and fixed local steps (0 = none) of the evaluated
+    recipe (``twinstream eval federated``): its federated rounds, and with fixed local steps (the same count at
+    every site, so equal steps by construction) equal-steps off."""
+    from twinstream.federated_eval import FederatedEvalConfig, federated_rounds
 
     recipe = FederatedEvalConfig()
-    return recipe.rounds, recipe.epochs, recipe.lr, bool(getattr(recipe, "equal_steps", False))
+    fixed = recipe.local_steps if recipe.equal_steps else 0
+    return federated_rounds(recipe), recipe.epochs, recipe.lr, recipe.equal_steps and not fixed, fixed
 
 
-_ROUNDS, _EPOCHS, _LR, _EQUAL_STEPS = _recipe()
+_ROUNDS, _EPOCHS, _LR, _EQUAL_STEPS, _LOCAL_STEPS = _recipe()
 
 RUN_CONFIG_DEFAULTS: dict[str, str | int | float | bool] = {
     "num-server-rounds": _ROUNDS,
@@ -84,6 +87,7 @@ RUN_CONFIG_DEFAULTS: dict[str, str | int | float | bool] = {
         for name, value in StrategyConfig().model_dump().items()
     },
     **{LOCAL_PREFIX + name.replace("_", "-"): value for name, value in local_fit_options().items()},
+    **({LOCAL_PREFIX + "steps": _LOCAL_STEPS} if _LOCAL_STEPS else {}),
 }
 
 

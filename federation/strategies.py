@@ -4,6 +4,8 @@ Aggregation is Flower's own strategy code (``flwr.serverapp.strategy``, the Mess
 API of flwr 1.42); nothing here averages arrays. Options:
 
 * ``fedavg``: row-weighted mean of the sites' arrays (weight = ``num-examples``).
+* ``fedavgm``: FedAvg's mean update applied with server momentum (``server_momentum``,
+  server learning rate 1): the global model keeps moving along its recent updates.
 * ``fedprox``: FedAvg on the server; sends ``proximal-mu`` in every training config and
   the site adds ``mu / 2 * ||w - w_global||^2`` to its local loss
   (:func:`twinstream.models.federated.local_fit`).
@@ -32,8 +34,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-StrategyName = Literal["fedavg", "fedprox", "fedadam", "fedmedian", "krum"]
-STRATEGIES: tuple[str, ...] = ("fedavg", "fedprox", "fedadam", "fedmedian", "krum")
+StrategyName = Literal["fedavg", "fedavgm", "fedprox", "fedadam", "fedmedian", "krum"]
+STRATEGIES: tuple[str, ...] = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedmedian", "krum")
 
 
 class StrategyConfig(BaseModel):
@@ -44,6 +46,7 @@ class StrategyConfig(BaseModel):
     name: StrategyName = "fedavg"
     proximal_mu: float = Field(0.01, ge=0.0, description="FedProx: weight of the proximal term (ignored by the others).")
     server_lr: float = Field(0.01, gt=0.0, description="FedAdam: server learning rate (eta).")
+    server_momentum: float = Field(0.9, ge=0.0, lt=1.0, description="FedAvgM: server momentum (server learning rate 1).")
     beta_1: float = Field(0.9, ge=0.0, lt=1.0, description="FedAdam: first-moment decay.")
     beta_2: float = Field(0.99, ge=0.0, lt=1.0, description="FedAdam: second-moment decay.")
     tau: float = Field(1e-3, gt=0.0, description="FedAdam: adaptivity (epsilon).")
@@ -63,7 +66,7 @@ class StrategyConfig(BaseModel):
     @property
     def label(self) -> str:
         """Short name for reports, e.g. ``fedprox(mu=0.01)+dp(clip=1,noise=0.5)``."""
-        base = {"fedprox": f"fedprox(mu={self.proximal_mu:g})", "fedadam": f"fedadam(lr={self.server_lr:g})",
+        base = {"fedavgm": f"fedavgm(m={self.server_momentum:g})", "fedprox": f"fedprox(mu={self.proximal_mu:g})", "fedadam": f"fedadam(lr={self.server_lr:g})",
                 "krum": f"krum(f={self.num_malicious})"}.get(self.name, self.name)
         if self.dp_clip_norm is not None:
             base += f"+dp(clip={self.dp_clip_norm:g},noise={self.dp_noise_multiplier:g})"
@@ -92,6 +95,8 @@ def make_strategy(cfg: StrategyConfig, num_sites: int) -> Any:
     }
     if cfg.name == "fedavg":
         strategy = fl.FedAvg(**common)
+    elif cfg.name == "fedavgm":
+        strategy = fl.FedAvgM(**common, server_learning_rate=1.0, server_momentum=cfg.server_momentum)
     elif cfg.name == "fedprox":
         strategy = fl.FedProx(**common, proximal_mu=cfg.proximal_mu)
     elif cfg.name == "fedadam":

@@ -2,15 +2,26 @@
 
 Four sites hold disjoint blocks of FD001's training engines, split by engine lifetime
 (:mod:`twinstream.models.federated_data`). Three kinds of prior are trained with the same
-network pair, the same local step (:func:`~twinstream.models.federated.local_fit`) and
-the same budget (``rounds`` x ``epochs`` passes over the data each one trains on, the
-same cosine learning-rate schedule over rounds):
+network pair, the same local step (:func:`~twinstream.models.federated.local_fit`), the
+same budget (``rounds`` x ``epochs`` passes over the data each one trains on) and the
+same cosine learning-rate schedule over its rounds:
 
 * **local-only**: each site alone, on its own rows and its own normalization;
-* **federated**, per strategy: ``rounds`` rounds in which every site runs ``epochs``
-  local epochs from the global arrays and Flower's strategy (from
+* **federated**, per strategy: ``rounds x rounds_per_pass`` short rounds in which every
+  site takes ``local_steps`` minibatch steps from the global arrays (4 x 5 = 20 steps
+  ~ one pass over the mean site, 21 steps on FD001) and Flower's strategy (from
   :func:`twinstream.federation.strategies.make_strategy`) aggregates the replies;
 * **centralized**: all sites' rows pooled in one place.
+
+Why short rounds and server momentum (``fedavgm``): one FedAvg round moves the global
+model about as far as its sites' steps on the *mean* gradient, i.e. as many steps as one
+site takes, with 4 sites' batches averaged; the centralized run takes 81 steps per pass
+(20,631 rows / 256), FedAvg 21 per pass-equivalent round, so it is under-optimised by
+~4x at the same compute. Long local runs on one site's non-IID rows add client drift.
+Short rounds cut the drift at the same compute; server momentum 0.9 gives the global
+model its steps back (in steady state each round's mean update is applied 1 / (1 - 0.9)
+= 10 times over the following rounds). Chosen on held-out training engines
+(``benchmarks/federated_budget.py``, four folds), see ``docs/federation.md``.
 
 Each prior is written as an artifact and scored on the FD001 test engines with the
 learning-core protocol (:mod:`twinstream.evaluation`: one pass in fleet time order, the
@@ -47,19 +58,21 @@ from twinstream.models import federated as fm
 from twinstream.models.federated_data import Normalization, SiteData
 
 Progress = Callable[[str, int], None]  # (what is running, units of work just finished)
-DEFAULT_STRATEGIES = ("fedavg", "fedprox", "fedadam", "fedmedian", "krum")
+DEFAULT_STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedmedian", "krum")
 
 
 @dataclass(frozen=True)
 class FederatedEvalConfig:
     """Budget and options of one evaluation run (the defaults are the documented run)."""
 
-    rounds: int = 80
+    rounds: int = 80  # passes over their data of the local-only and centralized runs; federated: rounds x rounds_per_pass rounds
     epochs: int = 1  # local epochs per round (and per "round" of the local-only and centralized runs)
     lr: float = 0.3  # round-1 learning rate, cosine-decayed to a tenth by the last round (of each phase)
     optimizer: str = "sgd"  # local optimizer (models.federated.OPTIMIZERS)
     two_phase: bool = False  # first half of the rounds: prior head only; second half: twin head on the frozen prior head
     equal_steps: bool = True  # federated: every site takes the same number of local steps per round (see local_fit's steps)
+    local_steps: int = 5  # federated, with equal_steps: local steps per site and round (0 = epochs passes over the mean site)
+    rounds_per_pass: int = 4  # federated rounds per pass (with local_steps > 0): 4 x 5 steps ~ one pass over the mean site (21)
     n_sites: int = 4
     seed: int = 0
     strategies: tuple[StrategyConfig, ...] = tuple(StrategyConfig(name=n) for n in DEFAULT_STRATEGIES)
@@ -189,21 +202,31 @@ class TrainedPrior:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def round_plan(cfg: FederatedEvalConfig) -> list[tuple[int, str, float]]:
-    """(round, heads trained, learning rate) of every round; the same plan for every kind of prior."""
+def federated_rounds(cfg: FederatedEvalConfig) -> int:
+    """Federated rounds: ``rounds x rounds_per_pass`` with short rounds of ``local_steps`` equal steps, else ``rounds``."""
+    return cfg.rounds * cfg.rounds_per_pass if cfg.equal_steps and cfg.local_steps > 0 else cfg.rounds
+
+
+def round_plan(cfg: FederatedEvalConfig, rounds: int | None = None) -> list[tuple[int, str, float]]:
+    """(round, heads trained, learning rate) of every round (``rounds``: default ``cfg.rounds``); the same
+    schedule (cosine from ``lr`` to a tenth over the rounds) for every kind of prior."""
+    rounds = cfg.rounds if rounds is None else rounds
     if not cfg.two_phase:
-        return [(r, "both", fm.round_lr(cfg.lr, r, cfg.rounds)) for r in range(1, cfg.rounds + 1)]
-    first = max(cfg.rounds // 2, 1)
-    second = max(cfg.rounds - first, 1)
+        return [(r, "both", fm.round_lr(cfg.lr, r, rounds)) for r in range(1, rounds + 1)]
+    first = max(rounds // 2, 1)
+    second = max(rounds - first, 1)
     return ([(r, "prior", fm.round_lr(cfg.lr, r, first)) for r in range(1, first + 1)]
             + [(first + r, "twin", fm.round_lr(cfg.lr, r, second)) for r in range(1, second + 1)])
 
 
 def federated_steps(cfg: FederatedEvalConfig, sites: list[SiteData], batch_size: int = 256) -> int:
-    """Local steps per site and round: with ``equal_steps``, ``epochs`` passes over the *mean* site
-    (so a round processes as many rows as ``epochs`` passes over the pooled data); else 0 (whole epochs)."""
+    """Local steps per site and round: with ``equal_steps``, ``local_steps`` if set, else ``epochs`` passes over
+    the *mean* site (so a round processes as many rows as ``epochs`` passes over the pooled data); else 0
+    (whole epochs)."""
     if not cfg.equal_steps:
         return 0
+    if cfg.local_steps > 0:
+        return cfg.local_steps
     return cfg.epochs * math.ceil(sum(s.n for s in sites) / len(sites) / batch_size)
 
 
@@ -228,12 +251,12 @@ def train_alone(name: str, data: SiteData, norm: Normalization, cfg: FederatedEv
 
 def train_federated(strategy_cfg: StrategyConfig, sites: list[SiteData], norm: Normalization, cfg: FederatedEvalConfig,
                     progress: Progress | None) -> TrainedPrior:
-    """``rounds`` Flower rounds of ``strategy_cfg`` over ``sites`` (in process)."""
+    """:func:`federated_rounds` Flower rounds of ``strategy_cfg`` over ``sites`` (in process)."""
     start = time.perf_counter()
     random.seed(cfg.seed)  # Flower samples nodes with `random`
     arrays = fm.initial_arrays(cfg.seed)
     history = []
-    plan = round_plan(cfg)
+    plan = round_plan(cfg, federated_rounds(cfg))
     steps = federated_steps(cfg, sites)
     strategy, phase = None, None
     for r, heads, lr in plan:
@@ -318,7 +341,8 @@ def _evaluate(cfg: FederatedEvalConfig, data_dir: Path | None, work_dir: Path | 
                   "sites": {n: {k: v for k, v in d.items() if k != "units"} | {"units": d["units"]} for n, d in split.items()}},
         "budget": {"rounds": cfg.rounds, "local_epochs": cfg.epochs, "lr": cfg.lr, "lr_schedule": "cosine over rounds to lr/10",
                    "passes_over_own_data": cfg.rounds * cfg.epochs, "batch": 256, "optimizer": f"{cfg.optimizer} (wd=1e-4, grad norm clip 1), reset each round",
-                   "federated_local_steps": federated_steps(cfg, sites) or "whole epochs",
+                   "federated_local_steps": federated_steps(cfg, sites) or "whole epochs", "federated_rounds": federated_rounds(cfg),
+                   "steps_per_pass_mean_site": cfg.epochs * math.ceil(sum(s.n for s in sites) / len(sites) / 256),
                    "schedule": "two-phase: prior head, then twin head on the frozen prior head" if cfg.two_phase else "joint: both heads every round",
                    "prior_hidden": fm.PRIOR_HIDDEN, "twin_hidden": fm.TWIN_HIDDEN, "seed": cfg.seed},
         "config": {k: v for k, v in asdict(cfg).items() if k != "strategies"} | {"strategies": [s.model_dump() for s in cfg.strategies]},
@@ -331,7 +355,8 @@ def _evaluate(cfg: FederatedEvalConfig, data_dir: Path | None, work_dir: Path | 
         training_data = {s.name: s.digest for s in trained_on}
         fm.write_prior_artifact(prior.arrays, directory, f"eval-{directory.name}", norm=prior.norm,
                                 calibration=_site_calibration(prior, trained_on), training_data=training_data,
-                                rounds=cfg.rounds, local_epochs=cfg.epochs, kind=kind, name=prior.name)
+                                rounds=federated_rounds(cfg) if kind == "federated" else cfg.rounds, local_epochs=cfg.epochs,
+                                local_steps=federated_steps(cfg, sites) if kind == "federated" else 0, kind=kind, name=prior.name)
         score = score_prior(directory, data_dir, cfg.limit_test_engines)
         train_fit = [fm.evaluate_arrays(prior.arrays, s, prior.norm) for s in sites]
         score |= {"seconds_train": prior.seconds, "train_rmse_twin_by_site": {s.name: m["rmse_twin"] for s, m in zip(sites, train_fit)},
@@ -372,4 +397,5 @@ def acceptance(report: dict[str, Any]) -> dict[str, Any]:
 
 def work_units(cfg: FederatedEvalConfig) -> int:
     """Progress units of a run: local fits (one per site per round, one per round when alone) and scored priors."""
-    return cfg.rounds * (cfg.n_sites + len(cfg.strategies) * cfg.n_sites + 1) + cfg.n_sites + len(cfg.strategies) + 1
+    return (cfg.rounds * (cfg.n_sites + 1) + federated_rounds(cfg) * len(cfg.strategies) * cfg.n_sites
+            + cfg.n_sites + len(cfg.strategies) + 1)

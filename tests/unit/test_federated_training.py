@@ -176,6 +176,24 @@ def test_fedprox_sends_mu_and_fedmedian_takes_the_median() -> None:
     assert all(np.allclose(a, 2.0) for a in out)
 
 
+def test_fedavgm_carries_server_momentum_across_rounds() -> None:
+    """Every site moves every weight by +1 each round: FedAvg moves the global model by 1 per round,
+    FedAvgM (server lr 1, momentum m) by 1 in round 1 and by 1 + m in round 2."""
+    start = [np.zeros(a.shape, dtype=np.float32) for a in fm.initial_arrays(0)]
+
+    def site_fn(i, received, config):
+        return [a + 1.0 for a in received], {"num-examples": 10.0 * (i + 1), "train_loss": 1.0}
+
+    for cfg, after_two in ((StrategyConfig(name="fedavg"), 2.0), (StrategyConfig(name="fedavgm", server_momentum=0.9), 2.9)):
+        strategy, arrays = make_strategy(cfg, 3), start
+        for r in (1, 2):
+            arrays, _ = run_round(strategy, r, arrays, {"lr": 0.1}, site_fn, num_sites=3)
+            if r == 1:
+                assert all(np.allclose(a, 1.0) for a in arrays), cfg.name
+        assert all(np.allclose(a, after_two, atol=1e-5) for a in arrays), (cfg.name, float(arrays[0].ravel()[0]))
+    assert StrategyConfig(name="fedavgm", server_momentum=0.75).label == "fedavgm(m=0.75)"
+
+
 def test_server_side_dp_clips_each_update() -> None:
     sent = [np.zeros(a.shape, dtype=np.float32) for a in fm.initial_arrays(0)]
     big = [([np.full(a.shape, 5.0, dtype=np.float32) for a in sent], 1.0) for _ in range(2)]

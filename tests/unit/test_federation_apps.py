@@ -231,11 +231,13 @@ def test_run_result_is_a_loadable_prior_and_inverts_to_the_arrays(run, tmp_path:
 
 
 def test_round_config_parsing() -> None:
-    from twinstream.federated_eval import FederatedEvalConfig
+    from twinstream.federated_eval import FederatedEvalConfig, federated_rounds
 
     cfg = RoundConfig.from_run_config({})
     recipe = FederatedEvalConfig()
-    assert (cfg.num_server_rounds, cfg.local_epochs, cfg.lr) == (recipe.rounds, recipe.epochs, recipe.lr)
+    assert (cfg.num_server_rounds, cfg.local_epochs, cfg.lr) == (federated_rounds(recipe), recipe.epochs, recipe.lr)
+    if recipe.equal_steps and recipe.local_steps:  # the recipe's fixed local steps, the same at every site
+        assert cfg.local["steps"] == recipe.local_steps and not cfg.equal_steps
     assert cfg.strategy == StrategyConfig() and cfg.publish and cfg.local["optimizer"] == recipe.optimizer
     cfg = RoundConfig.from_run_config({"strategy.name": "krum", "strategy.num-malicious": 1, "strategy.dp-clip-norm": 2.5,
                                        "strategy.dp-noise-multiplier": 0.1, "strategy.min-nodes": 3, "num-server-rounds": 4})
