@@ -166,7 +166,8 @@ def _parse_sets(items: list[str]) -> dict[str, object]:
 @app.command("round")
 def round_(
     rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="Federated rounds (default: the evaluated recipe's).")] = None,
-    strategy: Annotated[str, typer.Option(help="fedavg | fedprox | fedadam | fedmedian | krum.")] = "fedavg",
+    strategy: Annotated[str, typer.Option(help="fedavgm (the evaluated recipe) | fedavg | fedprox | fedadam | fedmedian | krum.")] = "fedavgm",
+    server_momentum: Annotated[Optional[float], typer.Option(help="FedAvgM server momentum (default 0.9).")] = None,
     proximal_mu: Annotated[Optional[float], typer.Option(help="FedProx proximal weight.")] = None,
     server_lr: Annotated[Optional[float], typer.Option(help="FedAdam server learning rate.")] = None,
     num_malicious: Annotated[Optional[int], typer.Option(help="Krum: sites assumed Byzantine.")] = None,
@@ -197,7 +198,7 @@ def round_(
     _require_tls(insecure, {"--root-certificates": root_certificates})
     try:
         fields = {"name": strategy, "proximal_mu": proximal_mu, "server_lr": server_lr, "num_malicious": num_malicious,
-                  "dp_clip_norm": dp_clip_norm, "dp_noise_multiplier": dp_noise_multiplier, "min_nodes": min_sites}
+                  "server_momentum": server_momentum, "dp_clip_norm": dp_clip_norm, "dp_noise_multiplier": dp_noise_multiplier, "min_nodes": min_sites}
         strategy_cfg = StrategyConfig(**{k: v for k, v in fields.items() if v is not None})
         overrides = run_config_overrides(strategy_cfg, num_server_rounds=rounds, local_epochs=local_epochs, lr=lr, seed=seed,
                                          start_from=start_from, registry_url=registry_url, publish=publish, version=version)
