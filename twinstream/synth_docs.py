@@ -242,7 +242,7 @@ frozen early in an engine's life, while it has barely moved, can go unreported.
 - The trend is per sensor; nothing but the residual network links sensors, and on these
   data the residual's conditional mean is close to zero, so the point estimate is
   essentially the Kalman smoother's. A trend shared across sensors (one degradation
-  factor with fleet loadings plus per-sensor offsets, `models/factor_trend.py`) was
+  factor with fleet loadings plus per-sensor offsets; removed, see commit dc43f8a) was
   tried and is not used: tuned on fit engines, its block-mask MAE on the validation
   engines was 0.485 against 0.373 for the per-sensor smoother (the sensors do not follow
   one linear factor closely enough), and on simulated data that does follow it, it
