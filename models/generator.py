@@ -35,7 +35,6 @@ True
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from twinstream.models.imputation import Imputer, KalmanLLT, as_2d
+from twinstream.models.prior import sha256_file  # one digest helper for every artifact
 from twinstream.schemas.generator import GENERATOR_MANIFEST_FILE, GateThresholds, GeneratorManifest
 
 KALMAN_KEYS = ("kalman_q_level", "kalman_q_slope", "kalman_r")
@@ -60,13 +60,6 @@ def bundled_generator_dir() -> Path:
     """The generator shipped with the package (``twinstream synth train`` on FD001 train engines)."""
     return Path(str(files("twinstream.models") / "generators" / "fd001"))
 
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Generator(Imputer):

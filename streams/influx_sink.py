@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +37,7 @@ from pydantic import ValidationError
 
 from twinstream.connectors.influx import InfluxWriteError, InfluxWriter, backoff_delays, to_line_protocol
 from twinstream.schemas.prediction import Prediction
-from twinstream.settings import Settings
+from twinstream.settings import Settings, settings_from_env
 from twinstream.streams.app import create_app, declare_topics, quiet_library_loggers
 from twinstream.streams.metrics import WorkerMetrics, serve_metrics
 
@@ -192,12 +191,7 @@ def run_sink(settings: Settings) -> None:
 
 def main() -> None:
     """Entry point of ``python -m twinstream.streams.influx_sink`` (settings from TWINSTREAM_*)."""
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(f"invalid TWINSTREAM_* settings:\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    run_sink(settings)
+    run_sink(settings_from_env())
 
 
 if __name__ == "__main__":

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -46,7 +45,7 @@ from pydantic import ValidationError
 
 from twinstream.schemas.gaps import Gap, GapKind
 from twinstream.schemas.telemetry import Telemetry
-from twinstream.settings import Settings
+from twinstream.settings import Settings, settings_from_env
 from twinstream.streams.app import create_app, declare_topics, quiet_library_loggers
 from twinstream.streams.fill_method import FillMethod, choose_fill_method
 from twinstream.streams.filler import GapFiller
@@ -300,12 +299,7 @@ def run_sidecar(settings: Settings) -> None:
 
 def main() -> None:
     """Entry point of ``python -m twinstream.streams.sidecar`` (settings from TWINSTREAM_*)."""
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        print(f"invalid TWINSTREAM_* settings:\n{exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    run_sidecar(settings)
+    run_sidecar(settings_from_env())
 
 
 if __name__ == "__main__":

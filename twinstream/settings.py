@@ -161,3 +161,20 @@ class Settings(BaseSettings):
         if self.broker is None:
             raise ValueError("no broker configured (the embedded broker sets one when it starts)")
         return ",".join(part.split("://", 1)[-1] for part in self.broker.split(";"))
+
+
+def settings_from_env() -> Settings:
+    """Settings for a process started as ``python -m ...``: bad TWINSTREAM_* values exit 2 with pydantic's message.
+
+    Why: the sink and the sidecar run as their own processes (compose, Helm); a typo in
+    their environment should stop them with the field named, not a traceback.
+    """
+    import sys
+
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        print(f"invalid TWINSTREAM_* settings:\n{exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
