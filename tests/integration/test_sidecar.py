@@ -189,13 +189,16 @@ def test_sidecar_down_then_restarted_resumes_from_committed_offsets(
 
         sidecar = WorkerProcess({**env, "TWINSTREAM_LOG_LEVEL": "DEBUG"}, tmp_path / "sidecar.log", module=SIDECAR).start()
 
-        def gap_filled() -> bool:
+        def filled(seqs: range) -> bool:
             synthetic.poll()
-            return {Telemetry.model_validate_json(m.value).seq for m in synthetic.messages} >= set(range(40, 70))
+            return {Telemetry.model_validate_json(m.value).seq for m in synthetic.messages} >= set(seqs)
 
-        wait_until(gap_filled, 60, "fills for the gap published while the sidecar was down")
+        wait_until(lambda: filled(range(40, 70)), 60, "fills for the gap published while the sidecar was down")
         source.send(range(70, 90), drop=True, pause_s=0.08)
         wait_until(lambda: all_predicted(predictions, source), 60, "predictions after the restart")
+        # The sidecar fills after the worker has predicted (its own consumer group): wait for
+        # the last fills instead of a fixed pause, then a little longer so late duplicates count.
+        wait_until(lambda: filled(range(40, 90)), 60, "fills for the samples sent after the restart")
         time.sleep(2.0)
         synthetic.poll()
         assert sidecar.alive(), sidecar.log_tail()
