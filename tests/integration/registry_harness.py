@@ -65,3 +65,12 @@ def telemetry(seq: int, entity: str = "engine-1") -> bytes:
         "seq": seq,
         "metrics": {"s2": 642.0 + 0.01 * seq, "s3": 1590.0 + 0.1 * seq, "s4": 1405.0 + 0.1 * seq},
     }).encode()
+
+
+def assert_swapped_v2_to_v3(values: list[dict]) -> None:
+    """Predictions of seqs 0-9 of one entity, prior swapped after seq 4: versions switch, twin state carries on."""
+    assert [v["seq"] for v in values] == list(range(10))
+    assert {v["prior_version"] for v in values[:5]} == {"rul-mlp-v2"}
+    assert {v["prior_version"] for v in values[5:]} == {"rul-mlp-v3"}
+    updates = [v["updates"] for v in values]
+    assert updates == list(range(updates[0], updates[0] + 10)), f"update count not continuous across the swap: {updates}"

@@ -31,7 +31,7 @@ from twinstream.schemas.topics import PREDICTIONS, TELEMETRY
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
 
-from registry_harness import TOKEN, RegistryThread, telemetry
+from registry_harness import TOKEN, RegistryThread, assert_swapped_v2_to_v3, telemetry
 from worker_harness import TopicReader, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.slow
@@ -133,11 +133,7 @@ def test_round_publishes_a_prior_that_the_running_worker_swaps_in(federation: Fe
     values = sorted(predictions.values(), key=lambda v: v["seq"])
     predictions.close()
     producer.close()
-    assert [v["seq"] for v in values] == list(range(10))
-    assert {v["prior_version"] for v in values[:5]} == {"rul-mlp-v2"}
-    assert {v["prior_version"] for v in values[5:]} == {"rul-mlp-v3"}
-    updates = [v["updates"] for v in values]
-    assert updates == list(range(updates[0], updates[0] + 10)), f"update count not continuous across the swap: {updates}"
+    assert_swapped_v2_to_v3(values)
 
 
 def test_round_whose_publish_is_refused_fails_and_publishes_nothing(federation: Federation, tmp_path: Path) -> None:

@@ -20,7 +20,7 @@ from twinstream.processes import settings_env
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
 
-from registry_harness import RegistryThread, telemetry
+from registry_harness import RegistryThread, assert_swapped_v2_to_v3, telemetry
 from worker_harness import TopicReader, WorkerProcess, wait_until
 
 
@@ -60,8 +60,4 @@ def test_worker_swaps_in_a_newly_published_prior(kafka_broker: EmbeddedBroker, a
     values = sorted(predictions.values(), key=lambda v: v["seq"])
     predictions.close()
     producer.close()
-    assert [v["seq"] for v in values] == list(range(10))
-    assert {v["prior_version"] for v in values[:5]} == {"rul-mlp-v2"}
-    assert {v["prior_version"] for v in values[5:]} == {"rul-mlp-v3"}
-    updates = [v["updates"] for v in values]
-    assert updates == list(range(updates[0], updates[0] + 10)), f"update count not continuous across the swap: {updates}"
+    assert_swapped_v2_to_v3(values)

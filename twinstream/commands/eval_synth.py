@@ -92,14 +92,9 @@ def synth(
         if docs is not None:
             console.print("[red]--docs documents the C-MAPSS run; use --json for a CSV[/red]")
             raise typer.Exit(2)
-        if time_column is None:
-            console.print("[red]--csv needs --time-column[/red]")
-            raise typer.Exit(2)
-        try:
-            dataset = synthetic.csv_dataset(csv_path, time_column, columns, train_fraction)
-        except (OSError, ValueError) as exc:
-            console.print(f"[red]cannot use {csv_path}:[/red] {exc}")
-            raise typer.Exit(2) from None
+        from twinstream.commands.synth import csv_dataset_or_exit
+
+        dataset = csv_dataset_or_exit(csv_path, time_column, columns, train_fraction)
     else:
         dataset = synthetic.cmapss_dataset(subset, data, limit_engines)
     with console.status("evaluating ...") as status, tempfile.TemporaryDirectory() as tmp:

@@ -8,10 +8,13 @@ The bundled artifact (``models/generators/fd001``) is produced by this very comm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from twinstream.synth_data import Dataset
 
 app = typer.Typer(help="Synthetic data: train and inspect gap-filling generator artifacts.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -23,6 +26,21 @@ def training_files(subset: str, data: Path | None) -> dict[str, str]:
 
     path = Path(subset_files(subset, data)["train"])
     return {path.name: sha256_file(path)}
+
+
+def csv_dataset_or_exit(csv_path: Path, time_column: str | None, columns: list[str] | None,
+                        train_fraction: float) -> Dataset:
+    """The ``--csv`` data set of ``synth train`` and ``eval synth``; a bad file or option exits 2 with the reason."""
+    from twinstream import synth_data
+
+    if time_column is None:
+        console.print("[red]--csv needs --time-column[/red]")
+        raise typer.Exit(2)
+    try:
+        return synth_data.csv_dataset(csv_path, time_column, columns, train_fraction)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot use {csv_path}:[/red] {exc}")
+        raise typer.Exit(2) from None
 
 
 @app.command("train")
@@ -46,14 +64,7 @@ def train(
     from twinstream.synth_train import train_generator
 
     if csv_path is not None:
-        if time_column is None:
-            console.print("[red]--csv needs --time-column[/red]")
-            raise typer.Exit(2)
-        try:
-            dataset = synth_data.csv_dataset(csv_path, time_column, columns, train_fraction)
-        except (OSError, ValueError) as exc:
-            console.print(f"[red]cannot use {csv_path}:[/red] {exc}")
-            raise typer.Exit(2) from None
+        dataset = csv_dataset_or_exit(csv_path, time_column, columns, train_fraction)
         files = {csv_path.name: sha256_file(csv_path)}
     else:
         dataset = synth_data.cmapss_dataset(subset, data)
