@@ -22,7 +22,7 @@ import abc
 import copy
 import math
 import pickle
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -64,11 +64,13 @@ class TwinLearner(abc.ABC):
     family: ClassVar[str] = "abstract"
     version: ClassVar[str] = "0"
 
-    def observe_one(self, x: Features) -> Features:
+    def observe_one(self, x: Features, synthetic: Collection[str] = ()) -> Features:
         """Called exactly once per applied event, before predict/learn; returns the features to use.
 
         Stateful feature extraction (smoothing, the entity's own baseline, trends) updates
         here, so that predicting and learning on the same event see the same features.
+        ``synthetic`` names the inputs of ``x`` that are generated gap fills, not
+        measurements (a learner may keep them out of per-entity estimates).
         The default passes ``x`` through.
         """
         return x

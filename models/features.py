@@ -23,7 +23,7 @@ the live twin, so the prior never sees features the twin cannot produce.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from twinstream.data.cmapss import INFORMATIVE_SENSORS
 from twinstream.schemas.prior import FeatureSchema
@@ -85,8 +85,14 @@ class RulFeatures:
             },
         )
 
-    def update_vector(self, metrics: Mapping[str, float | None]) -> list[float]:
-        """Advance the state by one event; features as a list in :func:`feature_names` order."""
+    def update_vector(self, metrics: Mapping[str, float | None], synthetic: Collection[str] = ()) -> list[float]:
+        """Advance the state by one event; features as a list in :func:`feature_names` order.
+
+        Sensors named in ``synthetic`` (gap fills from the sidecar) move the smoothing
+        means like any reading but never enter the personal baseline: the baseline shifts
+        every later deviation feature, so it is formed from measured readings only (it
+        keeps collecting past ``baseline_n`` events until it has that many).
+        """
         self.n += 1
         out = [float(self.n)]
         af, a_s, bn_max = self._af, self._as, self.baseline_n
@@ -100,7 +106,7 @@ class RulFeatures:
                 else:
                     fast[i] = f + af * (v - f)
                     slow[i] += a_s * (v - slow[i])
-                if bn[i] < bn_max:
+                if bn[i] < bn_max and name not in synthetic:
                     bsum[i] += v
                     bn[i] += 1
                 raw = float(v)
@@ -113,9 +119,9 @@ class RulFeatures:
                 out += (raw, NAN, NAN, NAN)
         return out
 
-    def update(self, metrics: Mapping[str, float | None]) -> dict[str, float]:
-        """Advance the state by one event; features by name."""
-        return dict(zip(feature_names(self.sensors), self.update_vector(metrics)))
+    def update(self, metrics: Mapping[str, float | None], synthetic: Collection[str] = ()) -> dict[str, float]:
+        """Advance the state by one event; features by name (``synthetic``: see :meth:`update_vector`)."""
+        return dict(zip(feature_names(self.sensors), self.update_vector(metrics, synthetic)))
 
 
 _NAMES_CACHE: dict[tuple[str, ...], list[str]] = {}

@@ -29,7 +29,7 @@ True
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from river import drift, linear_model, optim, stats
@@ -208,8 +208,8 @@ class PriorTwin(TwinLearner):
             base = self._fleet.predict_one(x if x is not None else dict(zip(self._names, vector)), base)
         return base
 
-    def observe_one(self, x: Features) -> Features:
-        vector = self._fx.update_vector(x)
+    def observe_one(self, x: Features, synthetic: Collection[str] = ()) -> Features:
+        vector = self._fx.update_vector(x, synthetic)  # synthetic fills stay out of the personal baseline
         features: dict[str, float | None] = dict(zip(self._names, vector))
         base = self.base_from_vector(vector, features)
         features[BASE_KEY] = base

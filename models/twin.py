@@ -21,6 +21,7 @@ recognised as late, not as a duplicate, and can be reported instead of vanishing
 from __future__ import annotations
 
 import pickle
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -55,6 +56,7 @@ class Twin:
     # checkpointed) with the twin, so a restarted worker continues both where they were.
     detector: GapDetector | None = None
     fills: FillBook = field(default_factory=FillBook)
+    absorbed: list[int] = field(default_factory=list)  # missed seqs whose synthetic fill was absorbed
 
     def __setstate__(self, state: object) -> None:
         """Restore a pickled twin; a twin pickled before a field existed gets its default."""
@@ -63,19 +65,20 @@ class Twin:
             raise TypeError(f"unexpected pickled Twin state {type(state).__name__}")
         for name, value in slots.items():
             object.__setattr__(self, name, value)
-        for name, default in (("detector", None), ("fills", None)):
+        for name, make in (("detector", lambda: None), ("fills", FillBook), ("absorbed", list)):
             if not hasattr(self, name):
-                object.__setattr__(self, name, FillBook() if name == "fills" else default)
+                object.__setattr__(self, name, make())
 
     def classify(self, seq: int) -> SeqStatus:
         if seq > self.last_seq:
             return SeqStatus.NEW
-        return SeqStatus.LATE if seq in self.missing else SeqStatus.DUPLICATE
+        return SeqStatus.LATE if seq in self.missing or seq in self.absorbed else SeqStatus.DUPLICATE
 
     def forget_missing(self, seq: int) -> None:
         """A late event for ``seq`` was reported; stop waiting for it."""
-        if seq in self.missing:
-            self.missing.remove(seq)
+        for seen in (self.missing, self.absorbed):
+            if seq in seen:
+                seen.remove(seq)
 
     def features(self, metrics: Features) -> dict[str, float | None]:
         """The learner's input: the sample's metrics plus the twin's age in samples."""
@@ -83,15 +86,16 @@ class Twin:
         x[AGE_FEATURE] = float(self.updates)
         return x
 
-    def step(self, seq: int, metrics: Features, target: float | None) -> IntervalPrediction:
+    def step(self, seq: int, metrics: Features, target: float | None, synthetic: Collection[str] = ()) -> IntervalPrediction:
         """Predict for a NEW event, then learn from its label if it has one.
 
         Prequential order (predict, then learn) keeps the reported error honest.
         The caller checks :meth:`classify` first; a non-new ``seq`` raises.
+        ``synthetic`` names the inputs that are gap fills (see ``TwinLearner.observe_one``).
         """
         if seq <= self.last_seq:
             raise ValueError(f"{self.entity_id}: seq {seq} is not after last applied seq {self.last_seq}")
-        x = self.learner.observe_one(self.features(metrics))
+        x = self.learner.observe_one(self.features(metrics), synthetic)
         prediction = self.learner.predict_interval(x)
         if target is not None:
             self.learner.learn_one(x, target)
@@ -104,6 +108,33 @@ class Twin:
         self.last_seq = seq
         self.updates += 1
         return prediction
+
+    def absorb(self, seq: int, metrics: Features) -> bool:
+        """Apply a synthetic sample for ``seq``, a sample that never arrived, after later ones were applied.
+
+        Why: a twin whose samples go missing would otherwise fall behind its entity (its
+        age counts applied samples, its smoothing means see fewer readings). The sidecar's
+        fill for a missed sample can only arrive after the sample that revealed the gap,
+        so it is absorbed late: the learner's state advances as if the sample had come
+        (every input synthetic, so none enters the personal baseline), nothing is
+        predicted or learned. The measured sample, should it still arrive, is reported
+        late as before. Returns False (and changes nothing) unless ``seq`` is a missed
+        sequence number the twin still remembers and has not absorbed.
+
+        >>> from twinstream.models.river_linear import RiverLinearTwin
+        >>> twin = Twin(entity_id="e", learner=RiverLinearTwin())
+        >>> _ = twin.step(0, {"s1": 1.0}, None); _ = twin.step(2, {"s1": 1.2}, None)
+        >>> twin.absorb(1, {"s1": 1.1}), twin.updates, twin.absorb(1, {"s1": 1.1}), twin.classify(1)
+        (True, 3, False, <SeqStatus.LATE: 'late'>)
+        """
+        if seq not in self.missing:
+            return False
+        self.learner.observe_one(self.features(metrics), frozenset(k for k, v in metrics.items() if v is not None))
+        self.missing.remove(seq)
+        self.absorbed.append(seq)
+        del self.absorbed[:-MAX_REMEMBERED_GAPS]
+        self.updates += 1
+        return True
 
     def to_bytes(self) -> bytes:
         """Snapshot for the changelog-backed twin table."""
