@@ -15,7 +15,7 @@ goes back, so a fill is used in one of two ways:
 A fill never overwrites a measured value: a fill for an ``(entity, seq, sensor)`` whose
 value was measured is refused and counted, and a fill for a sensor that is measured
 again stops being carried. Fills for samples that never arrived (missed samples) are not
-applied to the twin, which has moved past them. State is bounded: the last
+the book's business: the twin absorbs them late (``Twin.absorb``). State is bounded: the last
 ``HORIZON`` sequence numbers with a missing sensor, at most ``HORIZON`` early fills.
 
 >>> book = FillBook()

@@ -48,7 +48,7 @@ class WorkerMetrics:
         self.synthetic_fill_values = Counter(
             "twinstream_synthetic_fill_values_total",
             "Values of synthetic samples received by twins, by outcome: accepted, early, duplicate, "
-            "refused_measured (a fill never overwrites a measurement), stale, missed_sample (not applied)",
+            "refused_measured (a fill never overwrites a measurement), stale, absorbed_missed (a missed sample's fill, absorbed late)",
             ["outcome"], registry=r,
         )
         self.synthetic_values_used = Counter(

@@ -15,7 +15,10 @@ every gap it finds is published to the gaps topic. Records from the synthetic to
 and never over a measured value. A measured sample with missing sensors is still
 applied; its prediction carries ``synthetic_share`` (share of its sensor values that
 came from fills), and a twin learns from a labelled event with synthetic input only
-when ``learn_from_synthetic`` is on.
+when ``learn_from_synthetic`` is on. A fill for a sample that never arrived (a missed
+sequence number) is absorbed by the twin late (:meth:`Twin.absorb`): its age and
+smoothing state advance as if the sample had come, without a prediction. Synthetic
+values never enter a twin's personal baseline.
 """
 
 from __future__ import annotations
@@ -182,10 +185,15 @@ class TwinProcessor:
             label = decoded.targets.get(target)
             gaps_before = twin.gaps
             inputs, share = self._inputs(decoded, twin)
-            if share > 0.0 and label is not None and not self._may_learn(twin.fills):
-                label = None
+            synthetic: frozenset[str] = frozenset()
+            if share > 0.0:
+                synthetic = frozenset(n for n, v in inputs.items() if v is not None and decoded.metrics.get(n) is None)
+                if decoded.synthetic:
+                    synthetic = frozenset(n for n, v in inputs.items() if v is not None)
+                if label is not None and not self._may_learn(twin.fills):
+                    label = None
             try:
-                interval = twin.step(decoded.seq, inputs, label)
+                interval = twin.step(decoded.seq, inputs, label, synthetic)
             except Exception as exc:  # a learner bug must not stop the worker
                 log.exception("twin update failed entity=%s topic=%s partition=%s offset=%s",
                               decoded.entity_id, record.topic, record.partition, record.offset)
@@ -251,9 +259,13 @@ class TwinProcessor:
             self._reject(out, record, RejectReason.INVALID,
                          "the synthetic topic takes synthetic=true samples only", decoded.entity_id)
             return
-        if twin.classify(decoded.seq) is SeqStatus.LATE:  # a sample that never arrived: the twin moved on
-            self.metrics.synthetic_fill_values.labels("missed_sample").inc(
-                sum(1 for v in decoded.metrics.values() if v is not None))
+        if twin.classify(decoded.seq) is SeqStatus.LATE:  # a sample that never arrived: absorbed late, once
+            values = sum(1 for v in decoded.metrics.values() if v is not None)
+            if twin.absorb(decoded.seq, decoded.metrics):
+                self.metrics.synthetic_fill_values.labels("absorbed_missed").inc(values)
+                self.dirty.add(decoded.entity_id)
+            else:
+                self.metrics.synthetic_fill_values.labels("duplicate").inc(values)
             return
         outcome = twin.fills.offer(decoded.seq, twin.last_seq, decoded.metrics)
         for name in ("accepted", "early", "duplicate", "refused_measured", "stale"):

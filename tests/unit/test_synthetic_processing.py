@@ -53,9 +53,12 @@ class Harness:
         self.inputs: dict[int, dict[str, float | None]] = {}
         original = Twin.step
 
-        def spy(twin: Twin, seq: int, metrics, target):  # type: ignore[no-untyped-def]
+        self.synthetic: dict[int, frozenset[str]] = {}
+
+        def spy(twin: Twin, seq: int, metrics, target, synthetic=frozenset()):  # type: ignore[no-untyped-def]
             self.inputs[seq] = dict(metrics)
-            return original(twin, seq, metrics, target)
+            self.synthetic[seq] = frozenset(synthetic)
+            return original(twin, seq, metrics, target, synthetic)
 
         monkeypatch.setattr(Twin, "step", spy)
 
@@ -158,14 +161,28 @@ def test_duplicate_fill_keeps_the_first(monkeypatch: pytest.MonkeyPatch) -> None
     assert h.inputs[31]["b"] == 8.0 and h.fill_counts().get("duplicate") == 1
 
 
-def test_fill_for_a_missed_sample_is_not_applied(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fill_for_a_missed_sample_is_absorbed_once_without_a_prediction(monkeypatch: pytest.MonkeyPatch) -> None:
     h = Harness(monkeypatch)
     warm(h)
     out = h.feed(sample(33))  # 30..32 never arrived
     assert [Gap.model_validate_json(v).kind.value for _, v in out.gaps] == ["missed_samples"]
     updates = h.twin.updates
-    h.feed(fill(31, a=1.0, b=2.0), topic=SYNTHETIC)
-    assert h.twin.updates == updates and h.fill_counts().get("missed_sample") == 2
+    out = h.feed(fill(31, a=1.0, b=2.0), topic=SYNTHETIC)
+    assert not out.predictions and not out.dead_letters
+    assert h.twin.updates == updates + 1 and h.fill_counts().get("absorbed_missed") == 2
+    h.feed(fill(31, a=5.0, b=6.0), topic=SYNTHETIC)  # redelivered: not absorbed twice
+    assert h.twin.updates == updates + 1 and h.fill_counts().get("duplicate") == 2
+    out = h.feed(sample(31))  # the measured sample still arrives: reported late, as without the fill
+    assert DeadLetter.model_validate_json(out.dead_letters[0][1]).reason is RejectReason.OUT_OF_ORDER
+
+
+def test_filled_sensors_are_named_synthetic_to_the_twin(monkeypatch: pytest.MonkeyPatch) -> None:
+    h = Harness(monkeypatch)
+    warm(h)
+    h.feed(sample(30, b=None))
+    h.feed(fill(30, b=8.0), topic=SYNTHETIC)
+    h.feed(sample(31, b=None))
+    assert h.synthetic[30] == frozenset() and h.synthetic[31] == {"b"}
 
 
 def test_measured_message_on_the_synthetic_topic_is_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
