@@ -47,6 +47,8 @@ class Event:
     entity: str
     sensors: dict[str, float]
     failed: bool  # a training engine's last cycle: its labels are released now
+    synthetic: frozenset[str] = frozenset()  # sensors whose values are gap fills (issue 6)
+    absorb: bool = False  # a fill of a missed cycle delivered after later ones: Twin.absorb, no prediction
 
 
 def fleet_events(fleet_rows: Iterable[cmapss.Cycle], test_rows: Iterable[cmapss.Cycle]) -> list[Event]:
@@ -109,7 +111,11 @@ def run_arm(name: str, params: dict[str, Any], events: list[Event], seed: int = 
         if twin is None:
             twin = twins[ev.entity] = Twin(ev.entity, make_learner(PriorTwin.family, seed=seed, **params))
         is_train = ev.entity.startswith("train-")
-        p = twin.step(ev.cycle, ev.sensors, target=0.0 if ev.failed else None)
+        if ev.absorb:
+            if not twin.absorb(ev.cycle, ev.sensors):
+                raise ValueError(f"{ev.entity}: cycle {ev.cycle} is not a missed cycle the twin can absorb")
+            continue
+        p = twin.step(ev.cycle, ev.sensors, target=0.0 if ev.failed else None, synthetic=ev.synthetic)
         if is_train:
             history[ev.entity].append(ev.sensors)
             if ev.failed:  # failure: the whole history is labelled now; the fleet learns from it

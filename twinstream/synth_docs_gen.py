@@ -80,8 +80,10 @@ def rul_text(report: dict[str, Any]) -> str:
         return f"RUL effects: {note}. `tstr_rmse` and `rul_rmse_ratio_missing30` are therefore not in this report."
     return (f"From `twinstream.synth_rul` (its protocol is documented there), run on the generator `{rul['imputer']['version']}`:\n\n"
             f"- RUL RMSE with 30 % of samples missing and filled, over the no-missing run: "
-            f"**{_f(rul.get('rul_rmse_ratio_missing30'))}** (target: within 5 %, i.e. <= 1.05); for comparison, the same "
-            "hidden samples\n"
+            f"**{_f(rul.get('rul_rmse_ratio_missing30'))}** (target: within 5 %, i.e. <= 1.05; the worker's order, "
+            "`filled_late`); the other variants of the same hidden samples:\n"
+            + "".join(f"  `{name}`: {_f(v.get('ratio'))};\n"
+                      for name, v in ((rul.get("missing30") or {}).get("variants") or {}).items() if name != "filled_late")
             + "".join(f"  without any fill, `{name}`: {_f(v.get('ratio'))};\n"
                       for name, v in ((rul.get("missing30") or {}).get("no_fill") or {}).items())
             + f"- TSTR (train on synthetic, test on real) RUL RMSE: **{_f(rul.get('tstr_rmse'))}** "
