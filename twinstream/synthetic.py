@@ -31,6 +31,8 @@ this one (scoring), :mod:`twinstream.synth_docs` (the generated page).
 
 from __future__ import annotations
 
+import math
+
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -108,6 +110,22 @@ def hidden_error(estimates: Sequence[np.ndarray], truth: Sequence[np.ndarray], m
     return {"mae": mae, "rmse": rmse}
 
 
+def noise_floor_mae(smoother: KalmanLLT, masks: Sequence[np.ndarray]) -> float:
+    """MAE a perfect trend estimate would still make: E|noise| = sqrt(2 r / pi) per column, over the hidden cells.
+
+    Why: a hidden value is trend plus sensor noise, and no fill can know the noise of a
+    value it never saw. With the fitted (maximum-likelihood) noise variance ``r`` of each
+    column and Gaussian noise, this is the floor of any point estimate's MAE.
+
+    >>> k = KalmanLLT(r=[1.0, 4.0])
+    >>> round(noise_floor_mae(k, [np.array([[True, False], [False, True]])]), 4)  # (0.7979 + 1.5958) / 2
+    1.1968
+    """
+    per_col = np.sqrt(2.0 * np.broadcast_to(smoother.r, (masks[0].shape[1],)) / math.pi)
+    hidden = np.concatenate([m for m in masks]).astype(float)
+    return float((hidden * per_col).sum() / max(hidden.sum(), 1.0))
+
+
 def score(imputer: Imputer, truth: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> dict[str, float]:
     """Fill the masked series with ``imputer`` and score the fills against the truth."""
     return hidden_error(imputer.impute_many([np.where(m, np.nan, s) for s, m in zip(truth, masks)]), truth, masks)
@@ -144,6 +162,11 @@ def evaluate_imputation(data: Dataset, seed: int = 0, progress: Callable[[str], 
     samples = sample_errors(data, smoother, extra[0] if extra else None, masks, seed)
     levels = smoother.levels_many(data.test)  # the complete series, truth included
     reference = {mask_name: hidden_error(levels, data.test, mask) for mask_name, mask in masks.items()}
+    floor = {mask_name: noise_floor_mae(smoother, mask) for mask_name, mask in masks.items()}
+    residuals = np.concatenate([s - lv for s, lv in zip(data.train, smoother.levels_many(data.train))])
+    residuals = residuals[np.isfinite(residuals).all(axis=1)]
+    corr = np.corrcoef(residuals.T) if residuals.shape[1] > 1 else np.ones((1, 1))
+    cross = float(np.abs(corr[~np.eye(len(corr), dtype=bool)]).mean()) if len(corr) > 1 else math.nan
     spread: dict[str, dict[str, dict[str, float]]] = {}
     if seeds > 1:
         runs = [imputation]
@@ -171,7 +194,8 @@ def evaluate_imputation(data: Dataset, seed: int = 0, progress: Callable[[str], 
         "units": "z-scores (training mean and standard deviation per column)",
         "imputation": imputation,
         "sample_errors": samples,
-        "reference": {"kalman_on_complete_series": reference},
+        "reference": {"kalman_on_complete_series": reference, "noise_floor_mae": floor,
+                      "train_residual_mean_abs_cross_correlation": cross},
         "seeds": list(range(seed, seed + seeds)),
         "seed_spread": spread,
         "kalman_params": {c: {"q_level": float(a), "q_slope": float(b), "r": float(r)}

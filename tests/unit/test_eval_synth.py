@@ -124,6 +124,7 @@ def test_command_on_a_few_engines_writes_docs(tmp_path: Path) -> None:
             assert s["mae_min"] <= report["imputation"][mask][method]["mae"] <= s["mae_max"]  # seed 0 is one of the draws
             assert s["mae_min"] <= s["mae_mean"] <= s["mae_max"] and s["mae_std"] >= 0
     assert f"{report['seed_spread']['block']['linear']['mae_mean']:.3f} ± " in text
+    assert f"(fitted r) | {report['reference']['noise_floor_mae']['block']:.3f} |" in text
 
 
 @pytest.fixture(scope="module")
@@ -139,6 +140,9 @@ def test_fd001_numbers_land_near_the_issue_reference(fd001_report: dict) -> None
     assert block["kalman"] == pytest.approx(0.373, abs=0.02)
     floor = fd001_report["reference"]["kalman_on_complete_series"]["block"]["mae"]
     assert floor == pytest.approx(0.36, abs=0.02) and floor < block["kalman"]
+    noise = fd001_report["reference"]["noise_floor_mae"]["block"]  # E|noise| with the fitted r: below every method
+    assert noise < min(block.values()) and noise == pytest.approx(block["kalman"], rel=0.05)
+    assert fd001_report["reference"]["train_residual_mean_abs_cross_correlation"] < 0.1
     assert fd001_report["masks"]["block"]["blocks"] == sum(1 for s in synthetic.cmapss_dataset("FD001").test if len(s) >= 40)
 
 
