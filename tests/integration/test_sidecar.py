@@ -3,6 +3,8 @@
 (a) A sensor of one entity drops mid-stream: a gap message, fills on the synthetic topic
 flagged synthetic=true, predictions for that entity keep flowing with a non-zero
 synthetic share, and no measured value is ever replaced (checked against what was sent).
+Another entity misses three whole samples: a missed-samples gap, whole-sample fills, and
+its twin absorbs them (its update count catches up with its sequence numbers).
 (b) Sidecar down: the twins keep predicting on measured data only; sidecar restarted:
 it resumes from its committed offsets and fills the gap published while it was down.
 """
@@ -30,6 +32,7 @@ from worker_harness import TopicReader, WorkerProcess, committed_all, wait_until
 
 ENTITIES = ("pump-1", "pump-2", "pump-3")
 DROPPED = ("pump-2", "s3")
+MISSED = ("pump-3", range(60, 63))  # samples pump-3 never sends
 SENSORS = ("s1", "s2", "s3", "s4")
 SIDECAR = "twinstream.streams.sidecar"
 
@@ -45,9 +48,11 @@ class Source:
         self.sent: dict[tuple[str, int], dict[str, float | None]] = {}
         self.next_offsets: dict[int, int] = {}
 
-    def send_round(self, seq: int, drop: bool) -> None:
+    def send_round(self, seq: int, drop: bool, miss: bool = False) -> None:
         futures = []
         for k, entity in enumerate(ENTITIES):
+            if miss and entity == MISSED[0] and seq in MISSED[1]:
+                continue
             metrics: dict[str, float | None] = {
                 s: 100.0 * (j + 1) + 0.05 * (k + 1) * seq + self.rng.gauss(0.0, 0.5) for j, s in enumerate(SENSORS)
             }
@@ -60,9 +65,9 @@ class Source:
             meta = future.get(timeout=30)
             self.next_offsets[meta.partition] = max(self.next_offsets.get(meta.partition, 0), meta.offset + 1)
 
-    def send(self, seqs: range, drop: bool, pause_s: float = 0.0) -> None:
+    def send(self, seqs: range, drop: bool, pause_s: float = 0.0, miss: bool = False) -> None:
         for seq in seqs:
-            self.send_round(seq, drop)
+            self.send_round(seq, drop, miss)
             if pause_s:
                 time.sleep(pause_s)
 
@@ -100,7 +105,7 @@ def all_predicted(reader: TopicReader, source: Source) -> bool:
 def check_never_overwritten(source: Source, fills: list[Telemetry], predictions: dict[tuple[str, int], list[Prediction]]) -> None:
     """No fill names a value that was measured, and no prediction has more synthetic input than the values missing."""
     for fill in fills:
-        sent = source.sent[(fill.entity_id, fill.seq)]
+        sent = source.sent.get((fill.entity_id, fill.seq), {})  # absent: a sample never sent (missed)
         assert all(sent.get(name) is None for name in fill.metrics), (fill, sent)
     for (entity, seq), versions in predictions.items():
         missing = sum(1 for v in source.sent[(entity, seq)].values() if v is None)
@@ -126,7 +131,7 @@ def test_dropped_sensor_is_gap_filled_and_twins_use_the_fills(kafka_broker: Embe
                           metrics={"s1": -1.0e6}, synthetic=True, generator="rogue", confidence={"s1": 0.0})
         source.producer.send(SYNTHETIC.in_namespace(namespace).name, key=b"pump-1",
                              value=rogue.model_dump_json().encode()).get(timeout=30)
-        source.send(range(40, 100), drop=True, pause_s=0.08)  # pump-2 loses s3 from seq 40 on
+        source.send(range(40, 100), drop=True, pause_s=0.08, miss=True)  # pump-2 loses s3 from seq 40 on
         wait_until(lambda: all_predicted(predictions, source), 60, "predictions for every event")
         wait_until(lambda: synthetic.poll() >= 1 and gaps.poll() >= 1, 30, "a gap and fills")
         time.sleep(2.0)  # let the last fills and predictions land
@@ -139,10 +144,14 @@ def test_dropped_sensor_is_gap_filled_and_twins_use_the_fills(kafka_broker: Embe
         source.close()
 
     gap_list = [Gap.model_validate_json(m.value) for m in gaps.messages]
-    assert [(g.entity_id, g.kind.value, g.sensors, g.first_seq, g.open) for g in gap_list] == \
-        [("pump-2", "missing_sensor", ["s3"], 40, True)]
-    fills = [Telemetry.model_validate_json(m.value) for m in synthetic.messages if m.key != b"pump-1"]
+    assert sorted((g.entity_id, g.kind.value, g.sensors, g.first_seq, g.last_seq, g.open) for g in gap_list) == \
+        [("pump-2", "missing_sensor", ["s3"], 40, 40, True), ("pump-3", "missed_samples", [], 60, 62, False)]
+    every_fill = [Telemetry.model_validate_json(m.value) for m in synthetic.messages if m.key != b"pump-1"]
+    missed = [f for f in every_fill if f.entity_id == MISSED[0]]
+    fills = [f for f in every_fill if f.entity_id != MISSED[0]]
     assert fills, "no fills from the sidecar"
+    # the missed samples: one whole-sample fill each, flagged, and absorbed by pump-3's twin
+    assert sorted(f.seq for f in missed) == list(MISSED[1]) and all(f.synthetic and set(f.metrics) == set(SENSORS) for f in missed)
     assert all(f.synthetic and f.entity_id == "pump-2" and set(f.metrics) == {"s3"} and 40 <= f.seq < 100 for f in fills)
     assert all(f.confidence["s3"] >= 0.0 for f in fills)
     # s3 of these pumps shares its name with a C-MAPSS sensor of the generator but not its units:
@@ -150,7 +159,10 @@ def test_dropped_sensor_is_gap_filled_and_twins_use_the_fills(kafka_broker: Embe
     assert {f.generator for f in fills} == {"kalman-llt-window-v1"}
     assert "sidecar fill method:" in (tmp_path / "sidecar.log").read_text(errors="replace")
     by_key = predictions_by_key(predictions)
-    check_never_overwritten(source, fills, by_key)
+    check_never_overwritten(source, every_fill, by_key)
+    assert not any(("pump-3", seq) in by_key for seq in MISSED[1])  # absorbed, never predicted
+    assert by_key[("pump-3", 59)][-1].updates == 60 and by_key[("pump-3", 63)][-1].updates == 61  # the hole, seen
+    assert by_key[("pump-3", 99)][-1].updates == 100  # ... and filled: 97 measured + 3 absorbed samples
     # the fills are plausible: near the values s3 would have had (trend + noise of the sensor)
     truth = {seq: 300.0 + 0.05 * 2 * seq for seq in range(40, 100)}
     errors = [abs(f.metrics["s3"] - truth[f.seq]) for f in fills]
