@@ -2,7 +2,9 @@
 
 What it is (family ``llt-diffusion``, Diffusion-TS-style decomposition): per window,
 a Kalman local-linear-trend smoother fitted on the *observed* values gives each
-sensor's level (the entity's own trend, carried across and past the gap); a small
+sensor's level (the entity's own trend, carried across and past the gap; the initial
+slope has a prior fitted on the training fleet, ``kalman_slope_sd0``, so a window with
+only a few observed samples does not extrapolate a slope from two noisy points); a small
 conditional denoising diffusion model (:mod:`twinstream.models.diffusion`) generates
 the residual around that level at the missing positions, conditioned on the observed
 residuals, the mask, and the level itself. Samples therefore carry sensor noise like
@@ -46,7 +48,9 @@ from twinstream.models.imputation import Imputer, KalmanLLT, as_2d
 from twinstream.models.prior import sha256_file  # one digest helper for every artifact
 from twinstream.schemas.generator import GENERATOR_MANIFEST_FILE, GateThresholds, GeneratorManifest
 
-KALMAN_KEYS = ("kalman_q_level", "kalman_q_slope", "kalman_r")
+KALMAN_KEYS = ("kalman_q_level", "kalman_q_slope", "kalman_r", "kalman_slope_sd0")
+# optional in the weights file: artifacts written before the slope prior existed lack it and load with a diffuse slope
+OPTIONAL_KALMAN_KEYS = ("kalman_slope_sd0",)
 NET_PREFIX = "net."
 POINT_DRAWS = 8  # x0-predictions averaged for the point estimate
 CONTEXT = 16  # samples either side the residual network sees (receptive field 1 + 2 * (1 + 2 + 4 + 8))
@@ -186,11 +190,11 @@ def _read(directory: Path) -> tuple[GeneratorManifest, dict[str, np.ndarray]]:
                                 f"manifest says {manifest.weights_sha256}")
     with np.load(weights_path, allow_pickle=False) as npz:
         weights = {k: npz[k] for k in npz.files}
-    missing = [k for k in KALMAN_KEYS if k not in weights]
+    missing = [k for k in KALMAN_KEYS if k not in weights and k not in OPTIONAL_KALMAN_KEYS]
     if missing:
         raise GeneratorRejected(f"generator {directory}: weights file lacks arrays {missing}")
     d = len(manifest.sensors)
-    if any(weights[k].shape != (d,) for k in KALMAN_KEYS):
+    if any(weights[k].shape != (d,) for k in KALMAN_KEYS if k in weights):
         raise GeneratorRejected(f"generator {directory}: Kalman parameters do not fit {d} sensors")
     return manifest, weights
 
@@ -217,7 +221,8 @@ def load_generator(directory: Path | str | None = None, gate: GateThresholds | N
     failures = gate.failures(manifest.gate)
     if failures:
         raise GeneratorRejected(f"generator {manifest.generator_version} ({directory}) fails the quality gate: {'; '.join(failures)}")
-    kalman = KalmanLLT(weights["kalman_q_level"], weights["kalman_q_slope"], weights["kalman_r"])
+    kalman = KalmanLLT(weights["kalman_q_level"], weights["kalman_q_slope"], weights["kalman_r"],
+                       slope_sd0=weights.get("kalman_slope_sd0"))  # absent (older artifact): diffuse slope
     denoiser = None
     net = {k[len(NET_PREFIX):]: v for k, v in weights.items() if k.startswith(NET_PREFIX)}
     if net:

@@ -28,12 +28,13 @@ def write_generator(out: Path, *, family: str, version: str, sensors: Sequence[s
                     window: int, kalman: KalmanLLT, net: dict[str, np.ndarray] | None, diffusion_steps: int,
                     training_data: dict[str, str], gate: dict[str, float], metrics: dict[str, float] | None = None,
                     training: dict[str, float | int | str] | None = None) -> GeneratorManifest:
-    """Write weights (float32 net, float64 Kalman parameters) and the manifest pinning their sha256."""
+    """Write weights (float32 net, float64 Kalman parameters incl. the slope prior) and the manifest pinning their sha256."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     d = len(sensors)
+    values = (kalman.q_level, kalman.q_slope, kalman.r, kalman.slope_sd0)
     arrays = {key: np.broadcast_to(np.asarray(v, dtype=np.float64), (d,)).copy()
-              for key, v in zip(KALMAN_KEYS, (kalman.q_level, kalman.q_slope, kalman.r))}
+              for key, v in zip(KALMAN_KEYS, values) if v is not None}  # no slope prior: the key is left out (diffuse)
     for name, value in (net or {}).items():
         arrays[NET_PREFIX + name] = np.asarray(value, dtype=np.float32)
     weights = out / WEIGHTS_FILE

@@ -20,6 +20,12 @@ smoother carries information back from after the gap. :meth:`KalmanLLT.fit` pick
 two signal-to-noise ratios per column by maximum (concentrated) likelihood on a grid,
 and the noise variance in closed form.
 
+The initial level is diffuse (unknown); the initial slope is diffuse too unless a
+prior is given (``slope_sd0``, which :meth:`KalmanLLT.fit` derives from the training
+series): with a diffuse slope, a window holding only two or three observed samples
+gets its slope from those noisy points alone and the smoother extrapolates it across
+the gap.
+
 >>> import numpy as np
 >>> y = np.array([0.0, 1.0, np.nan, np.nan, 4.0, np.nan])
 >>> LinearInterpolation().impute(y).tolist()
@@ -114,11 +120,15 @@ class LastValue(Imputer):
 
 
 def llt_filter(
-    y: np.ndarray, q_level: np.ndarray, q_slope: np.ndarray, r: np.ndarray, mode: str = "smooth"
+    y: np.ndarray, q_level: np.ndarray, q_slope: np.ndarray, r: np.ndarray, mode: str = "smooth",
+    slope_var0: np.ndarray | float | None = None,
 ) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray]:
     """Kalman filter (and RTS smoother) of a batch of local-linear-trend series.
 
     ``y`` has shape ``(N, T)`` with NaN for missing; the variances broadcast to ``(N,)``.
+    ``slope_var0`` (broadcast to ``(N,)``) is the prior variance of the initial slope
+    around 0; ``None``, or a non-finite entry, keeps the diffuse start (``DIFFUSE * r``)
+    for it. The initial level is always diffuse.
     ``mode`` is ``"smooth"`` (level given all samples), ``"filter"`` (given the samples up
     to each one: causal) or ``"loglik"`` (likelihood statistics only, no stored states).
     Returns the level mean and variance, each ``(N, T)`` (``None`` in ``"loglik"`` mode),
@@ -133,6 +143,10 @@ def llt_filter(
     a = np.zeros((n, 2))
     p = np.zeros((n, 2, 2))
     p[:, 0, 0] = p[:, 1, 1] = DIFFUSE * rr
+    if slope_var0 is not None:
+        sv = np.broadcast_to(np.asarray(slope_var0, dtype=float), (n,))
+        # a finite prior replaces the diffuse slope; floored so the smoother's predicted covariance stays invertible
+        p[:, 1, 1] = np.where(np.isfinite(sv), np.maximum(sv, 1e-12 * rr), p[:, 1, 1])
     smooth = mode == "smooth"
     if smooth:
         a_pred = np.empty((steps, n, 2))
@@ -196,6 +210,9 @@ class KalmanLLT(Imputer):
     """Kalman local-linear-trend smoother (or, with ``smooth=False``, causal filter), per column.
 
     Scalar variances apply to every column; :meth:`fit` learns one set per column.
+    ``slope_sd0`` is the prior standard deviation of the initial slope (per column or
+    scalar; ``None`` or a non-finite entry: diffuse, the slope is learned from the window
+    alone); :meth:`fit` sets it from the training series.
     :meth:`impute_std` gives the standard deviation of each fill (a per-value confidence).
     """
 
@@ -207,10 +224,12 @@ class KalmanLLT(Imputer):
     REFINE: ClassVar[tuple[float, ...]] = (-0.5, -0.25, 0.0, 0.25, 0.5)
 
     def __init__(self, q_level: float | Sequence[float] = 1e-3, q_slope: float | Sequence[float] = 1e-6,
-                 r: float | Sequence[float] = 1.0, smooth: bool = True) -> None:
+                 r: float | Sequence[float] = 1.0, smooth: bool = True,
+                 slope_sd0: float | Sequence[float] | None = None) -> None:
         self.q_level = np.atleast_1d(np.asarray(q_level, dtype=float))
         self.q_slope = np.atleast_1d(np.asarray(q_slope, dtype=float))
         self.r = np.atleast_1d(np.asarray(r, dtype=float))
+        self.slope_sd0 = None if slope_sd0 is None else np.atleast_1d(np.asarray(slope_sd0, dtype=float))
         self.smooth = smooth
         self.name = "kalman" if smooth else "kalman_filter"  # type: ignore[misc]
 
@@ -219,10 +238,31 @@ class KalmanLLT(Imputer):
         return not self.smooth
 
     def fit(self, series: Sequence[np.ndarray]) -> "KalmanLLT":
-        """Per column: maximum likelihood of (q_level/r, q_slope/r) on a log grid over all series, then r.
+        """Per column: maximum likelihood of (q_level/r, q_slope/r) on a log grid over all series, then r and the slope prior.
 
         The series of one column share the parameters (their likelihoods add up); the
-        noise variance ``r`` is profiled out, so only the two ratios are searched.
+        noise variance ``r`` is profiled out, so only the two ratios are searched (with a
+        diffuse start, so the prior below does not enter the likelihood).
+
+        ``slope_sd0``, per column: twice the root-mean-square of the training series'
+        least-squares slopes (:func:`slope_prior_sd`). Why: a window with only one to
+        three observed samples (a gap at the start of a series closed by one measured
+        sample) must not extrapolate a slope estimated from two noisy points across the
+        gap; the fleet's own slopes bound what is plausible, and the factor 2 leaves room
+        for a steeper entity. Windows with many samples are hardly affected: their own
+        data outweigh the prior.
+
+        >>> rng = np.random.default_rng(0)
+        >>> train = [0.01 * np.arange(100) + rng.normal(0.0, 0.3, 100) for _ in range(20)]
+        >>> kf = KalmanLLT().fit(train)
+        >>> round(float(kf.slope_sd0[0]), 3)
+        0.02
+        >>> few = np.r_[np.full(6, np.nan), 1.0, 1.6]  # two noisy samples after a gap at the start
+        >>> diffuse = KalmanLLT(kf.q_level, kf.q_slope, kf.r)  # no slope prior
+        >>> diffuse.impute(few)[:6].round(1).tolist()  # extrapolates the slope 0.6 from two points
+        [-2.6, -2.0, -1.4, -0.8, -0.2, 0.4]
+        >>> kf.impute(few)[:6].round(1).tolist()  # stays near the observed values
+        [1.3, 1.3, 1.3, 1.3, 1.3, 1.3]
         """
         cols = [as_2d(s)[0] for s in series]
         dims = {c.shape[1] for c in cols}
@@ -244,6 +284,7 @@ class KalmanLLT(Imputer):
         better = ll >= best_ll
         best_l, best_s, best_r = np.where(better, lvl, best_l), np.where(better, slp, best_s), np.where(better, r, best_r)
         self.q_level, self.q_slope, self.r = 10.0**best_l * best_r, 10.0**best_s * best_r, best_r
+        self.slope_sd0 = slope_prior_sd(cols)
         return self
 
     @staticmethod
@@ -276,6 +317,15 @@ class KalmanLLT(Imputer):
             out.append(np.broadcast_to(v, (d,)))
         return out[0], out[1], out[2]
 
+    def _slope_var0(self, d: int) -> np.ndarray | None:
+        """Initial slope variance per column (inf: diffuse), or ``None`` for an all-diffuse start."""
+        sd = getattr(self, "slope_sd0", None)  # instances pickled before the prior existed have none
+        if sd is None:
+            return None
+        if sd.size not in (1, d):
+            raise ValueError(f"{sd.size} slope priors, the series has {d} columns")
+        return np.where(np.isfinite(sd), np.broadcast_to(sd, (d,)) ** 2, np.inf)
+
     def _run(self, series: Sequence[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:
         cols = [as_2d(s)[0] for s in series]
         if not cols:
@@ -286,9 +336,10 @@ class KalmanLLT(Imputer):
         for i, c in enumerate(cols):
             padded[i, : len(c)] = c
         ql, qs, r = self._params(d)
+        sv = self._slope_var0(d)
         flat = padded.transpose(0, 2, 1).reshape(len(cols) * d, steps)
         level, var, _ = llt_filter(flat, np.tile(ql, len(cols)), np.tile(qs, len(cols)), np.tile(r, len(cols)),
-                                   "smooth" if self.smooth else "filter")
+                                   "smooth" if self.smooth else "filter", None if sv is None else np.tile(sv, len(cols)))
         level = level.reshape(len(cols), d, steps).transpose(0, 2, 1)
         var = var.reshape(len(cols), d, steps).transpose(0, 2, 1)
         none_seen = np.isnan(padded).all(axis=1)  # (N, d)
@@ -318,6 +369,35 @@ class KalmanLLT(Imputer):
         _, _, r = self._params(arr.shape[1])
         std = np.where(np.isnan(arr), np.sqrt(np.maximum(var, 0.0) + r), 0.0)
         return std[:, 0] if flat else std
+
+
+def slope_prior_sd(series: Sequence[np.ndarray], factor: float = 2.0) -> np.ndarray:
+    """Per column: ``factor`` x the root-mean-square least-squares slope (per sample) of the series.
+
+    Each series' slope is fitted on its observed values (at least two); a column with no
+    such series gets ``inf`` (no prior: diffuse).
+
+    >>> t = np.arange(10.0)
+    >>> slope_prior_sd([np.c_[0.1 * t, -t], np.c_[0.3 * t, np.full(10, np.nan)]]).round(3).tolist()
+    [0.447, 2.0]
+    """
+    cols = [as_2d(s)[0] for s in series]
+    if not cols:
+        raise ValueError("no series to derive a slope prior from")
+    d = cols[0].shape[1]
+    sum_sq, count = np.zeros(d), np.zeros(d)
+    for c in cols:
+        t = np.arange(len(c), dtype=float)
+        for j in range(d):
+            seen = ~np.isnan(c[:, j])
+            if seen.sum() < 2:
+                continue
+            tc = t[seen] - t[seen].mean()
+            slope = float(tc @ (c[seen, j] - c[seen, j].mean()) / (tc @ tc))
+            sum_sq[j] += slope * slope
+            count[j] += 1
+    rms = np.sqrt(sum_sq / np.maximum(count, 1))
+    return np.where(count > 0, factor * rms, np.inf)
 
 
 BASELINES: dict[str, type[Imputer]] = {cls.name: cls for cls in (LinearInterpolation, LastValue, KalmanLLT)}
