@@ -79,7 +79,8 @@ def add_generator_results(report: dict[str, Any], data: Dataset, generator: Any,
         report["generator"] = info
     if discriminative:
         params = report["kalman_params"].values()
-        smoother = KalmanLLT([p["q_level"] for p in params], [p["q_slope"] for p in params], [p["r"] for p in params])
+        smoother = KalmanLLT([p["q_level"] for p in params], [p["q_slope"] for p in params], [p["r"] for p in params],
+                             slope_sd0=[p.get("slope_sd0", np.inf) for p in params])
         table = compare(data.test, fillers(data, smoother, generator, seed), draws=draws, seed=seed,
                         every=data.test_block_every, progress=progress)
         report["discriminative"] = table

@@ -98,7 +98,7 @@ def sample_errors(data: Dataset, smoother: KalmanLLT, generator: GeneratorOnData
 
 def baselines(smoother: KalmanLLT) -> list[Imputer]:
     """The methods scored: linear, last value, the fitted Kalman smoother and its causal filter."""
-    causal = KalmanLLT(smoother.q_level, smoother.q_slope, smoother.r, smooth=False)
+    causal = KalmanLLT(smoother.q_level, smoother.q_slope, smoother.r, smooth=False, slope_sd0=smoother.slope_sd0)
     return [LinearInterpolation(), LastValue(), smoother, causal]
 
 
@@ -198,8 +198,10 @@ def evaluate_imputation(data: Dataset, seed: int = 0, progress: Callable[[str], 
                       "train_residual_mean_abs_cross_correlation": cross},
         "seeds": list(range(seed, seed + seeds)),
         "seed_spread": spread,
-        "kalman_params": {c: {"q_level": float(a), "q_slope": float(b), "r": float(r)}
-                          for c, a, b, r in zip(data.columns, *np.broadcast_arrays(smoother.q_level, smoother.q_slope, smoother.r))},
+        "kalman_params": {c: {"q_level": float(a), "q_slope": float(b), "r": float(r), "slope_sd0": float(sd)}
+                          for c, a, b, r, sd in zip(data.columns, *np.broadcast_arrays(
+                              smoother.q_level, smoother.q_slope, smoother.r,
+                              np.inf if smoother.slope_sd0 is None else smoother.slope_sd0))},
         "not_measured": [k for k in NOT_MEASURED if not (k == "generator" and extra)],
         "seconds": time.perf_counter() - start,
     }
