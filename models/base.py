@@ -54,6 +54,22 @@ def clean_features(x: Features) -> dict[str, float]:
     return {k: float(v) for k, v in x.items() if v is not None and math.isfinite(v)}
 
 
+def check_weight(w: float) -> float:
+    """``w`` as a float if it is a valid sample weight (0 <= w <= 1), else ``ValueError``.
+
+    >>> check_weight(0.5), check_weight(1)
+    (0.5, 1.0)
+    >>> check_weight(1.5)
+    Traceback (most recent call last):
+    ...
+    ValueError: sample weight must be in [0, 1], got 1.5
+    """
+    w = float(w)
+    if not 0.0 <= w <= 1.0:  # also rejects NaN
+        raise ValueError(f"sample weight must be in [0, 1], got {w}")
+    return w
+
+
 class TwinLearner(abc.ABC):
     """Base class of per-entity online learners.
 
@@ -76,8 +92,19 @@ class TwinLearner(abc.ABC):
         return x
 
     @abc.abstractmethod
-    def learn_one(self, x: Features, y: float) -> None:
-        """Update the learner with one labelled sample."""
+    def learn_one(self, x: Features, y: float, w: float = 1.0) -> None:
+        """Update the learner with one labelled sample of weight ``w``.
+
+        ``w`` scales this sample's influence on what the learner fits (River's sample
+        weight: the gradient step of an SGD model is scaled by ``w``). ``w = 1`` is an
+        ordinary sample (the default); ``0 < w < 1`` down-weights it, e.g. a labelled
+        event whose input holds synthetic gap fills (``synthetic_learn_weight``);
+        ``w = 0`` learns nothing and leaves the learner unchanged. Running statistics
+        that cannot be weighted either learn only from full-weight samples (``w = 1``;
+        e.g. the residual quantile behind the interval) or from every learned sample
+        unweighted (e.g. a feature scaler); each learner documents which. A ``w``
+        outside [0, 1] raises ``ValueError`` (use :func:`check_weight`).
+        """
 
     @abc.abstractmethod
     def predict_one(self, x: Features) -> float:

@@ -34,7 +34,7 @@ from typing import Any
 
 from river import drift, linear_model, optim, stats
 
-from twinstream.models.base import Features, IntervalPrediction, TwinLearner
+from twinstream.models.base import Features, IntervalPrediction, TwinLearner, check_weight
 from twinstream.models.features import RulFeatures, feature_names
 from twinstream.models.fleet import FleetModel, get_fleet
 from twinstream.models.prior import FleetPrior, PriorMismatchError, bundled_prior_dir, load_prior
@@ -90,6 +90,14 @@ class PriorTwin(TwinLearner):
     alone), ``coverage`` (interval target), ``lr`` (personal SGD
     rate), ``cap`` (largest RUL predicted; the prior's cap when it has one), feature
     parameters (must match the prior's manifest), ``seed``.
+
+    Sample weight ``w`` in :meth:`learn_one`: the personal own-label model's SGD step is
+    scaled by ``w`` (River's ``LinearRegression.learn_one(x, y, w)``, with the gradient
+    clip scaled by ``w`` too, so a clipped step is also scaled by ``w``). The residual
+    quantile behind the interval cannot be weighted: it learns only from full-weight
+    samples (``w = 1``), and the switch from the prior's calibration to it counts only
+    those. ``w = 0``: nothing is learned. The feature state (``observe_one``) and the
+    shared prior and fleet model take no labels here, so ``w`` does not touch them.
     """
 
     family = "prior-twin"
@@ -122,7 +130,8 @@ class PriorTwin(TwinLearner):
         self._names = feature_names(self._fx.sensors)
         self._own = linear_model.LinearRegression(optimizer=optim.SGD(lr), intercept_lr=lr, clip_gradient=50.0)
         self._abs_residual = stats.Quantile(coverage)
-        self._labels = 0
+        self._labels = 0  # labels learned (any weight > 0)
+        self._n_full = 0  # of which full weight: they feed the residual quantile
         self._drift = drift.PageHinkley(min_instances=30, threshold=40.0)
         self.drift_alarms = 0
         self.last_drift_age: int | None = None
@@ -243,7 +252,7 @@ class PriorTwin(TwinLearner):
     def predict_interval(self, x: Features) -> IntervalPrediction:
         value = self.predict_one(x)
         half = math.nan
-        if self._labels >= MIN_OWN_RESIDUALS:
+        if self._full_labels >= MIN_OWN_RESIDUALS:
             half = self._abs_residual.get() or math.nan
         elif self._prior is not None:
             half = self._prior.halfwidth(value, "twin" if self.personal else "prior")
@@ -270,12 +279,25 @@ class PriorTwin(TwinLearner):
             self._fleet = fleet
         return len(history)
 
-    def learn_one(self, x: Features, y: float) -> None:
-        if y is None or not math.isfinite(y):
+    @property
+    def _full_labels(self) -> int:
+        """Full-weight labels learned (the residual quantile's); a snapshot from before weights: all of them."""
+        return getattr(self, "_n_full", self._labels)
+
+    def learn_one(self, x: Features, y: float, w: float = 1.0) -> None:
+        w = check_weight(w)
+        if y is None or not math.isfinite(y) or w == 0.0:
             return
         target = min(float(y), self.cap)
         base = self._base(x)
-        self._abs_residual.update(abs(target - self.predict_one(x)))
+        if w == 1.0:
+            self._abs_residual.update(abs(target - self.predict_one(x)))
+            self._n_full = self._full_labels + 1
         if self.personal:
-            self._own.learn_one(self._own_input(x, base), target - base)
+            own, clip = self._own, self._own.clip_gradient
+            own.clip_gradient = clip * w  # River clips the weighted gradient: clip at w * clip = weight the clipped one
+            try:
+                own.learn_one(self._own_input(x, base), target - base, w=w)
+            finally:
+                own.clip_gradient = clip
         self._labels += 1

@@ -13,6 +13,16 @@ The interval half-width is an online quantile of absolute residuals seen so far
 >>> p = learner.predict_interval({"x": 4.0})
 >>> p.lower <= p.value <= p.upper
 True
+
+A sample weight scales the regression's step; ``w=0`` changes nothing:
+
+>>> before = learner.predict_one({"x": 4.0})
+>>> learner.learn_one({"x": 4.0}, 30.0, w=0.0)
+>>> learner.predict_one({"x": 4.0}) == before
+True
+>>> learner.learn_one({"x": 4.0}, 30.0, w=0.5)
+>>> before < learner.predict_one({"x": 4.0})
+True
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ from typing import Any
 
 from river import linear_model, optim, preprocessing, stats
 
-from twinstream.models.base import Features, IntervalPrediction, TwinLearner, clean_features
+from twinstream.models.base import Features, IntervalPrediction, TwinLearner, check_weight, clean_features
 
 
 class RiverLinearTwin(TwinLearner):
@@ -31,6 +41,16 @@ class RiverLinearTwin(TwinLearner):
     Parameters: ``lr`` (SGD learning rate), ``coverage`` (target interval coverage),
     ``default`` (cold-start prediction and intercept initialisation), ``clip_min`` (lower
     bound of predictions, e.g. 0 for remaining useful life), ``seed``.
+
+    Sample weight ``w`` in :meth:`learn_one`: the regression's SGD step (weights and
+    intercept) is scaled by ``w`` (River's ``LinearRegression.learn_one(x, y, w)``).
+    The residual quantile behind the interval cannot be weighted: it learns only from
+    full-weight samples (``w = 1``), so down-weighted (synthetic) samples stay out of the
+    interval's calibration. The scaler's running means/variances are updated by every
+    learned sample (``w > 0``), unweighted: they normalise the very input the step is
+    taken on, and updating them first keeps that input bounded (a down-weighted sample
+    with an unusual fill, standardised by statistics that never saw it, can make SGD
+    diverge). ``w = 0``: nothing is learned.
     """
 
     family = "river-linear"
@@ -55,7 +75,8 @@ class RiverLinearTwin(TwinLearner):
             optimizer=optim.SGD(lr), intercept_init=default, intercept_lr=lr
         )
         self._abs_residual = stats.Quantile(coverage)
-        self._n = 0
+        self._n = 0  # samples learned (any weight > 0)
+        self._n_full = 0  # of which full weight: they feed the residual quantile
 
     def params(self) -> dict[str, Any]:
         return {"lr": self.lr, "coverage": self.coverage, "default": self.default, "clip_min": self.clip_min, "seed": self.seed}
@@ -76,18 +97,26 @@ class RiverLinearTwin(TwinLearner):
 
     def predict_interval(self, x: Features) -> IntervalPrediction:
         value = self.predict_one(x)
-        half = self._abs_residual.get() if self._n >= 10 else None
+        half = self._abs_residual.get() if self._full_weight >= 10 else None
         if half is None or not math.isfinite(half):
             half = abs(value) + 1.0  # nothing learned yet: say so with a wide interval
         return IntervalPrediction(value=value, lower=self._clip(value - half), upper=value + half)
 
-    def learn_one(self, x: Features, y: float) -> None:
-        if y is None or not math.isfinite(y):
+    @property
+    def _full_weight(self) -> int:
+        """Full-weight samples learned (the residual quantile's); a snapshot from before weights: all of them."""
+        return getattr(self, "_n_full", self._n)
+
+    def learn_one(self, x: Features, y: float, w: float = 1.0) -> None:
+        w = check_weight(w)
+        if y is None or not math.isfinite(y) or w == 0.0:
             return
         features = clean_features(x)
         if not features:
             return
-        if self._n > 0:
-            self._abs_residual.update(abs(y - self._predict_raw(features)))
-        self._model.learn_one(features, y)
+        if w == 1.0:
+            if self._n > 0:
+                self._abs_residual.update(abs(y - self._predict_raw(features)))
+            self._n_full = self._full_weight + 1
+        self._model.learn_one(features, y, w=w)  # the pipeline passes w to the regression only
         self._n += 1

@@ -86,19 +86,23 @@ class Twin:
         x[AGE_FEATURE] = float(self.updates)
         return x
 
-    def step(self, seq: int, metrics: Features, target: float | None, synthetic: Collection[str] = ()) -> IntervalPrediction:
+    def step(
+        self, seq: int, metrics: Features, target: float | None, synthetic: Collection[str] = (), weight: float = 1.0
+    ) -> IntervalPrediction:
         """Predict for a NEW event, then learn from its label if it has one.
 
         Prequential order (predict, then learn) keeps the reported error honest.
         The caller checks :meth:`classify` first; a non-new ``seq`` raises.
         ``synthetic`` names the inputs that are gap fills (see ``TwinLearner.observe_one``).
+        ``weight`` is the label's sample weight (``TwinLearner.learn_one``'s ``w``, in
+        [0, 1]; the worker passes ``synthetic_learn_weight`` for synthetic input).
         """
         if seq <= self.last_seq:
             raise ValueError(f"{self.entity_id}: seq {seq} is not after last applied seq {self.last_seq}")
         x = self.learner.observe_one(self.features(metrics), synthetic)
         prediction = self.learner.predict_interval(x)
         if target is not None:
-            self.learner.learn_one(x, target)
+            self.learner.learn_one(x, target, w=weight)
             self.labelled += 1
         if self.last_seq >= 0 and seq > self.last_seq + 1:
             skipped = range(max(self.last_seq + 1, seq - MAX_REMEMBERED_GAPS), seq)

@@ -30,7 +30,6 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 
-from twinstream.models.fills import FillBook
 from twinstream.models.gaps import GapDetector
 from twinstream.models.registry import make_learner
 from twinstream.models.twin import SeqStatus, Twin
@@ -186,14 +185,19 @@ class TwinProcessor:
             gaps_before = twin.gaps
             inputs, share = self._inputs(decoded, twin)
             synthetic: frozenset[str] = frozenset()
+            weight = 1.0
             if share > 0.0:
                 synthetic = frozenset(n for n, v in inputs.items() if v is not None and decoded.metrics.get(n) is None)
                 if decoded.synthetic:
                     synthetic = frozenset(n for n, v in inputs.items() if v is not None)
-                if label is not None and not self._may_learn(twin.fills):
-                    label = None
+                if label is not None:
+                    learn_weight = self._synthetic_learn_weight()
+                    if learn_weight is None:
+                        label = None
+                    else:
+                        weight = learn_weight
             try:
-                interval = twin.step(decoded.seq, inputs, label, synthetic)
+                interval = twin.step(decoded.seq, inputs, label, synthetic, weight=weight)
             except Exception as exc:  # a learner bug must not stop the worker
                 log.exception("twin update failed entity=%s topic=%s partition=%s offset=%s",
                               decoded.entity_id, record.topic, record.partition, record.offset)
@@ -233,15 +237,16 @@ class TwinProcessor:
         self.metrics.synthetic_predictions.inc()
         return inputs, synthetic / (measured + synthetic)
 
-    def _may_learn(self, book: FillBook) -> bool:
-        """Learn from a labelled event with synthetic input? Off by default; else thinned by the weight."""
+    def _synthetic_learn_weight(self) -> float | None:
+        """Sample weight of a labelled event with synthetic input: None (not learned) unless ``learn_from_synthetic``.
+
+        With it on, every such event is learned, with weight ``synthetic_learn_weight``
+        (0 < w <= 1, see ``TwinLearner.learn_one``). ``FillBook.learn_credit`` (the
+        thinning credit this replaced) is no longer used; it stays for old pickles.
+        """
         if not self.settings.learn_from_synthetic:
-            return False
-        book.learn_credit += self.settings.synthetic_learn_weight
-        if book.learn_credit >= 1.0 - 1e-9:
-            book.learn_credit -= 1.0
-            return True
-        return False
+            return None
+        return self.settings.synthetic_learn_weight
 
     def _detect(self, out: BatchOutput, decoded: Telemetry, twin: Twin, now: datetime) -> None:
         detector = twin.detector

@@ -36,9 +36,9 @@ def test_test_engines_never_see_a_label(fd001, monkeypatch: pytest.MonkeyPatch) 
     seen: list[tuple[str, float | None]] = []
 
     class SpyTwin(Twin):
-        def step(self, seq, metrics, target):  # type: ignore[override]
+        def step(self, seq, metrics, target, *args, **kwargs):  # type: ignore[no-untyped-def]
             seen.append((self.entity_id, target))
-            return super().step(seq, metrics, target)
+            return super().step(seq, metrics, target, *args, **kwargs)
 
     monkeypatch.setattr(evaluation, "Twin", SpyTwin)
     events = evaluation.fleet_events([r for r in fd001.train if r.unit <= 4], [r for r in fd001.test if r.unit <= 4])

@@ -49,6 +49,20 @@ def run(learner: TwinLearner, samples: list[tuple[dict[str, float], float]], lea
     return out
 
 
+def run_weighted(learner: TwinLearner, samples: list[tuple[dict[str, float], float]], w: float | None) -> list[float]:
+    """Like :func:`run`, learning each label with sample weight ``w`` (None: the default, no ``w`` passed)."""
+    out = []
+    for metrics, y in samples:
+        x = learner.observe_one(metrics)
+        out.append(learner.predict_interval(x).value)
+        if w is None:
+            learner.learn_one(x, y)
+        else:
+            learner.learn_one(x, y, w=w)
+    out.append(learner.predict_interval(learner.observe_one(samples[0][0])).value)
+    return out
+
+
 def cycle(samples: list[tuple[dict[str, float], float]], n: int) -> Iterator[tuple[dict[str, float], float]]:
     for i in range(n):
         yield samples[i % len(samples)]
@@ -116,6 +130,34 @@ def test_tolerates_missing_none_nan_and_inf(name: str, params: dict[str, Any], s
         learner.learn_one(x, 100.0)
         learner.learn_one(x, math.nan)  # a missing label is ignored, not learned
     assert math.isfinite(learner.predict_one(learner.observe_one(full)))
+
+
+@pytest.mark.parametrize(("name", "params"), CASES, ids=IDS)
+def test_sample_weight(name: str, params: dict[str, Any], stream: list) -> None:
+    """w=0 learns nothing, w=1 is the default, w=0.5 learns (differently from both); w outside [0, 1] raises."""
+    trained = make_learner(name, **params)
+    run(trained, stream[:300])
+    blob = trained.snapshot()
+    nxt = stream[300:400]
+
+    def weighted(w: float | None) -> tuple[list[float], TwinLearner]:
+        learner = TwinLearner.restore(blob)
+        return run_weighted(learner, nxt, w), learner
+
+    unlearned = TwinLearner.restore(blob)
+    not_learning = run(unlearned, nxt, learn=False) + [unlearned.predict_interval(unlearned.observe_one(nxt[0][0])).value]
+    zero, _ = weighted(0.0)
+    assert zero == not_learning
+    default, by_default = weighted(None)
+    one, by_one = weighted(1.0)
+    assert one == default and by_one.snapshot() == by_default.snapshot()
+    half, _ = weighted(0.5)
+    assert half != default and half != not_learning
+    learner = TwinLearner.restore(blob)
+    x = learner.observe_one(nxt[0][0])
+    for bad in (-0.1, 1.5, math.nan):
+        with pytest.raises(ValueError):
+            learner.learn_one(x, 100.0, w=bad)
 
 
 @pytest.mark.parametrize(("name", "params"), CASES, ids=IDS)

@@ -81,6 +81,21 @@ def test_twin_state_holds_no_weights() -> None:
     assert learner.state_bytes() < min(weights, 8192)
 
 
+@pytest.mark.parametrize("prior", ["bundled", None])
+def test_sample_weight_scales_the_personal_step_even_when_clipped(prior: str | None) -> None:
+    """A label far below the base (a gradient over the clip): weight 0.5 moves the prediction half as far as 1."""
+    moves = {}
+    for w in (1.0, 0.5):
+        learner = PriorTwin(prior=prior)
+        x = learner.observe_one({"s2": 642.0, "s3": 1590.0})
+        before = learner.predict_one(x)
+        assert before - 5.0 > 50.0  # squared-loss gradient 2 * residual, weighted by 0.5: still over the clip of 50
+        learner.learn_one(x, 5.0, w=w)
+        moves[w] = before - learner.predict_one(x)
+    assert moves[1.0] > 0
+    assert moves[0.5] == pytest.approx(moves[1.0] / 2)
+
+
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """NASA layout with FD001's first 8 training engines (the test files unchanged)."""

@@ -54,11 +54,14 @@ class Harness:
         original = Twin.step
 
         self.synthetic: dict[int, frozenset[str]] = {}
+        self.weights: dict[int, float] = {}  # seq -> sample weight of a learned label
 
-        def spy(twin: Twin, seq: int, metrics, target, synthetic=frozenset()):  # type: ignore[no-untyped-def]
+        def spy(twin: Twin, seq: int, metrics, target, synthetic=frozenset(), weight=1.0):  # type: ignore[no-untyped-def]
             self.inputs[seq] = dict(metrics)
             self.synthetic[seq] = frozenset(synthetic)
-            return original(twin, seq, metrics, target, synthetic)
+            if target is not None:
+                self.weights[seq] = weight
+            return original(twin, seq, metrics, target, synthetic, weight=weight)
 
         monkeypatch.setattr(Twin, "step", spy)
 
@@ -192,21 +195,39 @@ def test_measured_message_on_the_synthetic_topic_is_rejected(monkeypatch: pytest
     assert DeadLetter.model_validate_json(out.dead_letters[0][1]).reason is RejectReason.INVALID
 
 
-@pytest.mark.parametrize("learn, weight, expected", [(False, 1.0, 0), (True, 1.0, 4), (True, 0.5, 2)])
+def learn_through_fills(h: Harness) -> float:
+    """30 measured labelled samples, then 4 labelled samples whose input holds a fill; the prediction of a probe after them."""
+    for seq in range(30):
+        h.feed(sample(seq, rul=200.0 - seq))
+    assert h.twin.labelled == 30
+    h.feed(sample(30, b=None, rul=170.0))  # missing, no fill: measured input only, learned
+    h.feed(fill(30, b=8.0), topic=SYNTHETIC)
+    for seq in range(31, 35):  # 4 labelled events whose input holds a fill
+        p = h.prediction(sample(seq, b=None, rul=100.0))  # labels far off the trend: learning them shows
+        assert p.synthetic_share > 0
+    return h.prediction(sample(35)).value  # measured, unlabelled
+
+
+@pytest.mark.parametrize("learn, weight, expected", [(False, 1.0, 0), (True, 1.0, 4), (True, 0.5, 4)])
 def test_learning_from_synthetic_input_is_off_by_default(
     monkeypatch: pytest.MonkeyPatch, learn: bool, weight: float, expected: int
 ) -> None:
     h = Harness(monkeypatch, learn_from_synthetic=learn, synthetic_learn_weight=weight)
-    for seq in range(30):
-        h.feed(sample(seq, rul=200.0 - seq))
-    labelled = h.twin.labelled
-    assert labelled == 30
-    h.feed(sample(30, b=None, rul=170.0))  # missing, no fill: measured input only, learned
-    h.feed(fill(30, b=8.0), topic=SYNTHETIC)
-    for seq in range(31, 35):  # 4 labelled events whose input holds a fill
-        p = h.prediction(sample(seq, b=None, rul=200.0 - seq))
-        assert p.synthetic_share > 0
-    assert h.twin.labelled - labelled - 1 == expected
+    learn_through_fills(h)
+    assert h.twin.labelled - 30 - 1 == expected
+    assert h.weights[30] == 1.0  # measured input: full weight
+    assert [h.weights.get(seq) for seq in range(31, 35)] == ([weight] * 4 if learn else [None] * 4)
+
+
+def test_synthetic_learn_weight_scales_the_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Weight 0.5 learns every labelled synthetic-input event, less than weight 1, more than not learning."""
+    probes = {}
+    for name, settings in {"off": {}, "w=1": {"synthetic_learn_weight": 1.0}, "w=0.5": {"synthetic_learn_weight": 0.5}}.items():
+        with monkeypatch.context() as m:
+            probes[name] = learn_through_fills(Harness(m, learn_from_synthetic=name != "off", **settings))
+    assert len(set(probes.values())) == 3, probes
+    # the labels (100) lie below the trend (~165): learning them pulls the prediction down, w=1 furthest
+    assert probes["w=1"] < probes["w=0.5"] < probes["off"], probes
 
 
 def test_twin_state_with_detector_and_fills_survives_a_checkpoint(monkeypatch: pytest.MonkeyPatch) -> None:
