@@ -63,6 +63,12 @@ class WorkerMetrics:
         self.sidecar_unfilled = Counter(
             "twinstream_sidecar_unfilled_total", "Gap samples the sidecar did not fill, by reason", ["reason"], registry=r
         )
+        self.sidecar_generator_fallbacks = Counter(
+            "twinstream_sidecar_generator_fallbacks_total",
+            "Sidecar batches whose generator fills were replaced by the Kalman baseline, by reason: timeout "
+            "(over TWINSTREAM_SIDECAR_GENERATOR_BUDGET_S), busy (an abandoned generator call still running), error",
+            ["reason"], registry=r,
+        )
         self.sink_points = Counter("twinstream_sink_points_total", "Points written to InfluxDB", registry=r)
         self.sink_failures = Counter("twinstream_sink_write_failures_total", "Failed InfluxDB writes (retried)", registry=r)
 

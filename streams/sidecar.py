@@ -47,7 +47,7 @@ from twinstream.schemas.gaps import Gap, GapKind
 from twinstream.schemas.telemetry import Telemetry
 from twinstream.settings import Settings, settings_from_env
 from twinstream.streams.app import create_app, declare_topics, quiet_library_loggers
-from twinstream.streams.fill_method import FillMethod, choose_fill_method
+from twinstream.streams.fill_method import BASELINE_VERSION, FillMethod, choose_fill_method
 from twinstream.streams.filler import GapFiller
 from twinstream.streams.influx_sink import describe_events
 from twinstream.streams.metrics import WorkerMetrics, serve_metrics
@@ -86,6 +86,7 @@ class Sidecar:
         self.fills_published = 0
         self.bad_messages = 0
         self._reported: dict[str, int] = {}
+        self._fallbacks_reported: dict[str, int] = {}
         self.stream: StreamT | None = None
         self.context_ready = asyncio.Event()  # set once the context of the current assignment is re-read
         self.filler_lock = asyncio.Lock()
@@ -167,11 +168,13 @@ class Sidecar:
                 ack.append(event)
             if item is not None:
                 items.append(item)
-        # The fills (a diffusion generator takes seconds per window) run in a thread, so the
-        # event loop keeps heartbeats and fetching going; the lock keeps a rebalance's
-        # forget/prime from touching the windows meanwhile.
+        # The fills run in a thread, so the event loop keeps heartbeats and fetching going;
+        # the lock keeps a rebalance's forget/prime from touching the windows meanwhile. The
+        # generator's part waits at most sidecar_generator_budget_s (fill_method), so a batch
+        # is held up by no more than that plus the baseline's milliseconds.
         async with self.filler_lock:
             fills = await asyncio.to_thread(self._apply, items)
+        self._report_fallbacks(fills)
         if fills:
             futures = await self.publisher.publish(
                 self.synthetic_topic, self.settings.partitions,
@@ -189,6 +192,24 @@ class Sidecar:
                 self._reported[reason] = total
         for event in ack:
             await stream.ack(event)
+
+    def _report_fallbacks(self, fills: list[Telemetry]) -> None:
+        """Count and log batches whose generator fills were replaced by the baseline (over budget, busy, error)."""
+        counts = self.method.fallbacks
+        for reason, total in counts.items():
+            delta = total - self._fallbacks_reported.get(reason, 0)
+            if not delta:
+                continue
+            self._fallbacks_reported[reason] = total
+            self.metrics.sidecar_generator_fallbacks.labels(reason).inc(delta)
+            sensors = set(getattr(self.method.generator, "sensors", ()))
+            entities = sorted({f.entity_id for f in fills if sensors & set(f.metrics)})
+            shown = ", ".join(entities[:10]) + (f" (+{len(entities) - 10} more)" if len(entities) > 10 else "")
+            # busy follows a timeout for every batch until the abandoned call ends: quieter
+            log.log(logging.INFO if reason == "busy" else logging.WARNING,
+                    "generator %s not used for %d batch(es) (%s); their fills are the baseline's (%s); "
+                    "entities with fills of generator sensors: %s",
+                    self.method.version, delta, self.method.last_fallback, BASELINE_VERSION, shown or "none")
 
     def _apply(self, items: list[Gap | Telemetry]) -> list[Telemetry]:
         started = time.monotonic()

@@ -89,6 +89,13 @@ class Settings(BaseSettings):
         default=10_000, ge=0,
         description="On start/rebalance the sidecar re-reads up to this many telemetry records before its committed offset, per partition, as context.",
     )
+    sidecar_generator_budget_s: float = Field(
+        default=2.0, gt=0,
+        description=(
+            "Longest the sidecar waits for the generator's fills of one batch (it runs in a thread); "
+            "a slower batch is filled by the Kalman baseline instead and counted (twinstream_sidecar_generator_fallbacks_total)."
+        ),
+    )
 
     # --- prior pull from the federation registry -----------------------------------
     prior_registry_url: str | None = Field(
