@@ -75,11 +75,14 @@ class Settings(BaseSettings):
     )
     learn_from_synthetic: bool = Field(
         default=False,
-        description="Let twins learn from labelled events whose input holds synthetic values (they always predict with them).",
+        description="Let twins learn from labelled events whose input holds synthetic values, weighted by synthetic_learn_weight (they always predict with them).",
     )
     synthetic_learn_weight: float = Field(
         default=1.0, gt=0, le=1.0,
-        description="With learn_from_synthetic: the share of such events learned from (deterministic thinning, e.g. 0.5 = every other).",
+        description=(
+            "With learn_from_synthetic: the sample weight (0 < w <= 1) every labelled event with synthetic input is learned with "
+            "(scales the learner's update; statistics that cannot be weighted, e.g. the residual quantile, learn only from w = 1)."
+        ),
     )
     sidecar_window: int = Field(default=64, ge=4, le=4096, description="Recent samples per entity the sidecar conditions fills on.")
     sidecar_max_missed: int = Field(
