@@ -180,12 +180,13 @@ def demo(
     report_dir: Annotated[Path, typer.Option(help="Plot, logs and worker state go here.")] = Path("twinstream-report"),
     rate: Annotated[float, typer.Option(help="Replay rate in events/s; 0 = as fast as possible.")] = 0.0,
     timeout: Annotated[float, typer.Option(help="Give up waiting for the outputs after this many seconds.")] = 600.0,
+    gaps: Annotated[bool, typer.Option("--gaps/--no-gaps", help="Blank one sensor of one engine for a stretch; the sidecar fills it.")] = True,
 ) -> None:
-    """Broker + worker + C-MAPSS FD001 replay; waits for every event, prints a summary."""
+    """Broker + worker + gap-filling sidecar + C-MAPSS FD001 replay; waits for every event, prints a summary."""
     from twinstream.demo import DemoOptions, print_summary, run_demo
 
     settings = load_settings(broker=broker, influx_url=influx_url)
-    summary = run_demo(settings, DemoOptions(rate=rate, timeout_s=timeout, report_dir=report_dir), console)
+    summary = run_demo(settings, DemoOptions(rate=rate, timeout_s=timeout, report_dir=report_dir, gaps=gaps), console)
     print_summary(summary, console)
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)

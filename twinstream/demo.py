@@ -1,8 +1,18 @@
 """``twinstream demo``: the whole spine in one command, on a fresh machine.
 
 Starts the embedded broker (unless a broker is given), creates the topics, starts a
-worker process (and the InfluxDB sink when an InfluxDB URL is given), replays C-MAPSS
-FD001, waits until every event is accounted for on the output topics, and reports.
+worker process and the synthetic-data sidecar (and the InfluxDB sink when an InfluxDB
+URL is given), replays C-MAPSS FD001, waits until every event is accounted for on the
+output topics, and reports.
+
+Gap filling on show (``DemoOptions.gaps``, on by default; ``--no-gaps``): in the replay
+one sensor of one training engine is null for a stretch of cycles mid-life. The
+worker's gap detector publishes the gap, the sidecar publishes synthetic fills for it,
+and the twin predicts with them (``synthetic_share`` > 0). That engine's cycles after
+the gap's first one are held back until the sidecar's first fill is on the topic (see
+``run_demo``). The demo reads the gaps, fills and predictions back and checks, against
+what it sent, that no fill names a measured value and no prediction has more synthetic
+input than the values that were missing.
 """
 
 from __future__ import annotations
@@ -13,10 +23,13 @@ import subprocess
 import sys
 import time
 import uuid
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
@@ -27,7 +40,7 @@ from twinstream.connectors.producer import send_all
 from twinstream.data.cmapss import load_subset
 from twinstream.monitor import OutputTally, tally_outputs
 from twinstream.processes import settings_env, stop_process
-from twinstream.schemas.topics import PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
+from twinstream.schemas.topics import GAPS, PREDICTIONS, SYNTHETIC, TELEMETRY, TELEMETRY_DLQ
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
 
@@ -42,6 +55,183 @@ class DemoOptions:
     timeout_s: float = 600.0
     report_dir: Path = Path("twinstream-report")
     plot_engines: int = 4
+    # Gap filling on show: ``gap_sensor`` of the first training engine is null for
+    # ``gap_seqs`` (first, last: cycles 61..140 of its 192), filled by the sidecar.
+    gaps: bool = True
+    gap_sensor: str = "s11"
+    gap_seqs: tuple[int, int] = (60, 139)
+    fill_wait_s: float = 60.0  # wait at most this long for the first fill, and again for the rest of them
+
+
+@dataclass
+class GapPlan:
+    """The stretch the demo blanks: which entity, sensor and samples, and what share of each sample that is."""
+
+    entity_id: str
+    sensor: str
+    seqs: list[int]
+    missing_share: float  # 1 / number of metrics in a sample: the most synthetic input a gapped sample may take
+
+
+def drop_sensor(events: list[ReplayEvent], entity_id: str, sensor: str, first: int, last: int
+                ) -> tuple[list[ReplayEvent], GapPlan]:
+    """The replay with ``sensor`` of ``entity_id`` set to null for seqs ``first..last``."""
+    out: list[ReplayEvent] = []
+    seqs: list[int] = []
+    share = 0.0
+    for event in events:
+        if event.entity_id == entity_id and first <= event.seq <= last:
+            body = orjson.loads(event.value)
+            if sensor not in body["metrics"]:
+                raise ValueError(f"{entity_id} has no sensor {sensor!r}")
+            body["metrics"][sensor] = None
+            share = 1.0 / len(body["metrics"])
+            event = ReplayEvent(event.entity_id, event.seq, event.cycle, event.split, orjson.dumps(body))
+            seqs.append(event.seq)
+        out.append(event)
+    if not seqs:
+        raise ValueError(f"{entity_id} has no samples in seqs {first}..{last}")
+    return out, GapPlan(entity_id, sensor, seqs, share)
+
+
+def hold_back(events: list[ReplayEvent], plan: GapPlan) -> tuple[list[ReplayEvent], list[ReplayEvent]]:
+    """(the replay without the gapped entity's samples after the gap's first one, those samples)."""
+    first = plan.seqs[0]
+    held = [e for e in events if e.entity_id == plan.entity_id and e.seq > first]
+    return [e for e in events if not (e.entity_id == plan.entity_id and e.seq > first)], held
+
+
+async def wait_for_fill(bootstrap_servers: str, topic: str, entity_id: str, *, timeout_s: float) -> bool:
+    """True once a synthetic fill for ``entity_id`` is on ``topic``; False after ``timeout_s``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    key = entity_id.encode()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=300)
+            if any(m.key == key for messages in batches.values() for m in messages):
+                return True
+        return False
+    finally:
+        await consumer.stop()
+
+
+@dataclass
+class GapOutcome:
+    """What the gaps, synthetic and predictions topics show about the demo's gap."""
+
+    gaps: set[tuple[str, str, str, int | None]] = field(default_factory=set)  # distinct (entity, kind, sensors, first_seq)
+    gap_closed: bool = False  # the closing message of the planned gap arrived
+    fills_published: int = 0  # messages on the synthetic topic
+    filled: set[int] = field(default_factory=set)  # planned seqs with a fill
+    synthetic_seqs: set[int] = field(default_factory=set)  # seqs of the gapped entity predicted with synthetic_share > 0
+    max_share: float = 0.0
+    violations: list[str] = field(default_factory=list)  # fills over measured values, shares above what was missing
+
+
+def committed_up_to(bootstrap_servers: str, group: str, ends: dict[tuple[str, int], int]) -> bool:
+    """Whether ``group`` has committed at least ``ends`` ((topic, partition) -> offset); blocking.
+
+    The offsets come from the producer's acknowledgements and the messages read, not
+    from the broker's end offsets (the embedded broker under-reports them).
+    """
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KafkaTopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False)
+    try:
+        return all((consumer.committed(KafkaTopicPartition(topic, p)) or 0) >= end for (topic, p), end in ends.items())
+    finally:
+        consumer.close()
+
+
+async def read_gap_outputs(bootstrap_servers: str, namespace: str, plan: GapPlan | None, predictions_expected: int,
+                           *, sidecar_group: str, telemetry_ends: dict[int, int], wait_s: float) -> GapOutcome:
+    """Read gaps, fills and predictions back (no consumer group) and check them against the plan.
+
+    Predictions are read until ``predictions_expected`` distinct (entity, seq) are seen
+    (the demo has counted them on the topic already). Fills are read until the sidecar
+    is done with the gap: its closing message is on the gaps topic and the sidecar's
+    consumer group has committed every telemetry and gap message (it commits only
+    after the fills they caused are on the synthetic topic), then to the end of the
+    fills. Gives up on the fills after ``wait_s`` (what arrived is reported).
+    """
+    gaps_topic = GAPS.in_namespace(namespace).name
+    fills_topic = SYNTHETIC.in_namespace(namespace).name
+    predictions_topic = PREDICTIONS.in_namespace(namespace).name
+    telemetry_topic = TELEMETRY.in_namespace(namespace).name
+    gapped = set(plan.seqs) if plan else set()
+    key = plan.entity_id.encode() if plan else None
+    outcome = GapOutcome()
+    seen: set[tuple[bytes | None, int]] = set()
+    ends: dict[tuple[str, int], int] = {(telemetry_topic, p): end for p, end in telemetry_ends.items()}
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
+                                auto_offset_reset="earliest", fetch_max_bytes=16 * 1024 * 1024)
+    await consumer.start()
+    started = time.monotonic()
+    sidecar_done = plan is None
+    checked_at = 0.0
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for topic in (gaps_topic, fills_topic, predictions_topic)
+                      for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        while True:
+            batches = await consumer.getmany(timeout_ms=300, max_records=10000)
+            for tp, messages in batches.items():
+                for message in messages:
+                    data = orjson.loads(message.value)
+                    entity, seq = data.get("entity_id"), data.get("seq")
+                    if tp.topic == predictions_topic:
+                        seen.add((message.key, seq))
+                        share = float(data.get("synthetic_share", 0.0))
+                        allowed = plan.missing_share if plan and message.key == key and seq in gapped else 0.0
+                        if share > allowed + 1e-9:
+                            outcome.violations.append(f"prediction {entity} seq {seq}: synthetic_share {share:.4f} "
+                                                      f"> {allowed:.4f} missing")
+                        if message.key == key and share > 0:
+                            outcome.synthetic_seqs.add(seq)
+                            outcome.max_share = max(outcome.max_share, share)
+                    elif tp.topic == gaps_topic:
+                        ends[(gaps_topic, tp.partition)] = max(ends.get((gaps_topic, tp.partition), 0), message.offset + 1)
+                        sensors = ",".join(data.get("sensors") or ())
+                        outcome.gaps.add((entity, data.get("kind"), sensors, data.get("first_seq")))
+                        if plan and entity == plan.entity_id and sensors == plan.sensor and not data.get("open"):
+                            outcome.gap_closed = True
+                    else:
+                        outcome.fills_published += 1
+                        names = [n for n, v in (data.get("metrics") or {}).items() if v is not None]
+                        if plan and entity == plan.entity_id and seq in gapped and names == [plan.sensor]:
+                            outcome.filled.add(seq)
+                        else:
+                            outcome.violations.append(f"fill {entity} seq {seq} {names}: names a measured value")
+            now = time.monotonic()
+            if len(seen) >= predictions_expected:
+                if sidecar_done and not batches:
+                    break  # everything the sidecar published before its last commit has been read
+                if not sidecar_done and outcome.gap_closed and now - checked_at >= 1.0:
+                    checked_at = now
+                    sidecar_done = await asyncio.to_thread(committed_up_to, bootstrap_servers, sidecar_group, ends)
+                if not sidecar_done and now - started > wait_s:
+                    break
+            elif now - started > wait_s + 120.0:
+                raise TimeoutError(f"read {len(seen)} of {predictions_expected} predictions back")
+    finally:
+        await consumer.stop()
+    return outcome
+
+
+def sidecar_group(settings: Settings) -> str:
+    from twinstream.streams.sidecar import sidecar_app_id  # imports Faust: only when needed
+
+    return sidecar_app_id(settings)
 
 
 def start_process(module: str, settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
@@ -98,7 +288,7 @@ def plot_report(tally: OutputTally, events: list[ReplayEvent], subset: str, path
 def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict[str, Any]:
     """Run the demo end to end and return the summary (keys as in ``--summary-json``)."""
     broker: EmbeddedBroker | None = None
-    worker = sink = None
+    worker = sidecar = sink = None
     run_id = uuid.uuid4().hex[:8]
     report_dir = options.report_dir
     try:
@@ -114,29 +304,86 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         ensure_topics(settings)
         namespace = settings.topic_namespace
         worker = start_process("twinstream.streams.worker", settings, report_dir / "logs" / "worker.log")
+        # The sidecar: same settings, its own consumer group ({app_id}-sidecar), as in production.
+        sidecar = start_process("twinstream.streams.sidecar", settings, report_dir / "logs" / "sidecar.log")
         if settings.influx_url:
             sink = start_process("twinstream.streams.influx_sink", settings, report_dir / "logs" / "sink.log")
         events = cmapss_events(options.subset)
+        plan: GapPlan | None = None
+        held: list[ReplayEvent] = []
+        if options.gaps:
+            first_train = next(e.entity_id for e in events if e.split == "train")
+            events, plan = drop_sensor(events, first_train, options.gap_sensor, *options.gap_seqs)
+            console.print(f"gap: {plan.entity_id} sends {plan.sensor} as null for seqs {plan.seqs[0]}..{plan.seqs[-1]} "
+                          f"({len(plan.seqs)} samples); the sidecar fills it")
         plot_entities = sorted(test_last_cycles(events))[: options.plot_engines]
+        telemetry_topic = TELEMETRY.in_namespace(namespace).name
+        predictions_topic = PREDICTIONS.in_namespace(namespace).name
+        dlq_topic = TELEMETRY_DLQ.in_namespace(namespace).name
+        # With a gap, the gapped engine's cycles after the gap's first one are held back
+        # until the sidecar's first fill is on the topic. In a live fleet cycles are far
+        # apart and the fill lands while the sensor is still missing; in this replay the
+        # worker would pass the whole gap before the sidecar (which fills only samples it
+        # has seen, after the worker reported the gap) computed a single fill.
+        sending, held = hold_back(events, plan) if plan else (events, [])
+        telemetry_ends: dict[int, int] = {}
         started = time.monotonic()
-        sent = asyncio.run(send_all(settings.broker_servers, TELEMETRY.in_namespace(namespace).name, events,
-                                    rate=options.rate, description=f"replay {options.subset}"))
-        with Progress(TextColumn("[bold]processed"), BarColumn(), MofNCompleteColumn(), console=console) as progress:
-            task = progress.add_task("processed", total=sent)
-            tally = asyncio.run(tally_outputs(
-                settings.broker_servers,
-                PREDICTIONS.in_namespace(namespace).name,
-                TELEMETRY_DLQ.in_namespace(namespace).name,
-                sent,
+        sent = asyncio.run(send_all(settings.broker_servers, telemetry_topic, sending, rate=options.rate,
+                                    description=f"replay {options.subset}", next_offsets=telemetry_ends))
+        expected = sent + len(held)
+        main_done: list[tuple[float, int]] = []  # (when, events processed) once the main replay's outputs are in
+
+        def progress_of(t: OutputTally) -> None:
+            progress.update(task, completed=t.processed)
+            if not main_done and t.processed >= sent:
+                main_done.append((t.last_at or time.monotonic(), t.processed))
+
+        async def send_held() -> int:
+            """The held-back cycles, once the sidecar's first fill of the gap is on the topic."""
+            if plan is None:
+                return 0
+            if not await wait_for_fill(settings.broker_servers, SYNTHETIC.in_namespace(namespace).name,
+                                       plan.entity_id, timeout_s=options.fill_wait_s):
+                console.print(f"[yellow]no fill for {plan.entity_id} after {options.fill_wait_s:.0f} s; "
+                              "sending its remaining cycles anyway[/yellow]")
+            offsets: dict[int, int] = {}
+            count = await send_all(settings.broker_servers, telemetry_topic, held, rate=options.rate,
+                                   show_progress=False, next_offsets=offsets)
+            for partition, offset in offsets.items():
+                telemetry_ends[partition] = max(telemetry_ends.get(partition, 0), offset)
+            return count
+
+        async def replay_rest_and_tally() -> OutputTally:
+            sender = asyncio.create_task(send_held())
+            tally_task = asyncio.create_task(tally_outputs(
+                settings.broker_servers, predictions_topic, dlq_topic, expected,
                 timeout_s=options.timeout_s,
                 keep_history=lambda entity: entity in plot_entities,
-                on_progress=lambda t: progress.update(task, completed=t.processed),
+                on_progress=progress_of,
             ))
-        # Processing rate from the first output to the last: the replay runs far faster
-        # than the worker, so this is the worker's rate on a backlog, without the seconds
-        # it spends joining its consumer group (reported separately as wall time).
-        first, last = tally.first_at or started, tally.last_at or time.monotonic()
+            try:
+                await sender  # a failed send fails the demo at once, not after the tally's timeout
+                return await tally_task
+            finally:
+                tally_task.cancel()
+
+        with Progress(TextColumn("[bold]processed"), BarColumn(), MofNCompleteColumn(), console=console) as progress:
+            task = progress.add_task("processed", total=expected)
+            tally = asyncio.run(replay_rest_and_tally())
+        sent = expected
+        # Processing rate from the first output to the last of the main replay: the replay
+        # runs far faster than the worker, so this is the worker's rate on a backlog,
+        # without the seconds it spends joining its consumer group (reported separately
+        # as wall time) or waiting for the sidecar's first fill.
+        first = tally.first_at or started
+        last, main_processed = main_done[0] if main_done else (tally.last_at or time.monotonic(), tally.processed)
         processing_s = max(last - first, 1e-9)
+        gap = asyncio.run(read_gap_outputs(
+            settings.broker_servers, namespace, plan, tally.predictions,
+            sidecar_group=sidecar_group(settings) if plan else "", telemetry_ends=telemetry_ends,
+            wait_s=options.fill_wait_s,
+        ))
+        gap_extra_s = time.monotonic() - last if plan else 0.0
         rmse, per_engine = score(tally, events, options.subset)
         plot = plot_report(tally, events, options.subset, report_dir / "rul_predicted_vs_true.png")
         summary = {
@@ -147,17 +394,32 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
             "dlq": tally.dead_letters,
             "dlq_reasons": tally.dead_letter_reasons,
             "twins": tally.entities,
-            "events_per_s": round(tally.processed / processing_s, 1),
+            "events_per_s": round(main_processed / processing_s, 1),
             "wall_s": round(last - started, 1),
             "rmse": round(rmse, 3),
             "rmse_engines": len(per_engine),
             "learner": settings.learner,
             "report_png": str(plot),
+            "gap_entity": plan.entity_id if plan else None,
+            "gap_sensor": plan.sensor if plan else None,
+            "gap_samples": len(plan.seqs) if plan else 0,
+            "gaps_detected": len(gap.gaps),
+            "fills_published": gap.fills_published,
+            "gap_samples_filled": len(gap.filled),
+            "predictions_with_fills": len(gap.synthetic_seqs),
+            "max_synthetic_share": round(gap.max_share, 4),
+            "gap_extra_s": round(gap_extra_s, 1),  # after the main replay: first fill, held-back cycles, the other fills
+            "measured_overwritten": len(gap.violations),
+            "measured_overwritten_examples": gap.violations[:5],
         }
         return summary
     finally:
-        stop_process(sink)
-        stop_process(worker)
+        # SIGTERM, wait, SIGKILL after 15 s (stop_process) for each child, concurrently:
+        # they are independent (own consumer groups), so shutdown takes the slowest, not the sum.
+        children = [child for child in (sink, sidecar, worker) if child is not None]
+        if children:
+            with ThreadPoolExecutor(max_workers=len(children)) as pool:
+                list(pool.map(stop_process, children))
         if broker is not None:
             broker.stop()
 
@@ -170,3 +432,20 @@ def print_summary(summary: dict[str, Any], console: Console) -> None:
         table.add_row(key, str(summary[key]))
     console.print(table)
     console.print(f"RUL error (RMSE) at the last cycle of {summary['rmse_engines']} test engines: {summary['rmse']}")
+    if summary.get("gap_entity"):
+        gaps = Table(title=f"gap filling: {summary['gap_entity']} without {summary['gap_sensor']} "
+                           f"for {summary['gap_samples']} samples")
+        gaps.add_column("metric")
+        gaps.add_column("value", justify="right")
+        for key in ("gaps_detected", "fills_published", "gap_samples_filled", "predictions_with_fills",
+                    "max_synthetic_share", "measured_overwritten"):
+            gaps.add_row(key, str(summary[key]))
+        console.print(gaps)
+        if summary["measured_overwritten"]:
+            console.print("[red]measured values overwritten:[/red] " + "; ".join(summary["measured_overwritten_examples"]))
+        else:
+            console.print("no measured value overwritten: every fill is for a sample whose value was sent as null, "
+                          "and no prediction has more synthetic input than the values that were missing")
+    else:
+        console.print(f"gap filling: no gap in the replay (--no-gaps); gaps detected {summary['gaps_detected']}, "
+                      f"fills published {summary['fills_published']}")
