@@ -10,7 +10,9 @@ the residual around that level at the missing positions, conditioned on the obse
 residuals, the mask, and the level itself. Samples therefore carry sensor noise like
 measured data (a deterministic fill is trivially detectable because it removes the
 noise); the point estimate is the mean the samples converge to. An artifact without
-diffusion weights samples Gaussian residuals with the Kalman variances.
+diffusion weights samples Gaussian residuals with the Kalman variances, and so does every
+artifact where the network would be outside its training domain (:func:`network_rows`:
+fewer than 16 observed rows, or more than 25 samples from an observed one).
 
 Units: :meth:`Generator.impute` and :meth:`Generator.sample` take and return raw sensor
 units, columns in ``generator.sensors`` order; ``*_z`` variants work on windows already
@@ -54,6 +56,34 @@ OPTIONAL_KALMAN_KEYS = ("kalman_slope_sd0",)
 NET_PREFIX = "net."
 POINT_DRAWS = 8  # x0-predictions averaged for the point estimate
 CONTEXT = 16  # samples either side the residual network sees (receptive field 1 + 2 * (1 + 2 + 4 + 8))
+MIN_OBSERVED_ROWS = CONTEXT  # fewer observed rows in a window: the network is out of its training domain
+MAX_OPEN = 25  # longest open (forecast) gap the network was trained on (generator_train.training_mask)
+
+
+def network_rows(window: np.ndarray) -> np.ndarray:
+    """Rows whose residual the diffusion network may generate: inside its training domain.
+
+    Why: the network was trained on windows with history and on open gaps of at most
+    ``MAX_OPEN`` samples. Asked for more (a cold start with a handful of samples, a long
+    forecast) its residuals spread far wider than sensor noise (measured: 3x the noise
+    30 samples out). There the generator keeps the Kalman predictive distribution (a
+    Gaussian residual with the level's variance plus the noise variance) instead, which is
+    what the level model can honestly say.
+
+    >>> w = np.zeros((40, 2)); w[10:] = np.nan
+    >>> bool(network_rows(w).any())  # 10 observed rows: too little context
+    False
+    >>> w = np.zeros((80, 2)); w[40:] = np.nan
+    >>> int(network_rows(w).sum())  # 40 observed + the first 25 forecast rows
+    65
+    """
+    observed = ~np.isnan(window).all(axis=1)
+    rows = np.flatnonzero(observed)
+    if rows.size < MIN_OBSERVED_ROWS:
+        return np.zeros(len(window), dtype=bool)
+    at = np.arange(len(window))
+    nearest = np.abs(at[:, None] - rows[None, :]).min(axis=1)
+    return nearest <= MAX_OPEN
 
 
 class GeneratorRejected(ValueError):
@@ -113,6 +143,12 @@ class Generator(Imputer):
             res = [rng.normal(size=(n, *w.shape)) * np.sqrt(np.maximum(v, 0.0) + r) for w, v in zip(windows, variances)]
         else:
             res = self._cropped(self.denoiser.sample, windows, levels, variances, n, rng)
+            r = np.broadcast_to(self.kalman.r, (len(self.sensors),))
+            for i, (w, v) in enumerate(zip(windows, variances)):
+                trusted = network_rows(w)
+                if not trusted.all():  # outside the network's domain: the Kalman predictive residual
+                    gauss = rng.normal(size=(n, *w.shape)) * np.sqrt(np.maximum(v, 0.0) + r)
+                    res[i] = np.where(trusted[None, :, None], res[i], gauss)
         return [np.where(np.isnan(w)[None], level[None] + e, w[None]) for w, level, e in zip(windows, levels, res)]
 
     def impute_many_z(self, windows: list[np.ndarray], rng: np.random.Generator | None = None) -> list[np.ndarray]:
@@ -123,6 +159,7 @@ class Generator(Imputer):
             means = [np.zeros_like(w) for w in windows]
         else:
             means = self._cropped(self.denoiser.mean, windows, levels, variances, POINT_DRAWS, rng or np.random.default_rng(0))
+            means = [np.where(network_rows(w)[:, None], m, 0.0) for w, m in zip(windows, means)]
         return [np.where(np.isnan(w), level + m, w) for w, level, m in zip(windows, levels, means)]
 
     @staticmethod
