@@ -182,3 +182,13 @@ def test_committed_report_meets_the_issue_references_and_matches_the_docs() -> N
     gen = report["imputation"]["block"]["generator"]
     assert f"(`generator`) | {gen['mae']:.3f} | {gen['rmse']:.3f} |" in text
     assert report["gate"]["passes"] == (not report["gate"]["failures"]) and report["command"] in text
+
+
+def test_cold_start_table_shows_every_k_and_the_verdict() -> None:
+    from twinstream.synth_docs_gen import cold_start_text
+
+    row = {"engines": 96, "engines_truth_below_cap": 3, "rmse_plain": 3.5, "rmse_augmented": 7.25, "rmse_blend": 5.0,
+           "rmse_real_lookahead": 0.5, "helps": False}
+    text = cold_start_text({"horizon": 30, "samples": 8, "weight": 0.5, "by_k": {"10": row, "20": {**row, "helps": True}}})
+    assert "| 10 | 96 | 3.500 | 7.250 | 5.000 | 0.500 | 3 | no |" in text and "| 20 |" in text and "| yes |" in text
+    assert cold_start_text({}) == "Cold start: not measured in this run."
