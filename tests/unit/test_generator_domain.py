@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from twinstream.models.generator import MAX_OPEN, load_generator, network_rows
+from twinstream.models.generator import MAX_OPEN, MIN_OBSERVED_ROWS, load_generator, network_rows
 from twinstream.schemas.generator import GateThresholds
 from twinstream.synth_data import cmapss_dataset
 
 
 def test_network_rows_need_context_and_stay_near_observed_rows() -> None:
     w = np.zeros((100, 3))
-    w[20:] = np.nan
+    w[MIN_OBSERVED_ROWS:] = np.nan
     rows = network_rows(w)
-    assert rows[:20 + MAX_OPEN].all() and not rows[20 + MAX_OPEN:].any()
-    w[:5] = np.nan  # 15 observed rows: too little context for the network anywhere
+    assert rows[:MIN_OBSERVED_ROWS + MAX_OPEN].all() and not rows[MIN_OBSERVED_ROWS + MAX_OPEN:].any()
+    w[:5] = np.nan  # too few observed rows: the network is used nowhere
     assert not network_rows(w).any()
 
 
