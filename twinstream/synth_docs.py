@@ -138,6 +138,15 @@ CSDI, sized for two CPU cores:
    **point estimate** is the mean the samples converge to: the network's prediction of
    the clean residual from pure noise (the conditional mean under its squared-error
    training), averaged over 8 noise draws, added to the trend.
+4. **Domain guard**: the network generates residuals only where it was measured to be
+   calibrated (`benchmarks/generator_forecast_calibration.py`, on the validation engines):
+   in windows with at least 30 observed rows and within 10 samples of an observed row.
+   Elsewhere (a young entity, a long forecast) samples take the Kalman predictive
+   residual and the point estimate is the trend; there the raw network's residuals spread
+   1.2 to 2.5 times wider than the predictive distribution and drift.
+   The Kalman smoother's initial slope has a prior from the fleet (twice the RMS of the
+   training series' least-squares slopes), so a window with two or three observed values
+   does not extrapolate a slope fitted to their noise.
 
 What the generator adds over the baselines: a deterministic fill (linear, Kalman) is a
 smooth line through noisy data, which a classifier spots almost every time; the
