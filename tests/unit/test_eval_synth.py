@@ -192,3 +192,9 @@ def test_cold_start_table_shows_every_k_and_the_verdict() -> None:
     text = cold_start_text({"horizon": 30, "samples": 8, "weight": 0.5, "by_k": {"10": row, "20": {**row, "helps": True}}})
     assert "| 10 | 96 | 3.500 | 7.250 | 5.000 | 0.500 | 3 | no |" in text and "| 20 |" in text and "| yes |" in text
     assert cold_start_text({}) == "Cold start: not measured in this run."
+
+
+def test_missing30_verdict_is_not_hidden_by_rounding() -> None:
+    from twinstream.synth_docs_gen import _verdict
+
+    assert "misses" in _verdict(1.0502) and "meets" in _verdict(1.05) and _verdict(None) == "not measured"
