@@ -43,12 +43,16 @@ def test_observed_values_kept_and_empty_column_stays_nan(imputer) -> None:
     assert not np.isnan(out[:, :2]).any() and np.isnan(out[:, 2]).all()
 
 
-def dense_posterior(y: np.ndarray, ql: float, qs: float, r: float) -> tuple[np.ndarray, np.ndarray]:
-    """E and Var of each level given the observed values, by conditioning one joint Gaussian."""
+def dense_posterior(y: np.ndarray, ql: float, qs: float, r: float, slope_var0: float | None = None
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """E and Var of each level given the observed values, by conditioning one joint Gaussian.
+
+    The initial state covariance is diffuse (``DIFFUSE * r``), or for the slope ``slope_var0``.
+    """
     steps = len(y)
     trans = np.array([[1.0, 1.0], [0.0, 1.0]])
     powers = [np.linalg.matrix_power(trans, k) for k in range(steps)]
-    p0 = DIFFUSE * r * np.eye(2)
+    p0 = np.diag([DIFFUSE * r, DIFFUSE * r if slope_var0 is None else slope_var0])
     q = np.diag([ql, qs])
     cov = np.empty((steps, steps))
     for t in range(steps):

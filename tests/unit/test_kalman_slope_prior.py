@@ -16,31 +16,14 @@ import numpy as np
 import pytest
 
 from twinstream.models.generator import KALMAN_KEYS, bundled_generator_dir, load_generator
-from twinstream.models.imputation import DIFFUSE, KalmanLLT, llt_filter, slope_prior_sd
+from twinstream.models.imputation import KalmanLLT, llt_filter, slope_prior_sd
 from twinstream.models.prior import sha256_file
 from twinstream.schemas.generator import GateThresholds
 
+from test_imputation import dense_posterior  # one dense-conditioning reference for both smoothers
+
 NAN = np.nan
 OPEN = GateThresholds(max_mae_ratio=None, max_discriminative=None)
-
-
-def dense_posterior_mean(y: np.ndarray, ql: float, qs: float, r: float, slope_var0: float) -> np.ndarray:
-    """E[level_t | observed] with initial covariance diag(DIFFUSE * r, slope_var0), by one big conditioning."""
-    steps = len(y)
-    trans = np.array([[1.0, 1.0], [0.0, 1.0]])
-    powers = [np.linalg.matrix_power(trans, k) for k in range(steps)]
-    p0 = np.diag([DIFFUSE * r, slope_var0])
-    q = np.diag([ql, qs])
-    cov = np.empty((steps, steps))
-    for t in range(steps):
-        for u in range(steps):
-            c = powers[t] @ p0 @ powers[u].T
-            for s in range(min(t, u)):
-                c = c + powers[t - 1 - s] @ q @ powers[u - 1 - s].T
-            cov[t, u] = c[0, 0]
-    obs = ~np.isnan(y)
-    c_oo = cov[np.ix_(obs, obs)] + r * np.eye(obs.sum())
-    return cov[:, obs] @ np.linalg.solve(c_oo, y[obs])
 
 
 @pytest.mark.parametrize("smooth", [True, False])
@@ -54,7 +37,7 @@ def test_slope_prior_is_the_gaussian_posterior(smooth: bool) -> None:
     for t in np.flatnonzero(np.isnan(y)):
         known = y if smooth else np.where(np.arange(20) < t, y, NAN)
         if smooth or (~np.isnan(known)).any():
-            assert out[t] == pytest.approx(dense_posterior_mean(known, ql, qs, r, sd0**2)[t], rel=1e-6, abs=1e-6)
+            assert out[t] == pytest.approx(dense_posterior(known, ql, qs, r, sd0**2)[0][t], rel=1e-6, abs=1e-6)
 
 
 def test_none_and_inf_keep_the_diffuse_start_and_columns_get_their_own_prior() -> None:
