@@ -198,3 +198,10 @@ def test_missing30_verdict_is_not_hidden_by_rounding() -> None:
     from twinstream.synth_docs_gen import _verdict
 
     assert "misses" in _verdict(1.0502) and "meets" in _verdict(1.05) and _verdict(None) == "not measured"
+
+
+def test_missing30_per_seed_text_has_every_seed_and_the_standard_error() -> None:
+    from twinstream.synth_docs_gen import _per_seed
+
+    rul = {"missing30": {"runs": [{"seed": s, "filled_late": {"ratio": v}} for s, v in ((0, 1.0), (1, 1.1))]}}
+    assert _per_seed(rul) == "0: 1.000, 1: 1.100; standard error of the mean 0.050"
