@@ -137,25 +137,30 @@ class Generator(Imputer):
             out_v.append(np.where(empty[None, :], 1.0, var))
         return out_l, out_v
 
+    def _predictive_variance(self, variances: list[np.ndarray]) -> list[np.ndarray]:
+        """Per cell, the variance of a hidden measurement around the level: level variance + noise variance ``r``."""
+        r = np.broadcast_to(self.kalman.r, (len(self.sensors),))
+        return [np.maximum(v, 0.0) + r for v in variances]
+
     def sample_many_z(self, windows: list[np.ndarray], n: int, rng: np.random.Generator) -> list[np.ndarray]:
         """``n`` samples ``(n, T, D)`` of each z-scored window, observed values unchanged."""
         windows = [self._check(w) for w in windows]
         levels, variances = self.trend_many(windows)
+        spread = [np.sqrt(v) for v in self._predictive_variance(variances)]
         if self.denoiser is None:
-            r = np.broadcast_to(self.kalman.r, (len(self.sensors),))
-            res = [rng.normal(size=(n, *w.shape)) * np.sqrt(np.maximum(v, 0.0) + r) for w, v in zip(windows, variances)]
+            res = [rng.normal(size=(n, *w.shape)) * sd for w, sd in zip(windows, spread)]
         else:
             res = self._cropped(self.denoiser.sample, windows, levels, variances, n, rng)
-            r = np.broadcast_to(self.kalman.r, (len(self.sensors),))
-            for i, (w, v) in enumerate(zip(windows, variances)):
+            for i, (w, sd) in enumerate(zip(windows, spread)):
                 trusted = network_rows(w)
                 if not trusted.all():  # outside the network's domain: the Kalman predictive residual
-                    gauss = rng.normal(size=(n, *w.shape)) * np.sqrt(np.maximum(v, 0.0) + r)
-                    res[i] = np.where(trusted[None, :, None], res[i], gauss)
+                    res[i] = np.where(trusted[None, :, None], res[i], rng.normal(size=(n, *w.shape)) * sd)
         return [np.where(np.isnan(w)[None], level[None] + e, w[None]) for w, level, e in zip(windows, levels, res)]
 
-    def impute_many_z(self, windows: list[np.ndarray], rng: np.random.Generator | None = None) -> list[np.ndarray]:
-        """Point estimate of each z-scored window: level + the residual's conditional mean."""
+    def point_many_z(self, windows: list[np.ndarray], rng: np.random.Generator | None = None
+                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Point estimate of each z-scored window (level + the residual's conditional mean) and, per
+        cell, the predictive variance of the hidden measurement (level variance + ``r``), from one trend run."""
         windows = [self._check(w) for w in windows]
         levels, variances = self.trend_many(windows)
         if self.denoiser is None:
@@ -163,7 +168,12 @@ class Generator(Imputer):
         else:
             means = self._cropped(self.denoiser.mean, windows, levels, variances, POINT_DRAWS, rng or np.random.default_rng(0))
             means = [np.where(network_rows(w)[:, None], m, 0.0) for w, m in zip(windows, means)]
-        return [np.where(np.isnan(w), level + m, w) for w, level, m in zip(windows, levels, means)]
+        points = [np.where(np.isnan(w), level + m, w) for w, level, m in zip(windows, levels, means)]
+        return points, self._predictive_variance(variances)
+
+    def impute_many_z(self, windows: list[np.ndarray], rng: np.random.Generator | None = None) -> list[np.ndarray]:
+        """Point estimate of each z-scored window: level + the residual's conditional mean."""
+        return self.point_many_z(windows, rng)[0]
 
     @staticmethod
     def _cropped(run: Any, windows: list[np.ndarray], levels: list[np.ndarray], variances: list[np.ndarray], n: int,

@@ -87,13 +87,12 @@ def generator_point(generator: Any, z_windows: list[np.ndarray], rng: np.random.
                     ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Point estimate and predictive standard deviation of each z-scored window (z units).
 
-    The value is ``generator.impute_many_z`` (observed cells unchanged); the standard
-    deviation ``sqrt(level variance + r)``, the spread of the hidden measurement around it.
+    The value is the generator's point estimate (``point_many_z``, = ``impute_many_z``;
+    observed cells unchanged); the standard deviation ``sqrt(level variance + r)``, the
+    spread of the hidden measurement around it, from the same trend run.
     """
-    points = generator.impute_many_z(z_windows, rng)
-    _, variances = generator.trend_many(z_windows)
-    r = np.broadcast_to(np.asarray(generator.kalman.r, dtype=float), (len(generator.sensors),))
-    return points, [np.sqrt(np.maximum(v, 0.0) + r) for v in variances]
+    points, variances = generator.point_many_z(z_windows, rng)
+    return points, [np.sqrt(v) for v in variances]
 
 
 class _OneCall:

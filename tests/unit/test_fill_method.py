@@ -71,13 +71,13 @@ class SlowGenerator:
     def __getattr__(self, name):
         return getattr(self.g, name)
 
-    def impute_many_z(self, windows, rng=None):
+    def point_many_z(self, windows, rng=None):
         self.calls += 1
         self.release.wait(30.0)
         self.done.set()
         if self.fail:
             raise RuntimeError("broken network")
-        return self.g.impute_many_z(windows, rng)
+        return self.g.point_many_z(windows, rng)
 
 
 def test_over_budget_batch_is_filled_by_the_baseline_within_the_budget(generator) -> None:
