@@ -187,9 +187,9 @@ class TwinProcessor:
             synthetic: frozenset[str] = frozenset()
             weight = 1.0
             if share > 0.0:
-                synthetic = frozenset(n for n, v in inputs.items() if v is not None and decoded.metrics.get(n) is None)
-                if decoded.synthetic:
-                    synthetic = frozenset(n for n, v in inputs.items() if v is not None)
+                # the values that came from fills (a synthetic sample: all of its values)
+                synthetic = frozenset(n for n, v in inputs.items()
+                                      if v is not None and (decoded.synthetic or decoded.metrics.get(n) is None))
                 if label is not None:
                     learn_weight = self._synthetic_learn_weight()
                     if learn_weight is None:
