@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 from kafka import KafkaConsumer, TopicPartition
 
+from twinstream.demo_gaps import committed_up_to  # one committed-offsets check for the demo and the tests
 from twinstream.models.twin import Twin
 from twinstream.processes import stop_process
 
@@ -112,11 +113,7 @@ def committed_all(bootstrap: str, group: str, topic: str, next_offsets: dict[int
     The expected offsets come from the producer's acknowledgements, not from the
     broker's end offsets, which the embedded broker under-reports.
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
-    try:
-        return all((consumer.committed(TopicPartition(topic, p)) or 0) >= end for p, end in next_offsets.items())
-    finally:
-        consumer.close()
+    return committed_up_to(bootstrap, group, {(topic, p): end for p, end in next_offsets.items()})
 
 
 def prediction_keys(values: list[dict]) -> Counter:
