@@ -362,13 +362,19 @@ class KalmanLLT(Imputer):
         """The estimated level of every sample, observed ones included (the denoised series), ``(T, D)`` each."""
         return self._run(series)[0]
 
+    def impute_with_std(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`impute` and :meth:`impute_std` from one smoother run."""
+        arr, flat = as_2d(y)
+        (level,), (var,) = self._run([arr])
+        _, _, r = self._params(arr.shape[1])
+        missing = np.isnan(arr)
+        filled = np.where(missing, level, arr)
+        std = np.where(missing, np.sqrt(np.maximum(var, 0.0) + r), 0.0)
+        return (filled[:, 0], std[:, 0]) if flat else (filled, std)
+
     def impute_std(self, y: np.ndarray) -> np.ndarray:
         """Standard deviation of each fill around the true value (0 where observed)."""
-        arr, flat = as_2d(y)
-        _, (var,) = self._run([arr])
-        _, _, r = self._params(arr.shape[1])
-        std = np.where(np.isnan(arr), np.sqrt(np.maximum(var, 0.0) + r), 0.0)
-        return std[:, 0] if flat else std
+        return self.impute_with_std(y)[1]
 
 
 def slope_prior_sd(series: Sequence[np.ndarray], factor: float = 2.0) -> np.ndarray:

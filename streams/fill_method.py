@@ -74,9 +74,8 @@ def _baseline(windows: list[np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         mean = np.where(seen, y, 0.0).sum(axis=0) / count
         std = np.sqrt(np.where(seen, (y - mean) ** 2, 0.0).sum(axis=0) / count)
         std = np.where(std > 0, std, 1.0)
-        z = (y - mean) / std
-        value = kalman.impute(z) * std + mean
-        sd = kalman.impute_std(z) * std
+        z_value, z_sd = kalman.impute_with_std((y - mean) / std)  # one smoother run for both
+        value, sd = z_value * std + mean, z_sd * std
         empty = ~seen.any(axis=0)
         value[:, empty] = np.nan
         out.append((np.where(seen, y, value), np.where(seen, 0.0, sd)))
