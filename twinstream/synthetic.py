@@ -122,7 +122,7 @@ def noise_floor_mae(smoother: KalmanLLT, masks: Sequence[np.ndarray]) -> float:
     1.1968
     """
     per_col = np.sqrt(2.0 * np.broadcast_to(smoother.r, (masks[0].shape[1],)) / math.pi)
-    hidden = np.concatenate([m for m in masks]).astype(float)
+    hidden = np.concatenate(masks).astype(float)
     return float((hidden * per_col).sum() / max(hidden.sum(), 1.0))
 
 
