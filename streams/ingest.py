@@ -12,9 +12,18 @@ Delivery contract (why the code is shaped like this):
   redelivers only events whose effect is not in the table, and the twin's sequence
   check skips the ones that are. Result: no update lost, none applied twice, every
   (entity, seq) prediction published at least once.
-* On a rebalance every cached twin of a revoked partition is dropped, and a
-  checkpoint that straddles a rebalance does not ack: Faust seeks back to the
-  committed offsets, so those events come again and are applied to the table state.
+* On a rebalance every cached twin is dropped, and a checkpoint that straddles a
+  rebalance does not ack. Events fetched before the rebalance but handed to the agent
+  after it (Faust's take buffer is not cleared on revocation) are discarded unapplied
+  and unacked: applied to a twin freshly read from the table they would jump over the
+  events the dropped twin had applied, and acked they would commit past effects that
+  were just thrown away.
+* Each checkpoint ends every written partition with a marker naming the next input
+  offset of each input topic (:mod:`twinstream.streams.input_offsets`). After every
+  rebalance, once the table is recovered and before consuming resumes, the group's
+  committed offsets are set to the markers, so what is replayed is exactly what the
+  table lacks. If the first event of a partition is still ahead of its marker, the
+  partition is sought back (and counted): that would otherwise be a silent loss.
 * The agent reads the measured telemetry topic and the synthetic topic (the sidecar's
   fills) as one stream: both are keyed by entity id with the same partition count, so
   Faust assigns partition *p* of both to the same worker, next to the twins of *p*.
@@ -26,25 +35,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 import weakref
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-import orjson
 from faust.streams import _current_event  # see _as_event_of_partition
-
-from twinstream.settings import Settings
+from faust.types import TP
+from twinstream.streams.input_offsets import (
+    InputOffsets,
+    decode_marker,
+    encode_marker,
+    marker_key,
+)
 from twinstream.streams.metrics import WorkerMetrics
 from twinstream.streams.output import BatchPublisher
 from twinstream.streams.processor import Record, TwinProcessor
 
+from twinstream.settings import Settings
+
 log = logging.getLogger(__name__)
 
 TWIN_TABLE = "twins"
-CHECKPOINT_KEY_PREFIX = "__checkpoint__."
+EXIT_AGENT_CRASHED = 70  # EX_SOFTWARE: the ingest agent died; a supervisor restarts the process
 
 
 @dataclass
@@ -86,15 +102,24 @@ class IngestAgent:
         )
         self.processor = TwinProcessor(settings, self._load_twin, metrics)
         self.publisher = BatchPublisher(settings.broker_servers, client_id=f"{settings.app_id}-outputs")
+        self.input_topics = frozenset({self.telemetry.get_topic_name(), synthetic.get_topic_name()})
         self.pending = _Pending()
+        self.offsets = InputOffsets()
         self.lock = asyncio.Lock()
         self.generation = 0
+        # True from a revocation until the table is recovered and offsets are aligned;
+        # also at start, until the first assignment has been recovered.
+        self.rebalancing = True
+        # Per input partition, the marker's offset until its first event after a rebalance.
+        self.resume_at: dict[TP, int] = {}
+        self.rewound: set[TP] = set()
         self.last_checkpoint = time.monotonic()
         self.checkpoint_number = 0
         self.stream: faust.StreamT | None = None
         app.agent(self.inputs, name="twinstream.ingest")(self._agent)
         app.timer(max(settings.checkpoint_interval_s, 0.05))(self._on_timer)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)
 
     # --- Faust callbacks ---------------------------------------------------------
     async def _agent(self, stream: faust.StreamT) -> None:
@@ -106,48 +131,124 @@ class IngestAgent:
                     await self._handle(events)
                     if time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
                         await self._checkpoint()
+        except Exception as exc:
+            exit_on_agent_crash(exc)
         finally:
             await self.publisher.stop()
 
     async def _on_timer(self) -> None:
         if self.pending.events and time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
             async with self.lock:
-                await self._checkpoint()
+                try:
+                    await self._checkpoint()
+                except Exception as exc:
+                    exit_on_agent_crash(exc)
 
     async def _on_revoked(self, app: faust.App, revoked: set[Any], **_: Any) -> None:
-        # Drop every cached twin, not only those of revoked partitions: Faust seeks all
-        # assigned partitions back to their committed offsets after a rebalance, so the
-        # unacked tail is redelivered and re-applied to the table state.
-        partitions = {tp.partition for tp in revoked if tp.topic == self.telemetry.get_topic_name()}
+        # Drop every cached twin, not only those of revoked partitions: the group's
+        # offsets are reset to the table's markers after the rebalance, so the
+        # unacked tail of every partition is redelivered and re-applied to the table state.
+        partitions = {tp.partition for tp in revoked if tp.topic in self.input_topics}
         self.generation += 1
+        self.rebalancing = True
         dropped = self.processor.drop_all()
         self.pending.clear()
+        self.offsets.reset()
+        self.resume_at.clear()
+        self.rewound.clear()
         log.info("rebalance: revoked partitions=%s, dropped %d cached twins; unacked events will be redelivered",
                  sorted(partitions), dropped)
+
+    async def _on_rebalance_complete(self, app: faust.App, **_: Any) -> None:
+        """Tables are recovered and consuming has not resumed: align committed offsets to the markers."""
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic in self.input_topics]
+        targets: dict[TP, int] = {}
+        for partition in sorted({tp.partition for tp in assigned}):
+            offsets = decode_marker(self._read_key(partition, marker_key(partition)))
+            for tp in assigned:
+                if tp.partition == partition and offsets and tp.topic in offsets:
+                    targets[tp] = offsets[tp.topic]
+                    self.offsets.known[(tp.topic, partition)] = offsets[tp.topic]
+        if targets and not await app.consumer._commit(targets):
+            log.warning("rebalance: could not set committed offsets to the table's markers %s; "
+                        "a newer rebalance will retry", _describe(targets))
+        self.resume_at = dict(targets)
+        self.rebalancing = False
+        log.info("rebalance complete: %d input partitions, resuming from the table's markers %s",
+                 len(assigned), _describe(targets))
 
     # --- work -----------------------------------------------------------------------
     def _load_twin(self, entity_id: str) -> bytes | None:
         return self.table.get(entity_id.encode())
 
+    def _read_key(self, partition: int, key: bytes) -> bytes | None:
+        """Read a key from one partition's local store (no current event places it here)."""
+        db_for_partition = getattr(self.table.data, "_db_for_partition", None)
+        if db_for_partition is not None:  # RocksDB: one database per partition
+            return db_for_partition(partition).get(key)
+        return self.table.get(key)
+
+    async def _current(self, events: list[faust.EventT]) -> list[faust.EventT]:
+        """Events of the current assignment that continue from what the table reflects.
+
+        Discarded (neither applied nor acked, so redelivered): events fetched before a
+        rebalance, and a partition's events that are ahead of its marker after one.
+        """
+        if self.rebalancing:
+            self.metrics.stale_events.inc(len(events))
+            return []
+        generation = self.app.consumer_generation_id
+        current = []
+        for event in events:
+            message = event.message
+            if message.generation_id != generation:
+                self.metrics.stale_events.inc()
+                continue
+            resume = self.resume_at.get(message.tp)
+            if resume is not None:
+                if message.offset > resume:
+                    if message.tp not in self.rewound:
+                        log.error("offset ahead of table state: topic=%s partition=%d offset=%d marker=%d; seeking back",
+                                  message.topic, message.partition, message.offset, resume)
+                        self.metrics.offset_rewinds.inc()
+                        self.rewound.add(message.tp)
+                        await self.app.consumer.seek(message.tp, resume)
+                    self.metrics.stale_events.inc()
+                    continue
+                del self.resume_at[message.tp]
+            current.append(event)
+        return current
+
     async def _handle(self, events: list[faust.EventT]) -> None:
+        generation = self.generation
+        events = await self._current(events)
+        if not events or generation != self.generation:
+            return
         records = []
         per_topic: dict[str, int] = {}
         for event in events:
             message = event.message
             records.append(Record(message.key, message.value, message.topic, message.partition, message.offset))
             self.pending.last_event_of_partition[message.partition] = event
+            self.offsets.advance(message.topic, message.partition, message.offset)
             per_topic[message.topic] = per_topic.get(message.topic, 0) + 1
         for topic, count in per_topic.items():
             self.metrics.events_in.labels(topic).inc(count)
         output = self.processor.process(records)
         partitions = self.settings.partitions
-        sends = self.pending.sends
+        sends: list[Awaitable[Any]] = []
         if output.predictions:
             sends += await self.publisher.publish(self.predictions_topic, partitions, output.predictions)
         if output.dead_letters:
             sends += await self.publisher.publish(self.dlq_topic, partitions, output.dead_letters)
         if output.gaps:
             sends += await self.publisher.publish(self.gaps_topic, partitions, output.gaps)
+        if generation != self.generation:
+            # Revoked while publishing: the twins these events changed were dropped, so
+            # the events must come again rather than be acked.
+            log.info("batch straddled a rebalance; %d events will be redelivered", len(events))
+            return
+        self.pending.sends.extend(sends)
         self.pending.events.extend(events)
 
     async def _checkpoint(self) -> None:
@@ -160,27 +261,32 @@ class IngestAgent:
         self.pending.clear()
         if sends:
             await asyncio.gather(*sends)  # raises if the broker refused any prediction/dead letter
-        written = 0
+        if generation != self.generation:
+            log.info("checkpoint straddled a rebalance; %d events will be redelivered instead of acked", len(events))
+            return
+        # From here to the markers' delivery nothing awaits between snapshotting the
+        # twins and the offsets they reflect, so the two agree.
         dirty = self.processor.take_dirty()
+        offsets = self.offsets.snapshot()
         changelog: list[Awaitable[Any]] = []
         for partition, items in dirty.items():
             with _as_event_of_partition(last_events.get(partition)):
                 for entity_id, blob in items:
                     changelog.append(self._write_table(partition, entity_id.encode(), blob))
-                    written += 1
         await asyncio.gather(*changelog)  # every twin is in the changelog before any marker
-        if dirty:
-            await asyncio.gather(*self._write_markers(dirty.keys(), last_events))
+        if offsets:
+            await asyncio.gather(*self._write_markers(offsets, last_events))
         if generation != self.generation:
             log.info("checkpoint straddled a rebalance; %d events will be redelivered instead of acked", len(events))
             return
+        self.offsets.written(offsets)
         assert self.stream is not None
         for event in events:
             await self.stream.ack(event)
         self.last_checkpoint = time.monotonic()
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.observe(self.last_checkpoint - started)
-        log.debug("checkpoint: %d twins written, %d events acked", written, len(events))
+        log.debug("checkpoint: %d twins written, %d events acked", len(changelog), len(events))
 
     def _write_table(self, partition: int, key: bytes, value: bytes) -> Awaitable[Any]:
         """Write one table entry and return the future of its changelog delivery.
@@ -193,23 +299,42 @@ class IngestAgent:
         self.table.data[key] = value  # local RocksDB (partition from the current event)
         return self.table.send_changelog(partition, key, value)
 
-    def _write_markers(self, partitions: Iterable[int], last_events: dict[int, faust.EventT]) -> list[Awaitable[Any]]:
-        """End each written changelog partition with a one-record batch.
+    def _write_markers(
+        self, offsets: dict[int, dict[str, int]], last_events: dict[int, faust.EventT]
+    ) -> list[Awaitable[Any]]:
+        """End each partition that had events with a one-record marker naming its next input offsets.
 
-        The embedded Tansu 0.6.0 reports a partition's high watermark as the base offset
-        of its last record batch + 1, so the tail of a multi-record batch would be
-        invisible to Faust's changelog recovery. A single marker record, flushed after
-        the twins, makes the reported high watermark exact again. With Apache Kafka it
-        is one small record per partition per checkpoint. Marker keys are not valid
-        entity ids, so they never collide with a twin.
+        Sent after the twins' changelog records are confirmed, so the marker is its own
+        record batch (the embedded broker's high watermark is then exact) and a reader
+        that sees the marker also sees every twin state it vouches for.
         """
         self.checkpoint_number += 1
-        marker = orjson.dumps({"checkpoint": self.checkpoint_number, "time": time.time()})
+        now = time.time()
         futures = []
-        for partition in partitions:
+        for partition, topic_offsets in offsets.items():
+            marker = encode_marker(self.checkpoint_number, topic_offsets, now)
             with _as_event_of_partition(last_events.get(partition)):
-                futures.append(self._write_table(partition, f"{CHECKPOINT_KEY_PREFIX}{partition}".encode(), marker))
+                futures.append(self._write_table(partition, marker_key(partition), marker))
         return futures
+
+
+def _describe(offsets: dict[TP, int]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]={offset}" for tp, offset in sorted(offsets.items())) or "(none)"
+
+
+def exit_on_agent_crash(exc: BaseException) -> None:
+    """End the process when the ingest agent dies, instead of living on idle.
+
+    Faust logs an agent's crash and keeps the worker running with no consumer of its
+    partitions: no exit for a supervisor to act on, every partition stalled. Exiting
+    is safe at any point, exactly like a SIGKILL: unacked events are redelivered to the
+    restarted process, and the twins' sequence check skips what the table already holds.
+    """
+    log.critical("ingest agent crashed (%s: %s); exiting with status %d so that a supervisor restarts the worker",
+                 type(exc).__name__, exc, EXIT_AGENT_CRASHED, exc_info=exc)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    os._exit(EXIT_AGENT_CRASHED)
 
 
 class _as_event_of_partition:

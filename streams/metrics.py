@@ -22,8 +22,25 @@ class WorkerMetrics:
         )
         self.sequence_gaps = Counter("twinstream_sequence_gaps_total", "Sequence numbers skipped by a source", registry=r)
         self.dead_letters = Counter("twinstream_dead_letters_total", "Messages sent to the DLQ", ["reason"], registry=r)
+        self.twin_errors = Counter(
+            "twinstream_twin_errors_total",
+            "Records whose handling raised, dead-lettered as twin_error, by stage: decode, load (twin state "
+            "unreadable), apply (the twin was restored to its state before the record), restore (that failed too; "
+            "the twin went back to its last checkpoint)",
+            ["stage"], registry=r,
+        )
         self.predictions = Counter("twinstream_predictions_total", "Predictions published", ["target"], registry=r)
         self.checkpoints = Counter("twinstream_checkpoints_total", "Twin-state checkpoints written", registry=r)
+        self.stale_events = Counter(
+            "twinstream_stale_events_discarded_total",
+            "Events discarded unapplied and unacked because they were fetched before a rebalance "
+            "or are ahead of the table's checkpoint marker (they are redelivered)", registry=r,
+        )
+        self.offset_rewinds = Counter(
+            "twinstream_offset_rewinds_total",
+            "Input partitions sought back after a rebalance because consuming resumed ahead of the table's marker",
+            registry=r,
+        )
         self.checkpoint_seconds = Histogram(
             "twinstream_checkpoint_seconds", "Time to write a checkpoint and flush", registry=r
         )
@@ -71,6 +88,12 @@ class WorkerMetrics:
         )
         self.sink_points = Counter("twinstream_sink_points_total", "Points written to InfluxDB", registry=r)
         self.sink_failures = Counter("twinstream_sink_write_failures_total", "Failed InfluxDB writes (retried)", registry=r)
+        self.sink_dead_letters = Counter(
+            "twinstream_sink_dead_letters_total",
+            "Predictions the InfluxDB sink sent to its DLQ, by reason: sink_rejected (InfluxDB refused the point "
+            "permanently, after bounded retries), bad_json / invalid (not a Prediction)",
+            ["reason"], registry=r,
+        )
 
 
 def serve_metrics(metrics: WorkerMetrics, port: int, addr: str = "127.0.0.1") -> None:

@@ -1,0 +1,101 @@
+"""Which input offsets the checkpointed twin state reflects, per partition.
+
+Why this exists: the promise "no lost and no double-applied update" needs one invariant,
+*an input offset is committed only when the table state that will be read back after
+any rebalance contains its effect*. Acknowledging events only after their checkpoint
+gives that for the group's committed offsets, but the committed offsets are a second
+copy of the truth, kept by a different system (the consumer group), and a rebalance can
+separate the two. So every checkpoint also writes, next to the twins of a partition and
+after them, a marker that names the next input offset of every input topic of that
+partition. After each rebalance the worker reads the markers back from the recovered
+table and makes the group's committed offsets equal to them before consuming resumes:
+what is replayed then is exactly what the table lacks, whatever the group had committed.
+
+The marker doubles as the one-record batch that ends each checkpoint on the changelog
+(the embedded broker reports a partition's high watermark as the base offset of its last
+record batch + 1, so without a trailing one-record batch the tail of a multi-record batch
+would be invisible to changelog recovery).
+
+>>> offsets = InputOffsets()
+>>> offsets.advance("t", 0, 41)
+>>> offsets.advance("s", 0, 7)
+>>> offsets.advance("t", 1, 3)
+>>> snapshot = offsets.snapshot()
+>>> decode_marker(encode_marker(5, snapshot[0], now=0.0))
+{'s': 8, 't': 42}
+>>> decode_marker(b'{"checkpoint": 1, "time": 0}') is None  # a marker that names no offsets
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import orjson
+
+MARKER_KEY_PREFIX = "__checkpoint__."
+
+
+def marker_key(partition: int) -> bytes:
+    """Table key of a partition's marker; not a valid entity id, so it never collides with a twin."""
+    return f"{MARKER_KEY_PREFIX}{partition}".encode()
+
+
+def encode_marker(checkpoint: int, offsets: dict[str, int], now: float) -> bytes:
+    """Marker value: checkpoint number, wall time, and the next input offset per topic."""
+    return orjson.dumps({"checkpoint": checkpoint, "time": now, "offsets": dict(sorted(offsets.items()))})
+
+
+def decode_marker(blob: bytes | None) -> dict[str, int] | None:
+    """Next input offset per topic from a marker, or None when it names none (or is unreadable)."""
+    if not blob:
+        return None
+    try:
+        value = orjson.loads(blob)
+    except orjson.JSONDecodeError:
+        return None
+    offsets = value.get("offsets") if isinstance(value, dict) else None
+    if not isinstance(offsets, dict):
+        return None
+    return {str(topic): int(offset) for topic, offset in sorted(offsets.items()) if isinstance(offset, int)}
+
+
+@dataclass
+class InputOffsets:
+    """Next input offset per (topic, partition): what the in-memory twins reflect.
+
+    ``advance`` is called for every event applied to the in-memory twins; ``known``
+    holds what the table is known to reflect (read back after a rebalance, or written by
+    a checkpoint) so that a partition's marker keeps naming a topic that had no new
+    events since the last checkpoint.
+    """
+
+    applied: dict[tuple[str, int], int] = field(default_factory=dict)
+    known: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def advance(self, topic: str, partition: int, offset: int) -> None:
+        key = (topic, partition)
+        if offset + 1 > self.applied.get(key, -1):
+            self.applied[key] = offset + 1
+
+    def snapshot(self) -> dict[int, dict[str, int]]:
+        """Offsets to write per partition at a checkpoint: partitions with applied events only."""
+        touched = {partition for _, partition in self.applied}
+        merged: dict[int, dict[str, int]] = {}
+        for (topic, partition), offset in {**self.known, **self.applied}.items():
+            if partition in touched:
+                merged.setdefault(partition, {})[topic] = offset
+        return merged
+
+    def written(self, snapshot: dict[int, dict[str, int]]) -> None:
+        """The snapshot is in the changelog: it becomes known, and applied starts afresh."""
+        for partition, offsets in snapshot.items():
+            for topic, offset in offsets.items():
+                self.known[(topic, partition)] = offset
+                if self.applied.get((topic, partition)) == offset:
+                    del self.applied[(topic, partition)]
+
+    def reset(self) -> None:
+        """Forget everything (a rebalance): the table is read back before anything is applied."""
+        self.applied.clear()
+        self.known.clear()
