@@ -1,0 +1,303 @@
+"""A self-supervised forecasting twin: one metric, ``h`` samples ahead, learned online.
+
+Why this design (measured on public series; docs/any-fleet.md):
+
+* **Persistence is the bar.** "The value stays where it is" is hard to beat at short
+  horizons; a learner that does not beat it is noise. So the twin predicts the *change*
+  over the next ``h`` samples (``y[t+h] - y[t]``), and a zero change is persistence.
+* **Recursive least squares, not SGD.** Plain SGD on raw lags diverges on series with
+  large values or steps. RLS with a forgetting factor solves the least-squares problem
+  exactly at every step (no learning rate), on inputs divided by the series' own typical
+  h-step change and clipped, so one spike cannot throw the weights.
+* **Direct h-step regression.** Inputs: the last ``order`` one-step changes, the gap
+  between the value and a fast and a slow moving mean (mean reversion), a bias, and,
+  once the twin's own history shows a season ``s`` (:mod:`~twinstream.models.seasonality`),
+  the change one season ago over the same horizon (``y[t+h-s] - y[t-s]``) and the gap to
+  the value one season ago (``y[t+h-s] - y[t]``).
+* **A divergence guard.** The twin tracks the recent absolute error of its regression, of
+  persistence and (with a prior) of the frozen prior, each on the same forecasts, and
+  publishes the one with the smallest: when its regression is worse than persistence it
+  falls back to persistence, and it comes back when it is better again.
+* **Honest intervals.** From the twin's own recent residuals, kept calibrated online
+  (:mod:`~twinstream.models.conformal`); widened when the input is out of domain.
+* **Self-supervised labels.** A forecast made at ``seq`` t waits in a bounded pending
+  buffer until the sample with ``seq`` t+h arrives; it is scored, then learned. Every
+  forecast is made before its label exists (prequential order).
+
+>>> import math
+>>> fc = OnlineForecaster(horizon=2, max_season=0)
+>>> outs = [fc.step(t, math.sin(t / 5.0)) for t in range(300)]
+>>> last = outs[-1]
+>>> last.target_seq, last.lower <= last.value <= last.upper, fc.labels
+(301, True, 298)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from twinstream.models.conformal import ConformalBand
+from twinstream.models.domain import DomainBounds, OnlineDomain
+from twinstream.models.rls import RLS, ForecastPrior
+from twinstream.models.seasonality import MIN_CYCLES, detect_season
+
+DOMAIN_FEATURES = ("level", "level_dev", "change_1", "change_h")
+SOURCES = ("model", "seasonal", "damped", "persistence", "prior")
+DAMPING = 0.5  # the "damped" candidate: half the regression's predicted change
+NAN = float("nan")
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """One published forecast: value for ``target_seq`` with an interval and how it was made."""
+
+    seq: int
+    target_seq: int
+    value: float
+    lower: float
+    upper: float
+    in_domain: bool
+    domain_score: float
+    source: str  # "model", "persistence" or "prior": which candidate was published
+
+
+class OnlineForecaster:
+    """Online h-step forecaster of one series (see the module doc for the why).
+
+    ``step(seq, value)`` is called once per sample in sequence order (``value`` None for
+    a missing sample: a gap, never a zero) and returns the forecast for ``seq + horizon``.
+    """
+
+    family = "rls-forecast"
+    version = "1"
+
+    def __init__(
+        self,
+        horizon: int,
+        order: int = 6,
+        forgetting: float = 0.9995,
+        coverage: float = 0.9,
+        season: int | None = None,
+        max_season: int = 512,
+        season_threshold: float = 0.3,
+        fast_span: int = 12,
+        slow_span: int = 288,
+        scale_span: int = 500,
+        guard_span: int = 1000,
+        warmup: int = 30,
+        clip: float = 8.0,
+        target_clip: float = 3.0,
+        ood_widen: float = 1.5,
+        guard_margin: float = 0.02,
+        pending_max: int | None = None,
+        prior: ForecastPrior | None = None,
+        learn: bool = True,
+        interval_window: int = 1000,
+    ) -> None:
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        self.horizon, self.order, self.clip, self.target_clip = int(horizon), int(order), float(clip), float(target_clip)
+        self.coverage, self.warmup, self.ood_widen, self.learn = coverage, int(warmup), float(ood_widen), learn
+        self.max_season, self.season_threshold = int(max_season), float(season_threshold)
+        self.guard_margin = float(guard_margin)
+        self.season = season if season is not None else (prior.season if prior is not None else None)
+        self.fixed_season = season is not None
+        self.prior = prior
+        longest = max(self.max_season if not self.fixed_season else 0, self.season or 0)
+        self._hist_len = max(int(MIN_CYCLES * longest) + self.horizon + 2, self.order + self.horizon + 2, longest + self.horizon + 2)
+        self._hist = np.full(self._hist_len, np.nan)
+        self._pos = 0
+        self.n = 0
+        self.labels = 0
+        self.last_seq = -1
+        self.last_value = NAN
+        self._af, self._as, self._ascale = 2.0 / (fast_span + 1), 2.0 / (slow_span + 1), 2.0 / (scale_span + 1)
+        self._ag = 2.0 / (guard_span + 1)
+        self.fast = self.slow = NAN
+        self.scale = NAN
+        self.rls = RLS(self.n_base, forgetting) if prior is None else prior.rls.copy(forgetting)
+        self.rls_s = self._seasonal_from_base()
+        self.err = dict.fromkeys(SOURCES, NAN)
+        if prior is not None:
+            self.err["prior"] = self.err["model"] = self.err["damped"] = prior.train_mae_scaled
+            self.err["persistence"] = prior.train_persistence_mae_scaled
+        self.band = ConformalBand(coverage, window=interval_window)
+        self.domain_bounds = prior.domain if prior is not None else None
+        self.own_domain = OnlineDomain(DOMAIN_FEATURES)
+        self.pending: deque[tuple] = deque(maxlen=pending_max or 4 * self.horizon + 16)
+        self._next_detect = 0
+
+    @property
+    def n_base(self) -> int:
+        """Inputs of the plain regression: ``order`` changes, two mean gaps, bias."""
+        return self.order + 3
+
+    @property
+    def n_inputs(self) -> int:
+        """Inputs of the seasonal regression: the plain ones plus two seasonal ones."""
+        return self.order + 5
+
+    def _seasonal_from_base(self) -> RLS:
+        """A seasonal regression that starts where the plain one is, knowing nothing of the season yet."""
+        out = RLS(self.n_inputs, self.rls.forgetting, self.rls.p0, self.rls.p_max)
+        k = self.n_base
+        out.w[:k], out.P[:k, :k] = self.rls.w, self.rls.P
+        return out
+
+    @property
+    def model_version(self) -> str:
+        return f"{self.family}-v{self.version}"
+
+    # -- history -----------------------------------------------------------------
+    def _lag(self, k: int) -> float:
+        """The value ``k`` samples before the latest one (NaN if unknown or missing)."""
+        if k >= min(self.n, self._hist_len):
+            return NAN
+        return float(self._hist[(self._pos - 1 - k) % self._hist_len])
+
+    def _push(self, value: float) -> None:
+        self._hist[self._pos] = value
+        self._pos = (self._pos + 1) % self._hist_len
+        self.n += 1
+
+    def history(self) -> np.ndarray:
+        """The remembered values, oldest first (NaN for missing samples)."""
+        n = min(self.n, self._hist_len)
+        return np.roll(self._hist, -self._pos)[-n:] if n else np.empty(0)
+
+    # -- features ----------------------------------------------------------------
+    def _inputs(self) -> np.ndarray | None:
+        """The regression inputs at the latest sample, in scale units; None if history is too short."""
+        y0 = self._lag(0)
+        lags = [self._lag(k) for k in range(self.order + 1)]
+        if not (np.isfinite(self.scale) and self.scale > 0.0) or not all(np.isfinite(lags)):
+            return None
+        x = np.zeros(self.n_inputs)
+        x[: self.order] = np.diff(lags[::-1])[::-1]  # newest change first
+        x[self.order] = y0 - self.fast
+        x[self.order + 1] = y0 - self.slow
+        x[self.order + 2] = self.scale  # bias (in scale units: 1)
+        s, h = self.season, self.horizon
+        if s is not None:
+            ahead, back = self._lag(s - h), self._lag(s)
+            if np.isfinite(ahead) and np.isfinite(back):
+                x[self.order + 3] = ahead - back
+                x[self.order + 4] = ahead - y0
+        return np.clip(x / self.scale, -self.clip, self.clip)
+
+    def _domain_vector(self, y0: float) -> list[float]:
+        return [y0, y0 - self.slow, y0 - self._lag(1), y0 - self._lag(self.horizon)]
+
+    def _update_state(self, y: float) -> None:
+        prev_h = self._lag(self.horizon - 1)  # becomes y[t-h] once y is pushed
+        self._push(y)
+        if not np.isfinite(y):
+            return
+        if self.fast != self.fast:
+            self.fast = self.slow = y
+        else:
+            self.fast += self._af * (y - self.fast)
+            self.slow += self._as * (y - self.slow)
+        if np.isfinite(prev_h):
+            change = abs(y - prev_h)
+            self.scale = change if self.scale != self.scale else self.scale + self._ascale * (change - self.scale)
+            floor = 1e-9 * (1.0 + abs(y))
+            if self.scale < floor:
+                self.scale = floor
+
+    def _maybe_detect_season(self) -> None:
+        if self.fixed_season or self.max_season < 2 or self.n < self._next_detect:
+            return
+        self._next_detect = self.n + max(self.max_season // 2, 50)
+        found = detect_season(self.history(), self.horizon, self.max_season, threshold=self.season_threshold)
+        if found != self.season:
+            self.season = found
+            self.rls_s = self._seasonal_from_base()
+            self.err["seasonal"] = NAN
+
+    # -- the step ----------------------------------------------------------------
+    def step(self, seq: int, value: float | None) -> Forecast:
+        """Score and learn the forecasts that ``value`` settles, then forecast ``seq + horizon``."""
+        y = NAN if value is None or not np.isfinite(value) else float(value)
+        if seq <= self.last_seq:
+            raise ValueError(f"seq {seq} is not after the last applied seq {self.last_seq}")
+        for _ in range(seq - self.last_seq - 1 if self.last_seq >= 0 else 0):
+            self._update_state(NAN)  # samples that never arrived are gaps
+        self.last_seq = seq
+        if np.isfinite(y):
+            self._settle(seq, y)
+        self._update_state(y)
+        if np.isfinite(y):
+            self.last_value = y
+        self._maybe_detect_season()
+        return self._forecast(seq)
+
+    def _settle(self, seq: int, y: float) -> None:
+        while self.pending and self.pending[0][0] < seq:
+            self.pending.popleft()  # its label never arrived
+        if not self.pending or self.pending[0][0] != seq:
+            return
+        _, x, base, scale, cands, lower, upper, published = self.pending.popleft()
+        self.labels += 1
+        for name, guess in cands.items():
+            e = abs(y - guess) / scale
+            old = self.err[name]
+            self.err[name] = e if old != old else old + self._ag * (e - old)
+        covered = None if published is None else (lower <= y <= upper)
+        self.band.update(abs(y - published if published is not None else y - base) / scale, covered)
+        if x is not None and self.learn:
+            target = float(np.clip((y - base) / scale, -self.target_clip, self.target_clip))
+            self.rls.update(x[: self.n_base], target)
+            if self.season is not None:
+                self.rls_s.update(x, target)
+
+    def _forecast(self, seq: int) -> Forecast:
+        base = self.last_value
+        x = self._inputs() if np.isfinite(base) else None
+        y0 = self._lag(0)
+        dom = self._domain_vector(y0) if np.isfinite(y0) else None
+        if dom is not None:
+            in_domain, score = (self.domain_bounds or self.own_domain).check(dom)
+            self.own_domain.observe(dom)
+        else:
+            in_domain, score = False, 1.0
+        scale = self.scale if np.isfinite(self.scale) else 0.0
+        cands: dict[str, float] = {}
+        if np.isfinite(base):
+            cands["persistence"] = base
+            if x is not None:
+                delta = self.rls.predict(x[: self.n_base]) * scale
+                if self.season is not None:
+                    cands["seasonal"] = base + self.rls_s.predict(x) * scale
+                cands["model"] = base + delta
+                cands["damped"] = base + DAMPING * delta
+                if self.prior is not None:
+                    cands["prior"] = base + self.prior.rls.predict(x[: self.n_base]) * scale
+        source = self._choose(cands, in_domain)
+        value = cands.get(source, base if np.isfinite(base) else 0.0)
+        half = self.band.halfwidth(scale) if self.labels >= self.warmup else NAN
+        if not in_domain and np.isfinite(half):
+            half *= self.ood_widen
+        if np.isfinite(half) and np.isfinite(value):
+            lower, upper, published = value - half, value + half, value
+        else:  # nothing learned yet: an honest "anything" interval
+            lower, upper, published = -np.inf, np.inf, None
+        if np.isfinite(base) and scale > 0.0:
+            self.pending.append((seq + self.horizon, x, base, scale, cands, lower, upper, published))
+        return Forecast(seq, seq + self.horizon, float(value), float(lower), float(upper), in_domain, float(score), source)
+
+    def _choose(self, cands: dict[str, float], in_domain: bool) -> str:
+        """The candidate with the smallest recent error (the divergence guard); persistence until warm."""
+        if "model" not in cands or (self.labels < self.warmup and self.prior is None):
+            return "persistence"
+        best, best_err = "persistence", self.err["persistence"] * (1.0 - self.guard_margin)
+        for name in ("model", "seasonal", "damped", "prior"):
+            if name not in cands or (name == "prior" and not in_domain):
+                continue
+            e = self.err[name]
+            if e == e and (best_err != best_err or e < best_err):
+                best, best_err = name, e
+        return best
