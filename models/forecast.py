@@ -29,7 +29,7 @@ Why this design (measured on public series; docs/any-fleet.md):
 >>> outs = [fc.step(t, math.sin(t / 5.0)) for t in range(300)]
 >>> last = outs[-1]
 >>> last.target_seq, last.lower <= last.value <= last.upper, fc.labels
-(301, True, 298)
+(301, True, 296)
 """
 
 from __future__ import annotations
@@ -283,7 +283,9 @@ class OnlineForecaster:
             half *= self.ood_widen
         if np.isfinite(half) and np.isfinite(value):
             lower, upper, published = value - half, value + half, value
-        else:  # nothing learned yet: an honest "anything" interval
+        elif scale > 0.0 and np.isfinite(value):  # not calibrated yet: a deliberately wide band
+            lower, upper, published = value - self.clip * scale, value + self.clip * scale, None
+        else:  # nothing seen yet: no interval at all
             lower, upper, published = -np.inf, np.inf, None
         if np.isfinite(base) and scale > 0.0:
             self.pending.append((seq + self.horizon, x, base, scale, cands, lower, upper, published))

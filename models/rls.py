@@ -9,7 +9,7 @@ Covariance windup (the classic RLS failure under forgetting: an input that stays
 lets its covariance grow without bound) is capped: the diagonal of ``P`` is kept at or
 below ``p_max``.
 
->>> r = RLS(2, forgetting=1.0)
+>>> r = RLS(2, forgetting=1.0, p0=1e4)
 >>> for i in range(50):
 ...     r.update([1.0, float(i % 5)], 3.0 + 2.0 * (i % 5))
 >>> [round(float(v), 3) for v in r.w]
