@@ -46,7 +46,7 @@ from twinstream.models.seasonality import MIN_CYCLES, detect_season
 
 DOMAIN_FEATURES = ("level", "level_dev", "change_1", "change_h")
 SOURCES = ("model", "seasonal", "damped", "persistence", "prior")
-DAMPING = 0.5  # the "damped" candidate: half the regression's predicted change
+
 NAN = float("nan")
 
 
@@ -82,7 +82,7 @@ class OnlineForecaster:
         coverage: float = 0.9,
         season: int | None = None,
         max_season: int = 512,
-        season_threshold: float = 0.3,
+        season_threshold: float = 0.5,
         fast_span: int = 12,
         slow_span: int = 288,
         scale_span: int = 500,
@@ -129,6 +129,7 @@ class OnlineForecaster:
         self.own_domain = OnlineDomain(DOMAIN_FEATURES)
         self.pending: deque[tuple] = deque(maxlen=pending_max or 4 * self.horizon + 16)
         self._next_detect = 0
+        self._xy = self._xx = 0.0  # recent E[predicted change * actual change], E[predicted change^2] (scaled)
 
     @property
     def n_base(self) -> int:
@@ -242,6 +243,11 @@ class OnlineForecaster:
             return
         _, x, base, scale, cands, lower, upper, published = self.pending.popleft()
         self.labels += 1
+        if "model" in cands:
+            d, a = (cands["model"] - base) / scale, (y - base) / scale
+            a = min(max(a, -self.target_clip), self.target_clip)
+            self._xy += self._ag * (d * a - self._xy)
+            self._xx += self._ag * (d * d - self._xx)
         for name, guess in cands.items():
             e = abs(y - guess) / scale
             old = self.err[name]
@@ -273,7 +279,7 @@ class OnlineForecaster:
                 if self.season is not None:
                     cands["seasonal"] = base + self.rls_s.predict(x) * scale
                 cands["model"] = base + delta
-                cands["damped"] = base + DAMPING * delta
+                cands["damped"] = base + self._shrink() * delta
                 if self.prior is not None:
                     cands["prior"] = base + self.prior.rls.predict(x[: self.n_base]) * scale
         source = self._choose(cands, in_domain)
@@ -290,6 +296,10 @@ class OnlineForecaster:
         if np.isfinite(base) and scale > 0.0:
             self.pending.append((seq + self.horizon, x, base, scale, cands, lower, upper, published))
         return Forecast(seq, seq + self.horizon, float(value), float(lower), float(upper), in_domain, float(score), source)
+
+    def _shrink(self) -> float:
+        """Least-squares weight of the regression's predicted change against what happened, in [0, 1]."""
+        return min(max(self._xy / self._xx, 0.0), 1.0) if self._xx > 0.0 else 0.5
 
     def _choose(self, cands: dict[str, float], in_domain: bool) -> str:
         """The candidate with the smallest recent error (the divergence guard); persistence until warm."""

@@ -1,0 +1,71 @@
+"""``twinstream eval stream``: forecasting twins on any CSV, prequential, arm by arm.
+
+Thin command over :mod:`twinstream.evaluation.stream_eval` (the protocol is described
+there). Registered on the ``eval`` group by :mod:`twinstream.cli`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def print_report(report: dict) -> None:
+    fc = report["forecast"]
+    table = Table(title=f"{fc['metric']} {fc['horizon']} samples ahead: {fc['events_scored']} events, "
+                        f"{fc['entities']} entities (nominal coverage {fc['nominal_coverage']})")
+    for col in ("arm", "MAE", "RMSE", "MAE / last value", "coverage", "in domain"):
+        table.add_column(col, justify="right")
+    for arm in ("last_value", "seasonal_naive", "twin", "prior", "prior_twin"):
+        if arm not in fc:
+            continue
+        a = fc[arm]
+        table.add_row(arm, f"{a['mae']:.4g}", f"{a['rmse']:.4g}", f"{a.get('mae_ratio_last_value', 1.0):.3f}",
+                      f"{a['coverage']:.3f}" if "coverage" in a else "", f"{a['in_domain_share']:.3f}" if "in_domain_share" in a else "")
+    Console(width=max(Console().width, 100)).print(table)
+    console.print(f"season used by seasonal naive: {fc['seasonal_naive']['season']}")
+    console.print("twin MAE / last value by fifth of the series: " + ", ".join(f"{r:.3f}" for r in fc["twin"]["block_mae_ratio_last_value"]))
+
+
+def stream(
+    csv_file: Annotated[Path, typer.Option("--csv", exists=True, dir_okay=False, help="Series to replay (CSV or Parquet).")],
+    time_column: Annotated[str, typer.Option(help="Column giving each row's time (ISO date-time or number).")],
+    forecast: Annotated[str, typer.Option(help="Metric (column) to forecast.")],
+    horizon: Annotated[int, typer.Option(min=1, help="Forecast this many samples ahead.")] = 1,
+    entity_column: Annotated[Optional[str], typer.Option(help="Column naming the entity; one twin per entity.")] = None,
+    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metric columns of the kind (checked to exist).")] = None,
+    train_csv: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="History to fit a prior on: adds the prior and prior+twin arms.")] = None,
+    season: Annotated[Optional[int], typer.Option(min=2, help="Season length in samples (default: detected by each twin).")] = None,
+    max_season: Annotated[int, typer.Option(min=0, help="Longest season a twin looks for (0: none).")] = 512,
+    coverage: Annotated[float, typer.Option(min=0.5, max=0.999, help="Nominal coverage of the intervals.")] = 0.9,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+) -> None:
+    """Replay a table through forecasting twins in stream order and compare them with persistence and seasonal naive."""
+    from twinstream.evaluation.stream_eval import StreamEvalConfig, read_table, run_stream_eval
+
+    if metrics:
+        wanted = [m.strip() for m in metrics.split(",") if m.strip()]
+        try:
+            read_table(csv_file, wanted)  # fail early, naming a missing column
+        except ValueError as exc:
+            console.print(f"[red]{exc}[/red]")
+            raise typer.Exit(2) from None
+    cfg = StreamEvalConfig(forecast=forecast, horizon=horizon, time_column=time_column, entity_column=entity_column,
+                           coverage=coverage, season=season, max_season=max_season)
+    try:
+        report = run_stream_eval(csv_file, cfg, train_csv)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    print_report(report)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+        console.print(f"report written to {json_out}")
