@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from twinstream.commands import evaluate as eval_commands
+from twinstream.commands import eval_stream as eval_stream_command
 from twinstream.commands import federation as federation_commands
 from twinstream.commands import prior as prior_commands
 from twinstream.commands import synth as synth_commands
@@ -30,6 +31,7 @@ app.add_typer(topics_app, name="topics")
 app.add_typer(replay_app, name="replay")
 app.add_typer(prior_commands.app, name="prior")
 app.add_typer(eval_commands.app, name="eval")
+eval_commands.app.command("stream")(eval_stream_command.stream)
 app.add_typer(federation_commands.app, name="federation")
 app.add_typer(synth_commands.app, name="synth")
 console = Console(stderr=True)
@@ -61,12 +63,24 @@ def require_broker(settings: Settings) -> Settings:
 def broker(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 = any free port).")] = 9092,
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
+    storage: Annotated[Optional[str], typer.Option(
+        help="memory:// (default), a directory (durable) or s3://bucket/ (env TWINSTREAM_BROKER_STORAGE).")] = None,
 ) -> None:
-    """Run the embedded Kafka-protocol broker (Tansu, memory-only) in the foreground."""
-    from twinstream.broker import EmbeddedBroker
+    """Run the embedded Kafka-protocol broker (Tansu) in the foreground, in memory or durable."""
+    from twinstream.broker import BrokerError, EmbeddedBroker
+    from twinstream.broker_storage import StorageError
 
-    with EmbeddedBroker(port=port or None, host=host) as embedded:
-        console.print(f"embedded broker listening on [bold]{embedded.url}[/bold] (memory only; Ctrl-C stops it)")
+    settings = load_settings(broker_storage=storage)
+    try:
+        embedded = EmbeddedBroker(port=port or None, host=host, storage=settings.broker_storage, die_with_parent=True)
+        embedded.start()
+    except (BrokerError, StorageError) as exc:
+        console.print(f"[red]broker not started:[/red] {exc}")
+        raise typer.Exit(2) from None
+    with embedded:
+        where = {"memory": "memory only", "directory": f"durable in {embedded.storage.directory}",
+                 "bucket": f"durable in {embedded.storage.engine_url}"}[embedded.storage.kind]
+        console.print(f"embedded broker listening on [bold]{embedded.url}[/bold] ({where}; Ctrl-C stops it)")
         stop = False
 
         def _stop(*_: object) -> None:
@@ -181,11 +195,13 @@ def demo(
     rate: Annotated[float, typer.Option(help="Replay rate in events/s; 0 = as fast as possible.")] = 0.0,
     timeout: Annotated[float, typer.Option(help="Give up waiting for the outputs after this many seconds.")] = 600.0,
     gaps: Annotated[bool, typer.Option("--gaps/--no-gaps", help="Blank one sensor of one engine for a stretch; the sidecar fills it.")] = True,
+    broker_storage: Annotated[Optional[str], typer.Option(
+        help="Embedded broker's storage: memory:// (default), a directory or s3://bucket/ (env TWINSTREAM_BROKER_STORAGE).")] = None,
 ) -> None:
     """Broker + worker + gap-filling sidecar + C-MAPSS FD001 replay; waits for every event, prints a summary."""
     from twinstream.demo import DemoOptions, print_summary, run_demo
 
-    settings = load_settings(broker=broker, influx_url=influx_url)
+    settings = load_settings(broker=broker, influx_url=influx_url, broker_storage=broker_storage)
     summary = run_demo(settings, DemoOptions(rate=rate, timeout_s=timeout, report_dir=report_dir, gaps=gaps), console)
     print_summary(summary, console)
     if summary_json is not None:
