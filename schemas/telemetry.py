@@ -18,6 +18,25 @@ Infinity is still rejected.
 ...           metrics={"s2": float("nan")}).metrics
 {'s2': None}
 
+Every field is bounded, so whatever validates can be encoded (JSON, int64 in Kafka
+clients and InfluxDB) and learned from: ``seq`` is a non-negative 64-bit integer,
+values are finite with magnitude at most ``MAX_ABS_VALUE`` (beyond 1e15 a float64 no
+longer holds every integer, and squares of larger values overflow learners), event
+times lie in [``MIN_EVENT_TIME``, ``MAX_EVENT_TIME``) (InfluxDB's nanosecond
+timestamps end in 2262), and names and counts have maxima. An out-of-range value
+raises with "out of range" in its message (the worker's reason ``out_of_range``).
+
+>>> from pydantic import ValidationError
+>>> def first_error(**fields):
+...     try:
+...         Telemetry(**{"entity_id": "e", "event_time": "2026-01-01T00:00:00Z", "seq": 0, "metrics": {}, **fields})
+...     except ValidationError as exc:
+...         return exc.errors()[0]["msg"]
+>>> first_error(seq=2**70)
+'Input should be less than or equal to 9223372036854775807'
+>>> first_error(metrics={"s2": 1e300})
+"Value error, value of 's2' is out of range (1e+300; |value| <= 1e+15)"
+
 Synthetic samples (written by the sidecar, ``twinstream sidecar``) carry only the
 filled sensors, the generator that made them and a per-value standard deviation:
 
@@ -30,17 +49,33 @@ True
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 SCHEMA_VERSION = 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+MAX_SEQ = 2**63 - 1  # a signed 64-bit integer: Kafka clients, orjson and InfluxDB's integer fields
+MAX_ABS_VALUE = 1e15  # metrics, targets, confidences
+MIN_EVENT_TIME = _EPOCH
+MAX_EVENT_TIME = datetime(2200, 1, 1, tzinfo=UTC)  # InfluxDB's int64 nanoseconds end in 2262
+MAX_METRICS = 1024  # hard limit of the schema; the worker's own (TWINSTREAM_MAX_METRICS) is lower
+MAX_TARGETS = 64
+MAX_NAME_CHARS = 128  # entity id, source, generator
 
 EntityId = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"),
+    StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"),
 ]
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
 
@@ -52,19 +87,21 @@ class Telemetry(BaseModel):
 
     entity_id: EntityId = Field(description="Kafka key; one twin per entity id.")
     event_time: AwareDatetime = Field(description="When the sample was taken (timezone-aware).")
-    seq: int = Field(ge=0, description="Per-entity sequence number, increasing by one per sample.")
+    seq: int = Field(ge=0, le=MAX_SEQ, description="Per-entity sequence number, increasing by one per sample.")
     metrics: dict[MetricName, float | None] = Field(
-        description="Sensor values; null marks a missing value (NaN is read as null). Infinity is rejected."
+        max_length=MAX_METRICS,
+        description="Sensor values; null marks a missing value (NaN is read as null). Infinity is rejected; "
+        f"|value| <= {MAX_ABS_VALUE:g}.",
     )
     targets: dict[MetricName, float] = Field(
-        default_factory=dict,
-        description="Labels known at ingest time (e.g. RUL in a historical replay); usually empty.",
+        default_factory=dict, max_length=MAX_TARGETS,
+        description=f"Labels known at ingest time (e.g. RUL in a historical replay); usually empty. |value| <= {MAX_ABS_VALUE:g}.",
     )
-    source: str = Field(default="unknown", max_length=128, description="Connector that produced the sample.")
+    source: str = Field(default="unknown", max_length=MAX_NAME_CHARS, description="Connector that produced the sample.")
     schema_version: Literal[1] = Field(default=SCHEMA_VERSION, description="Bumped on breaking changes.")
     synthetic: bool = Field(default=False, description="True when generated, never measured.")
     generator: str | None = Field(
-        default=None, max_length=128,
+        default=None, max_length=MAX_NAME_CHARS,
         description="Synthetic samples: name and version of the generator (or baseline) that made them.",
     )
     confidence: dict[MetricName, float] = Field(
@@ -85,10 +122,20 @@ class Telemetry(BaseModel):
         for name, value in values.items():
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"value of {name!r} is not finite ({value!r}); send null for a missing value")
+            if value is not None and abs(value) > MAX_ABS_VALUE:
+                raise ValueError(f"value of {name!r} is out of range ({value:g}; |value| <= {MAX_ABS_VALUE:g})")
         return values
 
+    @field_validator("event_time")
+    @classmethod
+    def _in_range(cls, moment: datetime) -> datetime:
+        if not MIN_EVENT_TIME <= moment < MAX_EVENT_TIME:
+            raise ValueError(f"event_time {moment.isoformat()} is out of range "
+                             f"[{MIN_EVENT_TIME.isoformat()}, {MAX_EVENT_TIME.isoformat()})")
+        return moment
+
     @model_validator(mode="after")
-    def _check_synthetic(self) -> "Telemetry":
+    def _check_synthetic(self) -> Telemetry:
         if self.confidence:
             if not self.synthetic:
                 raise ValueError("confidence is for synthetic samples only")
@@ -97,6 +144,8 @@ class Telemetry(BaseModel):
                     raise ValueError(f"confidence for {name!r}, which is not among the metrics")
                 if not (math.isfinite(std) and std >= 0.0):
                     raise ValueError(f"confidence of {name!r} must be a finite standard deviation >= 0")
+                if std > MAX_ABS_VALUE:
+                    raise ValueError(f"confidence of {name!r} is out of range ({std:g}; <= {MAX_ABS_VALUE:g})")
         if self.generator is not None and not self.synthetic:
             raise ValueError("generator is set only on synthetic samples")
         return self

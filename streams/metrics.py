@@ -6,7 +6,13 @@ kept low-cardinality (topic, reason, target), never the entity id.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
 
 
 class WorkerMetrics:
@@ -24,9 +30,10 @@ class WorkerMetrics:
         self.dead_letters = Counter("twinstream_dead_letters_total", "Messages sent to the DLQ", ["reason"], registry=r)
         self.twin_errors = Counter(
             "twinstream_twin_errors_total",
-            "Records whose handling raised, dead-lettered as twin_error, by stage: decode, load (twin state "
-            "unreadable), apply (the twin was restored to its state before the record), restore (that failed too; "
-            "the twin went back to its last checkpoint)",
+            "Records whose handling raised, by stage: decode, load (twin state unreadable), apply (the twin was "
+            "restored to its state before the record) are dead-lettered as twin_error; restore (that failed too: the "
+            "twin went back to its last checkpoint); detect (the gap detector raised: it starts afresh, the sample "
+            "is still applied)",
             ["stage"], registry=r,
         )
         self.predictions = Counter("twinstream_predictions_total", "Predictions published", ["target"], registry=r)

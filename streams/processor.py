@@ -19,26 +19,37 @@ when ``learn_from_synthetic`` is on. A fill for a sample that never arrived (a m
 sequence number) is absorbed by the twin late (:meth:`Twin.absorb`): its age and
 smoothing state advance as if the sample had come, without a prediction. Synthetic
 values never enter a twin's personal baseline.
+
+No input stops the batch: any exception while handling one record (loading the twin,
+the learner's step, a prediction that is not finite, encoding) makes that record a
+dead letter ``twin_error`` with the error text, and the outputs it had produced are
+withdrawn. The twin may have been changed half-way, so it is put back to its state
+just before the record: its last checkpointed bytes, with the records applied since
+then (kept per twin, see :class:`TwinJournal`) applied again silently. Later events of
+that entity then work as if the bad one had never come. Should that replay raise too,
+the twin is dropped from memory and reloads from its checkpoint (logged, counted).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
-
 from twinstream.models.gaps import GapDetector
 from twinstream.models.registry import make_learner
 from twinstream.models.twin import SeqStatus, Twin
-from twinstream.schemas.dead_letter import DeadLetter, RejectReason
+from twinstream.schemas.dead_letter import MAX_KEY_BYTES, DeadLetter, RejectReason
 from twinstream.schemas.telemetry import Telemetry
 from twinstream.schemas.topics import SYNTHETIC
-from twinstream.settings import Settings
 from twinstream.streams.metrics import WorkerMetrics
-from twinstream.streams.validation import Rejection, decode_telemetry
+from twinstream.streams.twin_journal import NEW_TWIN, TwinJournal
+from twinstream.streams.validation import MAX_ERROR_CHARS, Rejection, decode_telemetry
+
+from twinstream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -89,17 +100,27 @@ def encode_prediction(
     )
 
 
+MAX_DEAD_LETTER_ORIGINAL = 256 * 1024  # base64 of it stays well inside one output record batch (output.py)
+
+
 def encode_dead_letter(record: Record, reason: RejectReason, error: str, entity_id: str | None) -> bytes:
+    """A :class:`DeadLetter`, bounded whatever came in: value cut to 256 KiB, key to 1 KiB, error to 1000 chars."""
+    original = record.value or b""
     return DeadLetter(
-        original=record.value or b"",
-        key=record.key,
+        original=original[:MAX_DEAD_LETTER_ORIGINAL],
+        original_size=len(original) if len(original) > MAX_DEAD_LETTER_ORIGINAL else None,
+        key=None if record.key is None else record.key[:MAX_KEY_BYTES],
         topic=record.topic,
         partition=record.partition,
         offset=record.offset,
         reason=reason,
-        error=error,
-        entity_id=entity_id,
+        error=error[:MAX_ERROR_CHARS],
+        entity_id=None if entity_id is None else entity_id[:128],
     ).model_dump_json().encode()
+
+
+class BadPrediction(ValueError):
+    """The learner returned a prediction that cannot be published (not finite, lower > upper)."""
 
 
 class TwinProcessor:
@@ -114,7 +135,7 @@ class TwinProcessor:
         settings: Settings,
         load_twin: Callable[[str], bytes | None],
         metrics: WorkerMetrics | None = None,
-        clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.load_twin = load_twin
@@ -123,6 +144,7 @@ class TwinProcessor:
         self.twins: dict[str, Twin] = {}
         self.partition_of: dict[str, int] = {}
         self.dirty: set[str] = set()
+        self.journal = TwinJournal()
         self._skew = timedelta(seconds=settings.max_future_skew_s)
         self.synthetic_topic = SYNTHETIC.in_namespace(settings.topic_namespace).name
 
@@ -135,92 +157,139 @@ class TwinProcessor:
         if twin is None:
             blob = self.load_twin(entity_id)
             twin = Twin.from_bytes(blob) if blob else self.new_twin(entity_id)
+            self.journal.loaded(entity_id, blob)
             self.twins[entity_id] = twin
             self.partition_of[entity_id] = partition
             self.metrics.twins.set(len(self.twins))
         return twin
 
     def process(self, records: Iterable[Record]) -> BatchOutput:
+        """Handle a batch; never raises for anything in a record (see the module docstring)."""
         out = BatchOutput()
         now = self.clock()
-        target = self.settings.target
-        abs_error = self.metrics.abs_error.labels(target)  # one label lookup per batch, not per event
+        abs_error = self.metrics.abs_error.labels(self.settings.target)  # one label lookup per batch, not per event
         last_event_time: datetime | None = None
         for record in records:
-            decoded = decode_telemetry(
-                record.value,
-                record.key,
-                now=now,
-                max_payload=self.settings.max_payload_bytes,
-                max_future_skew=self._skew,
-                max_metrics=self.settings.max_metrics,
-            )
-            if isinstance(decoded, Rejection):
-                self._reject(out, record, decoded.reason, decoded.error, decoded.entity_id)
-                continue
-            twin = self.twin(decoded.entity_id, record.partition)
-            if record.topic == self.synthetic_topic:
-                self._offer_fill(out, record, decoded, twin)
-                continue
-            status = twin.classify(decoded.seq)
-            if status is SeqStatus.DUPLICATE:
-                # A redelivery after a crash. The twin may have been loaded from local
-                # RocksDB state that is *ahead* of the changelog (the crash came between
-                # the table write and the changelog flush). Marking it dirty makes the
-                # next checkpoint write its state to the changelog before this event is
-                # acknowledged, so recovery from the changelog alone never goes back.
-                out.duplicates += 1
-                self.metrics.duplicates.inc()
-                self.dirty.add(decoded.entity_id)
-                continue
-            if status is SeqStatus.LATE:
-                twin.forget_missing(decoded.seq)
-                self.dirty.add(decoded.entity_id)
-                self._reject(
-                    out, record, RejectReason.OUT_OF_ORDER,
-                    f"seq {decoded.seq} arrived after seq {twin.last_seq} was applied", decoded.entity_id,
-                )
-                continue
-            label = decoded.targets.get(target)
-            gaps_before = twin.gaps
-            inputs, share = self._inputs(decoded, twin)
-            synthetic: frozenset[str] = frozenset()
-            weight = 1.0
-            if share > 0.0:
-                # the values that came from fills (a synthetic sample: all of its values)
-                synthetic = frozenset(n for n, v in inputs.items()
-                                      if v is not None and (decoded.synthetic or decoded.metrics.get(n) is None))
-                if label is not None:
-                    learn_weight = self._synthetic_learn_weight()
-                    if learn_weight is None:
-                        label = None
-                    else:
-                        weight = learn_weight
+            decoded: Telemetry | Rejection | None = None
+            marks = (len(out.predictions), len(out.dead_letters), len(out.gaps))
             try:
-                interval = twin.step(decoded.seq, inputs, label, synthetic, weight=weight)
-            except Exception as exc:  # a learner bug must not stop the worker
-                log.exception("twin update failed entity=%s topic=%s partition=%s offset=%s",
-                              decoded.entity_id, record.topic, record.partition, record.offset)
-                self._reject(out, record, RejectReason.TWIN_ERROR, f"{type(exc).__name__}: {exc}", decoded.entity_id)
-                continue
-            if twin.gaps != gaps_before:
-                self.metrics.sequence_gaps.inc(twin.gaps - gaps_before)
-            if self.settings.gap_detection and not decoded.synthetic:
-                self._detect(out, decoded, twin, now)
-            self.dirty.add(decoded.entity_id)
-            if label is not None:
-                abs_error.observe(abs(interval.value - label))
-            out.predictions.append(
-                (record.key or b"",
-                 encode_prediction(decoded, twin, target, interval.value, interval.lower, interval.upper, share))
-            )
-            last_event_time = decoded.event_time
+                decoded = decode_telemetry(
+                    record.value,
+                    record.key,
+                    now=now,
+                    max_payload=self.settings.max_payload_bytes,
+                    max_future_skew=self._skew,
+                    max_metrics=self.settings.max_metrics,
+                )
+                if isinstance(decoded, Rejection):
+                    self._reject(out, record, decoded.reason, decoded.error, decoded.entity_id)
+                    continue
+                if self._apply(out, record, decoded, now, abs_error):
+                    last_event_time = decoded.event_time
+            except Exception as exc:  # noqa: BLE001 - one record's failure must not lose the batch
+                del out.predictions[marks[0]:], out.dead_letters[marks[1]:], out.gaps[marks[2]:]
+                self._twin_error(out, record, decoded if isinstance(decoded, Telemetry) else None, exc, now)
         if out.predictions:
             self.metrics.events_applied.inc(len(out.predictions))
-            self.metrics.predictions.labels(target).inc(len(out.predictions))
+            self.metrics.predictions.labels(self.settings.target).inc(len(out.predictions))
         if last_event_time is not None:
             self.metrics.lag_seconds.set((now - last_event_time).total_seconds())
         return out
+
+    def _apply(self, out: BatchOutput, record: Record, decoded: Telemetry, now: datetime, abs_error) -> bool:
+        """One valid record onto its twin; True when it produced a prediction. May raise (see process)."""
+        twin = self.twin(decoded.entity_id, record.partition)
+        if record.topic == self.synthetic_topic:
+            self._offer_fill(out, record, decoded, twin)
+            self.journal.applied(decoded.entity_id, record, decoded, twin)
+            return False
+        status = twin.classify(decoded.seq)
+        if status is SeqStatus.DUPLICATE:
+            # A redelivery after a crash. The twin may have been loaded from local
+            # RocksDB state that is *ahead* of the changelog (the crash came between
+            # the table write and the changelog flush). Marking it dirty makes the
+            # next checkpoint write its state to the changelog before this event is
+            # acknowledged, so recovery from the changelog alone never goes back.
+            out.duplicates += 1
+            self.metrics.duplicates.inc()
+            self.dirty.add(decoded.entity_id)
+            return False
+        if status is SeqStatus.LATE:
+            twin.forget_missing(decoded.seq)
+            self.dirty.add(decoded.entity_id)
+            self.journal.applied(decoded.entity_id, record, decoded, twin)
+            self._reject(
+                out, record, RejectReason.OUT_OF_ORDER,
+                f"seq {decoded.seq} arrived after seq {twin.last_seq} was applied", decoded.entity_id,
+            )
+            return False
+        target = self.settings.target
+        label = decoded.targets.get(target)
+        gaps_before = twin.gaps
+        inputs, share = self._inputs(decoded, twin)
+        synthetic: frozenset[str] = frozenset()
+        weight = 1.0
+        if share > 0.0:
+            # the values that came from fills (a synthetic sample: all of its values)
+            synthetic = frozenset(n for n, v in inputs.items()
+                                  if v is not None and (decoded.synthetic or decoded.metrics.get(n) is None))
+            if label is not None:
+                learn_weight = self._synthetic_learn_weight()
+                if learn_weight is None:
+                    label = None
+                else:
+                    weight = learn_weight
+        self.dirty.add(decoded.entity_id)  # before the step: a half-done step changed the twin too
+        interval = twin.step(decoded.seq, inputs, label, synthetic, weight=weight)
+        if not (math.isfinite(interval.value) and math.isfinite(interval.lower) and math.isfinite(interval.upper)
+                and interval.lower <= interval.upper):
+            raise BadPrediction(f"learner predicted value={interval.value!r} lower={interval.lower!r} "
+                                f"upper={interval.upper!r}")
+        if self.settings.gap_detection and not decoded.synthetic:
+            self._detect_or_reset(out, decoded, twin, now)
+        prediction = encode_prediction(decoded, twin, target, interval.value, interval.lower, interval.upper, share)
+        self.journal.applied(decoded.entity_id, record, decoded, twin)
+        if twin.gaps != gaps_before:
+            self.metrics.sequence_gaps.inc(twin.gaps - gaps_before)
+        if label is not None:
+            abs_error.observe(abs(interval.value - label))
+        out.predictions.append((record.key or b"", prediction))
+        return True
+
+    def _twin_error(self, out: BatchOutput, record: Record, decoded: Telemetry | None, exc: Exception, now: datetime) -> None:
+        """Dead-letter a record whose handling raised, and undo what it did to its twin."""
+        entity_id = decoded.entity_id if decoded is not None else None
+        loaded = entity_id is not None and entity_id in self.twins
+        log.exception("twin_error entity=%s topic=%s partition=%s offset=%s", entity_id, record.topic,
+                      record.partition, record.offset)
+        self.metrics.twin_errors.labels("decode" if entity_id is None else "apply" if loaded else "load").inc()
+        if loaded:
+            self._restore(entity_id, record.partition, now)
+        self._reject(out, record, RejectReason.TWIN_ERROR, f"{type(exc).__name__}: {exc}", entity_id)
+
+    def _restore(self, entity_id: str, partition: int, now: datetime) -> None:
+        """The twin as it was before the failed record: checkpoint bytes + the records applied since."""
+        base = self.journal.base.get(entity_id, NEW_TWIN)
+        done = self.journal.records.pop(entity_id, [])
+        metrics, self.metrics = self.metrics, WorkerMetrics()  # the replay counts nothing twice
+        try:
+            self.twins[entity_id] = Twin.from_bytes(base) if base else self.new_twin(entity_id)
+            scratch = BatchOutput()
+            for record, decoded in done:
+                self._apply(scratch, record, decoded, now, self.metrics.abs_error.labels(self.settings.target))
+            log.warning("twin restored entity=%s: checkpoint state + %d records replayed", entity_id, len(done))
+        except Exception:
+            log.exception("twin restore failed entity=%s: back to its last checkpoint, %d records since then "
+                          "are not in its state", entity_id, len(done))
+            metrics.twin_errors.labels("restore").inc()
+            self.twins.pop(entity_id, None)
+            self.partition_of.pop(entity_id, None)
+            self.dirty.discard(entity_id)
+            self.journal.base.pop(entity_id, None)
+            self.journal.records.pop(entity_id, None)
+        finally:
+            self.metrics = metrics
+            self.metrics.twins.set(len(self.twins))
 
     def _inputs(self, decoded: Telemetry, twin: Twin) -> tuple[dict[str, float | None], float]:
         """The sensor values the twin applies (missing ones filled where a fill exists) and their synthetic share."""
@@ -247,6 +316,23 @@ class TwinProcessor:
         if not self.settings.learn_from_synthetic:
             return None
         return self.settings.synthetic_learn_weight
+
+    def _detect_or_reset(self, out: BatchOutput, decoded: Telemetry, twin: Twin, now: datetime) -> None:
+        """Gap detection for an applied sample; a detector that raises starts afresh, the sample still counts.
+
+        Why not a dead letter: the sample is valid and the twin applied it; a detector
+        confused by the entity's history (e.g. event times going backwards) would
+        otherwise turn every later sample of the entity into a dead letter.
+        """
+        mark = len(out.gaps)
+        try:
+            self._detect(out, decoded, twin, now)
+        except Exception:
+            del out.gaps[mark:]
+            twin.detector = None
+            log.exception("gap detector failed entity=%s seq=%s event_time=%s; it starts afresh",
+                          decoded.entity_id, decoded.seq, decoded.event_time.isoformat())
+            self.metrics.twin_errors.labels("detect").inc()
 
     def _detect(self, out: BatchOutput, decoded: Telemetry, twin: Twin, now: datetime) -> None:
         detector = twin.detector
@@ -293,8 +379,11 @@ class TwinProcessor:
         """Serialized dirty twins grouped by partition, for a checkpoint; clears the dirty set."""
         grouped: dict[int, list[tuple[str, bytes]]] = {}
         for entity_id in self.dirty:
-            grouped.setdefault(self.partition_of[entity_id], []).append((entity_id, self.twins[entity_id].to_bytes()))
+            blob = self.twins[entity_id].to_bytes()
+            self.journal.checkpointed(entity_id, blob)
+            grouped.setdefault(self.partition_of[entity_id], []).append((entity_id, blob))
         self.dirty.clear()
+        self.journal.records.clear()  # a twin that is not dirty is its base: nothing to replay
         return grouped
 
     def drop_all(self) -> int:
@@ -303,5 +392,6 @@ class TwinProcessor:
         self.twins.clear()
         self.partition_of.clear()
         self.dirty.clear()
+        self.journal.clear()
         self.metrics.twins.set(0)
         return dropped

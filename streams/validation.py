@@ -4,12 +4,18 @@ Why here and not in the schema: the reason for a rejection is an API. Operators
 filter the dead-letter topic by reason, so each kind of bad input maps to one
 :class:`RejectReason`, decided once, in this module.
 
+What passes is bounded in every field (the schema's limits, :mod:`twinstream.schemas.telemetry`,
+plus the worker's payload size, metric count and future skew), so it can always be
+encoded and applied; the processor still turns any exception into a dead letter.
+
 >>> from datetime import datetime, timezone
 >>> now = datetime(2026, 1, 1, tzinfo=timezone.utc)
 >>> decode_telemetry(b"", b"e1", now=now).reason
 <RejectReason.EMPTY: 'empty'>
 >>> decode_telemetry(b'{"entity_id": "e1"', b"e1", now=now).reason
 <RejectReason.BAD_JSON: 'bad_json'>
+>>> decode_telemetry(b'{"entity_id":"e1","event_time":"2025-12-31T23:59:00Z","seq":18446744073709551616,"metrics":{}}', b"e1", now=now).reason
+<RejectReason.OUT_OF_RANGE: 'out_of_range'>
 >>> ok = decode_telemetry(b'{"entity_id":"e1","event_time":"2025-12-31T23:59:00Z","seq":0,"metrics":{"a":1.5}}', b"e1", now=now)
 >>> ok.entity_id, ok.metrics
 ('e1', {'a': 1.5})
@@ -18,10 +24,9 @@ filter the dead-letter topic by reason, so each kind of bad input maps to one
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
-
 from twinstream.schemas.dead_letter import RejectReason
 from twinstream.schemas.telemetry import SCHEMA_VERSION, Telemetry
 
@@ -50,7 +55,13 @@ def _reason_for(exc: ValidationError) -> RejectReason:
         return RejectReason.SCHEMA_VERSION
     if any("not finite" in str(error.get("msg", "")) for error in errors):
         return RejectReason.NON_FINITE
+    if any(error["type"] in _RANGE_ERRORS or "out of range" in str(error.get("msg", "")) for error in errors):
+        return RejectReason.OUT_OF_RANGE
     return RejectReason.INVALID
+
+
+# pydantic's bound checks on numbers (seq < 0 or >= 2**63); lengths and counts stay "invalid"
+_RANGE_ERRORS = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
 
 
 def _summary(exc: ValidationError) -> str:
@@ -64,7 +75,7 @@ def _summary(exc: ValidationError) -> str:
 def _entity_hint(raw: bytes, key: bytes | None) -> str | None:
     if key:
         try:
-            return key.decode("utf-8")[:128]
+            return key[:128].decode("utf-8")
         except UnicodeDecodeError:
             return None
     return None
@@ -106,7 +117,7 @@ def decode_telemetry(
             f"message key {key[:128]!r} differs from entity_id {telemetry.entity_id!r}",
             telemetry.entity_id,
         )
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     if telemetry.event_time > now + max_future_skew:
         return Rejection(
             RejectReason.FUTURE_TIMESTAMP,
