@@ -1,0 +1,143 @@
+"""The twin of one entity of a declared kind: every task of the kind, one step per sample.
+
+Why one object per entity for all tasks: the worker keeps one state per entity (one
+table entry, one checkpoint), and a kind may ask for a forecast, an anomaly score and a
+label prediction from the same sample. ``step`` applies one sample to every task in the
+kind's order and returns one prediction per task, each saying which kind and task it
+answers and whether its input was within what the model knows (``in_domain``).
+
+>>> from twinstream.schemas.twin_spec import parse_spec, KindRegistry
+>>> spec = parse_spec('''
+... kinds:
+...   - name: pump
+...     match: {entity_id: ["pump-*"]}
+...     metrics: [{name: flow}]
+...     tasks: [{type: forecast, metric: flow, horizon: 2}, {type: anomaly, metric: flow}]
+... ''')
+>>> factory = TwinFactory(KindRegistry(spec))
+>>> twin = factory.new("pump-0")
+>>> preds = [twin.step({"flow": float(t % 7)}, t) for t in range(50)][-1]
+>>> [(p.kind, p.task, p.target, p.target_seq) for p in preds]
+[('pump', 'forecast', 'flow', 51), ('pump', 'anomaly', 'flow', 49)]
+>>> factory.new("fan-1") is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from twinstream.models.anomaly import ResidualAnomaly
+from twinstream.models.base import TwinLearner
+from twinstream.models.domain import DomainBounds, OnlineDomain
+from twinstream.models.forecast import OnlineForecaster
+from twinstream.models.rls import ForecastPrior
+from twinstream.schemas.twin_spec import AnomalyTask, ForecastTask, KindRegistry, KindSpec, LabelTask
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPrediction:
+    """One task's answer for one sample (what the worker encodes as a Prediction)."""
+
+    kind: str
+    task: str  # "forecast", "label" or "anomaly"
+    target: str  # the forecast/anomaly metric, or the label's target name
+    target_seq: int  # the sample this is about: seq + horizon for a forecast, seq otherwise
+    value: float  # forecast value, label prediction, or anomaly score in [0, 1]
+    lower: float | None
+    upper: float | None
+    in_domain: bool
+    domain_score: float
+    model_version: str
+    prior_version: str | None = None
+    flagged: bool | None = None  # anomaly tasks: score >= threshold
+
+
+def _finite_or_none(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+class KindTwin:
+    """Per-entity state for every task of one kind (picklable; what the twins table stores)."""
+
+    def __init__(
+        self,
+        kind: KindSpec,
+        label_learner: Callable[[], TwinLearner] | None = None,
+        forecast_priors: Mapping[str, ForecastPrior] | None = None,
+        label_domain: DomainBounds | None = None,
+    ) -> None:
+        self.kind = kind.name
+        self.tasks: list[tuple[object, object]] = []
+        metrics = kind.metric_names
+        for task in kind.tasks:
+            if isinstance(task, ForecastTask):
+                prior = (forecast_priors or {}).get(task.key)
+                model: object = OnlineForecaster(task.horizon, coverage=task.coverage, season=task.season,
+                                                 max_season=task.max_season, prior=prior)
+            elif isinstance(task, AnomalyTask):
+                model = ResidualAnomaly(task.horizon, task.threshold, max_season=0)
+            elif isinstance(task, LabelTask):
+                if label_learner is None:
+                    raise ValueError(f"kind {kind.name!r} has a label task but no learner factory was given")
+                model = (label_learner(), label_domain or OnlineDomain(metrics or ["_"]))
+            else:  # pragma: no cover - the spec's union is closed
+                raise TypeError(type(task).__name__)
+            self.tasks.append((task, model))
+        self.metrics = metrics
+
+    def step(self, metrics: Mapping[str, float | None], seq: int, targets: Mapping[str, float] | None = None) -> list[TaskPrediction]:
+        """Apply one sample to every task (predict, then learn) and return their predictions."""
+        out: list[TaskPrediction] = []
+        for task, model in self.tasks:
+            if isinstance(task, ForecastTask):
+                assert isinstance(model, OnlineForecaster)
+                f = model.step(seq, metrics.get(task.metric))
+                out.append(TaskPrediction(self.kind, "forecast", task.metric, f.target_seq, f.value, _finite_or_none(f.lower),
+                                          _finite_or_none(f.upper), f.in_domain, f.domain_score, model.model_version,
+                                          model.prior.version if model.prior is not None else None))
+            elif isinstance(task, AnomalyTask):
+                assert isinstance(model, ResidualAnomaly)
+                score, flagged = model.step(seq, metrics.get(task.metric))
+                inner = model.forecaster
+                in_domain, dscore = inner.own_domain.check(inner._domain_vector(inner._lag(0)))
+                out.append(TaskPrediction(self.kind, "anomaly", task.metric, seq, score, 0.0, 1.0, in_domain, dscore,
+                                          f"residual-anomaly-{inner.model_version}", None, flagged))
+            else:
+                assert isinstance(task, LabelTask)
+                learner, domain = model  # type: ignore[misc]
+                x = learner.observe_one(metrics)
+                vector = [float("nan") if (v := metrics.get(m)) is None else float(v) for m in self.metrics]
+                in_domain, dscore = domain.check(vector)
+                if isinstance(domain, OnlineDomain):
+                    domain.observe(vector)
+                interval = learner.predict_interval(x)
+                label = (targets or {}).get(task.target)
+                if label is not None:
+                    learner.learn_one(x, label)
+                out.append(TaskPrediction(self.kind, "label", task.target, seq, interval.value, interval.lower, interval.upper,
+                                          in_domain, dscore, learner.model_version, getattr(learner, "prior_version", None)))
+        return out
+
+
+class TwinFactory:
+    """New per-entity twins for whatever kind an entity is (None: no kind matches, ``unknown_kind``)."""
+
+    def __init__(
+        self,
+        registry: KindRegistry,
+        label_learner: Callable[[KindSpec], TwinLearner] | None = None,
+        forecast_priors: Mapping[str, Mapping[str, ForecastPrior]] | None = None,
+    ) -> None:
+        self.registry = registry
+        self.label_learner = label_learner
+        self.forecast_priors = forecast_priors or {}
+
+    def new(self, entity_id: str, kind: str | None = None) -> KindTwin | None:
+        spec = self.registry.match(entity_id, kind)
+        if spec is None:
+            return None
+        make = (lambda: self.label_learner(spec)) if self.label_learner is not None else None  # type: ignore[misc]
+        return KindTwin(spec, make, self.forecast_priors.get(spec.name))
