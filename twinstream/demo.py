@@ -35,7 +35,7 @@ from rich.table import Table
 from twinstream.broker import EmbeddedBroker
 from twinstream.connectors.cmapss_replay import ReplayEvent, cmapss_events, test_last_cycles
 from twinstream.connectors.producer import send_all
-from twinstream.data.cmapss import load_subset
+from twinstream.datasets.cmapss import load_subset
 from twinstream.demo_gaps import GapPlan, drop_sensor, hold_back, read_gap_outputs, sidecar_group, wait_for_fill
 from twinstream.monitor import OutputTally, tally_outputs
 from twinstream.processes import settings_env, stop_process
@@ -121,8 +121,8 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
     report_dir = options.report_dir
     try:
         if settings.broker is None:
-            broker = EmbeddedBroker(log_path=report_dir / "logs" / "broker.log").start()
-            console.print(f"embedded broker on {broker.url}")
+            broker = EmbeddedBroker(log_path=report_dir / "logs" / "broker.log", storage=settings.broker_storage).start()
+            console.print(f"embedded broker on {broker.url} (storage {settings.broker_storage})")
             settings = settings.model_copy(update={"broker": broker.url})
         # A fresh app id and state dir per run: consumer groups are never reused.
         settings = settings.model_copy(update={

@@ -30,6 +30,13 @@ class Settings(BaseSettings):
         default=None,
         description="Kafka bootstrap URL, e.g. kafka://127.0.0.1:9092. None: start the embedded broker.",
     )
+    broker_storage: str = Field(
+        default="memory://",
+        description=(
+            "Where the embedded broker (`twinstream broker`, the demo) keeps topics and offsets: memory:// (lost on stop), "
+            "a directory (durable, local), or s3://bucket/ (AWS_* variables); see twinstream/broker_storage.py."
+        ),
+    )
     app_id: str = Field(default="twinstream", description="Faust app id = consumer group; keep it unique per deployment.")
     topic_namespace: str = Field(
         default="twinstream",
