@@ -30,6 +30,8 @@ COPY models/ models/
 COPY streams/ streams/
 COPY connectors/ connectors/
 COPY federation/ federation/
+COPY datasets/ datasets/
+COPY evaluation/ evaluation/
 
 RUN python -m venv /opt/twinstream \
     && /opt/twinstream/bin/pip install . \

@@ -22,7 +22,7 @@ def sensor_profile(sensors: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     sensors than C-MAPSS has get generic names with unit scale.
     """
     try:
-        from twinstream.data.cmapss import INFORMATIVE_SENSORS, load_subset
+        from twinstream.datasets.cmapss import INFORMATIVE_SENSORS, load_subset
 
         rows = load_subset("FD001").train
         names = list(INFORMATIVE_SENSORS[:sensors])

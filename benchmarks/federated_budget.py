@@ -2,7 +2,7 @@
 
 Each of the 4 lifetime sites holds out every 5th of its engines (3rd, 8th, ... in unit
 order; other folds with ``fold=K``); priors are trained on the rest with the evaluation's own code
-(:func:`twinstream.federated_eval.train_alone` / ``train_federated``: Flower strategies,
+(:func:`twinstream.evaluation.federated_eval.train_alone` / ``train_federated``: Flower strategies,
 in process) and scored on the held-out engines' rows whose true RUL is 5-145 (the range
 of FD001's test RULs), against the uncapped true RUL. A row's features are causal, so
 its prediction is what an unlabelled twin of that engine would predict had its stream
@@ -26,7 +26,7 @@ import time
 
 import numpy as np
 
-from twinstream.federated_eval import FederatedEvalConfig, train_alone, train_federated
+from twinstream.evaluation.federated_eval import FederatedEvalConfig, train_alone, train_federated
 from twinstream.federation.strategies import StrategyConfig, flower_log_level
 from twinstream.models import federated as fm
 from twinstream.models.federated_data import SiteData, site_engines

@@ -31,12 +31,12 @@ def main() -> int:
     torch.set_num_threads(1)
     import twinstream.models.generator as generator
     from twinstream.schemas.generator import GateThresholds
-    from twinstream.synth_data import cmapss_dataset
+    from twinstream.datasets.series import cmapss_dataset
 
     g = generator.load_generator(gate=GateThresholds(max_mae_ratio=None, max_discriminative=None))
     split = g.manifest.training.get("split", "")
     data = cmapss_dataset("FD001")
-    from twinstream.synth_train import split_fit_validation
+    from twinstream.models.generator_fit import split_fit_validation
 
     _, held_out, described = split_fit_validation(data, 0.2, 0)  # synth train's defaults: the manifest's split
     if described != split:

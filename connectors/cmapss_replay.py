@@ -24,7 +24,7 @@ from pathlib import Path
 
 import orjson
 
-from twinstream.data.cmapss import CmapssSubset, Cycle, load_subset
+from twinstream.datasets.cmapss import CmapssSubset, Cycle, load_subset
 
 SOURCE = "cmapss-replay"
 

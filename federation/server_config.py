@@ -1,9 +1,9 @@
 """The run config of a federated round: one table of defaults, parsed into validated settings.
 
-Defaults of rounds, local epochs and learning rate are those of the evaluated recipe
-(:class:`~twinstream.federated_eval.FederatedEvalConfig`, whose measured table is in
-``docs/federation.md``); the local step's other options (``local.*``) default to
-``local_fit``'s own.
+Defaults of rounds, local epochs and learning rate are the recipe's
+(:mod:`twinstream.federation.recipe`, which ``twinstream eval federated`` measures; the
+table is in ``docs/federation.md``); the local step's other options (``local.*``) default
+to ``local_fit``'s own.
 
 Why one table (:data:`RUN_CONFIG_DEFAULTS`): Flower only accepts ``flwr run -c`` overrides
 for keys present in the App's ``[tool.flwr.app.config]``, which
@@ -33,6 +33,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from twinstream.federation.recipe import RECIPE, federated_rounds
 from twinstream.federation.strategies import StrategyConfig
 
 STRATEGY_PREFIX = "strategy."
@@ -56,14 +57,11 @@ def local_fit_options() -> dict[str, str | int | float | bool]:
             if name not in _NOT_LOCAL_OPTIONS and isinstance(p.default, (str, int, float, bool))}
 
 def _recipe() -> tuple[int, int, float, bool, int]:
-    """Rounds, local epochs, learning rate, equal-steps flag and fixed local steps (0 = none) of the evaluated
-    recipe (``twinstream eval federated``): its federated rounds, and with fixed local steps (the same count at
-    every site, so equal steps by construction) equal-steps off."""
-    from twinstream.federated_eval import FederatedEvalConfig, federated_rounds
-
-    recipe = FederatedEvalConfig()
-    fixed = recipe.local_steps if recipe.equal_steps else 0
-    return federated_rounds(recipe), recipe.epochs, recipe.lr, recipe.equal_steps and not fixed, fixed
+    """Rounds, local epochs, learning rate, equal-steps flag and fixed local steps (0 = none) of the recipe
+    (:data:`~twinstream.federation.recipe.RECIPE`): its federated rounds, and with fixed local steps (the same
+    count at every site, so equal steps by construction) equal-steps off."""
+    fixed = RECIPE.local_steps if RECIPE.equal_steps else 0
+    return federated_rounds(RECIPE), RECIPE.epochs, RECIPE.lr, RECIPE.equal_steps and not fixed, fixed
 
 
 _ROUNDS, _EPOCHS, _LR, _EQUAL_STEPS, _LOCAL_STEPS = _recipe()

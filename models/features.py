@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 
-from twinstream.data.cmapss import INFORMATIVE_SENSORS
+from twinstream.datasets.cmapss import INFORMATIVE_SENSORS
 from twinstream.schemas.prior import FeatureSchema
 
 EXTRACTOR = "rul-features"

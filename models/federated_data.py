@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twinstream.data.cmapss import CmapssSubset, load_subset, parse_rows, subset_files
+from twinstream.datasets.cmapss import CmapssSubset, load_subset, parse_rows, subset_files
 from twinstream.models.features import RulFeatures, feature_names, stateless_names
 
 CAP = 125.0  # RUL targets are capped here, as for the bundled prior

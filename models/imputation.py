@@ -328,3 +328,11 @@ def mae_rmse(filled: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> tuple[f
     if err.size == 0:
         return math.nan, math.nan
     return float(np.mean(np.abs(err))), float(np.sqrt(np.mean(err**2)))
+
+
+def hidden_error(estimates: Sequence[np.ndarray], truth: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> dict[str, float]:
+    """MAE and RMSE over the hidden values of all series together."""
+    pred = np.concatenate([e[m] for e, m in zip(estimates, masks)])
+    true = np.concatenate([t[m] for t, m in zip(truth, masks)])
+    mae, rmse = mae_rmse(pred, true, np.ones(pred.shape, dtype=bool))
+    return {"mae": mae, "rmse": rmse}

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from twinstream.data.cmapss import CmapssSubset, load_subset, subset_files
+from twinstream.datasets.cmapss import CmapssSubset, load_subset, subset_files
 from twinstream.models.features import RulFeatures, feature_names, stateless_names
 from twinstream.models.prior import load_prior, sha256_file
 from twinstream.schemas.prior import MANIFEST_FILE, PriorManifest

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from twinstream.data.cmapss import load_subset
+from twinstream.datasets.cmapss import load_subset
 
 
 def test_demo_accounts_for_every_event(tmp_path: Path) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from twinstream import evaluation
+from twinstream.evaluation import cmapss_eval
 from twinstream.commands.evaluate import app
-from twinstream.data.cmapss import bundled_dir, load_subset
+from twinstream.datasets.cmapss import bundled_dir, load_subset
 from twinstream.models.twin import Twin
 
 
@@ -24,7 +24,7 @@ def fd001():
 def test_events_are_in_fleet_time_order_with_failures_at_each_training_engines_end(fd001) -> None:
     train = [r for r in fd001.train if r.unit <= 6]
     test = [r for r in fd001.test if r.unit <= 6]
-    events = evaluation.fleet_events(train, test)
+    events = cmapss_eval.fleet_events(train, test)
     assert len(events) == len(train) + len(test)
     assert [e.cycle for e in events] == sorted(e.cycle for e in events)
     failures = {e.entity: e.cycle for e in events if e.failed}
@@ -40,10 +40,10 @@ def test_test_engines_never_see_a_label(fd001, monkeypatch: pytest.MonkeyPatch) 
             seen.append((self.entity_id, target))
             return super().step(seq, metrics, target, *args, **kwargs)
 
-    monkeypatch.setattr(evaluation, "Twin", SpyTwin)
-    events = evaluation.fleet_events([r for r in fd001.train if r.unit <= 4], [r for r in fd001.test if r.unit <= 4])
-    for name, params in evaluation.arm_params(None).items():
-        evaluation.run_arm(name, params, events)
+    monkeypatch.setattr(cmapss_eval, "Twin", SpyTwin)
+    events = cmapss_eval.fleet_events([r for r in fd001.train if r.unit <= 4], [r for r in fd001.test if r.unit <= 4])
+    for name, params in cmapss_eval.arm_params(None).items():
+        cmapss_eval.run_arm(name, params, events)
     assert all(target is None for entity, target in seen if entity.startswith("test-"))
     labelled = {entity for entity, target in seen if target is not None}
     assert labelled == {f"train-{u}" for u in range(1, 5)}  # only at failure
@@ -51,8 +51,8 @@ def test_test_engines_never_see_a_label(fd001, monkeypatch: pytest.MonkeyPatch) 
 
 def test_scores_follow_their_definitions() -> None:
     pred, true = [110.0, 20.0, 50.0], [100.0, 33.0, 50.0]
-    assert evaluation.rmse(pred, true) == pytest.approx(math.sqrt((100 + 169 + 0) / 3))
-    assert evaluation.phm_score(pred, true) == pytest.approx((math.e - 1) + (math.e - 1) + 0.0)
+    assert cmapss_eval.rmse(pred, true) == pytest.approx(math.sqrt((100 + 169 + 0) / 3))
+    assert cmapss_eval.phm_score(pred, true) == pytest.approx((math.e - 1) + (math.e - 1) + 0.0)
 
 
 def test_eval_command_writes_json_plots_and_docs(tmp_path: Path) -> None:
@@ -80,14 +80,14 @@ def test_a_new_fleet_without_training_history_uses_another_subsets_fleet(tmp_pat
     for kind in ("test", "RUL"):
         shutil.copy(bundled_dir() / f"{kind}_FD001.txt", tmp_path / f"{kind}_FD003.txt")
     (tmp_path / "train_FD003.txt").write_text("")
-    report = evaluation.evaluate("FD003", "FD001", tmp_path, limit_engines=5)
+    report = cmapss_eval.evaluate("FD003", "FD001", tmp_path, limit_engines=5)
     assert report["train_subset"] == "FD001" and report["arms"]["prior_twin"]["engines"] == 5
     assert all(math.isfinite(s["rmse"]) for s in report["arms"].values())
 
 
 def test_acceptance_on_full_fd001() -> None:
     """Issue 4's acceptance: prior + twin reaches RMSE <= 12 and beats both ablations (~15 s)."""
-    report = evaluation.evaluate("FD001")
+    report = cmapss_eval.evaluate("FD001")
     arms = report["arms"]
     assert arms["prior_twin"]["rmse"] <= 12.0
     assert arms["prior_twin"]["rmse"] < min(arms["prior"]["rmse"], arms["twin"]["rmse"])

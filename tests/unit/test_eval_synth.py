@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from twinstream import synthetic
+from twinstream.evaluation import synthetic
 from twinstream.commands.evaluate import app
 
 
@@ -156,7 +156,7 @@ def test_committed_docs_match_a_fresh_run(fd001_report: dict) -> None:
 
 
 def test_gap_detector_finds_injected_faults_in_fd001() -> None:
-    from twinstream.gap_eval import evaluate_detection
+    from twinstream.evaluation.gap_eval import evaluate_detection
 
     r = evaluate_detection("FD001", seed=0)
     assert r["engines"] == 100 and r["clean"]["false_gaps"] == 0
@@ -185,7 +185,7 @@ def test_committed_report_meets_the_issue_references_and_matches_the_docs() -> N
 
 
 def test_cold_start_table_shows_every_k_and_the_verdict() -> None:
-    from twinstream.synth_docs_gen import cold_start_text
+    from twinstream.evaluation.synth_docs_gen import cold_start_text
 
     row = {"engines": 96, "engines_truth_below_cap": 3, "rmse_plain": 3.5, "rmse_augmented": 7.25, "rmse_blend": 5.0,
            "rmse_real_lookahead": 0.5, "helps": False}
@@ -195,13 +195,13 @@ def test_cold_start_table_shows_every_k_and_the_verdict() -> None:
 
 
 def test_missing30_verdict_is_not_hidden_by_rounding() -> None:
-    from twinstream.synth_docs_gen import _verdict
+    from twinstream.evaluation.synth_docs_gen import _verdict
 
     assert "misses" in _verdict(1.0502) and "meets" in _verdict(1.05) and _verdict(None) == "not measured"
 
 
 def test_missing30_per_seed_text_has_every_seed_and_the_standard_error() -> None:
-    from twinstream.synth_docs_gen import _per_seed
+    from twinstream.evaluation.synth_docs_gen import _per_seed
 
     rul = {"missing30": {"runs": [{"seed": s, "filled_late": {"ratio": v}} for s, v in ((0, 1.0), (1, 1.1))]}}
     assert _per_seed(rul) == "0: 1.000, 1: 1.100; standard error of the mean 0.050"

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from twinstream.commands.evaluate import app
-from twinstream.data.cmapss import load_subset
-from twinstream.federated_eval import federated_statistic, run_round
+from twinstream.datasets.cmapss import load_subset
+from twinstream.evaluation.federated_eval import federated_statistic, run_round
 from twinstream.federation.strategies import STRATEGIES, StrategyConfig, make_strategy
 from twinstream.models import federated as fm
 from twinstream.models.features import RulFeatures

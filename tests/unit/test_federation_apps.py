@@ -48,7 +48,7 @@ def model_shapes() -> list[tuple[int, ...]]:
 
 def raw_data(engines: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
     """The site's raw C-MAPSS readings: one row of 21 sensors per cycle, and each engine's series of each sensor."""
-    from twinstream.data.cmapss import load_subset
+    from twinstream.datasets.cmapss import load_subset
 
     cycles = sorted((c for c in load_subset("FD001").train if c.unit in set(engines)), key=lambda c: (c.unit, c.cycle))
     names = sorted(cycles[0].sensors, key=lambda n: int(n[1:]))
@@ -231,7 +231,7 @@ def test_run_result_is_a_loadable_prior_and_inverts_to_the_arrays(run, tmp_path:
 
 
 def test_round_config_parsing() -> None:
-    from twinstream.federated_eval import FederatedEvalConfig, federated_rounds
+    from twinstream.evaluation.federated_eval import FederatedEvalConfig, federated_rounds
 
     cfg = RoundConfig.from_run_config({})
     recipe = FederatedEvalConfig()

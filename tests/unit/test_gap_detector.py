@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from twinstream.data import cmapss
+from twinstream.datasets import cmapss
 from twinstream.models.gaps import GapDetector
 from twinstream.schemas.gaps import GapKind
 

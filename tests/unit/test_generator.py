@@ -116,7 +116,7 @@ def test_gate_refusal_names_the_metric_and_choose_falls_back(tmp_path: Path) -> 
 
 def tiny_dataset(n: int = 6, steps: int = 120, dims: int = 3, seed: int = 0):
     """Trending sensors with white noise, in raw units far from zero (so normalization matters)."""
-    from twinstream.synth_data import Dataset, zscore
+    from twinstream.datasets.series import Dataset, zscore
 
     rng = np.random.default_rng(seed)
     raw = [100.0 + np.linspace(0, rng.uniform(1, 3), steps)[:, None] * np.array([1.0, -2.0, 0.5])
@@ -128,7 +128,7 @@ def tiny_dataset(n: int = 6, steps: int = 120, dims: int = 3, seed: int = 0):
 def test_trained_artifact_round_trips_and_records_its_gate(tmp_path: Path) -> None:
     import torch
 
-    from twinstream.synth_train import train_generator
+    from twinstream.models.generator_fit import train_generator
 
     data = tiny_dataset()
     manifest, timing = train_generator(data, tmp_path / "g", training_data={"tiny.csv": "ab" * 32}, epochs=1, windows=64,

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import twinstream.models
-from twinstream.data.cmapss import load_subset
+from twinstream.datasets.cmapss import load_subset
 from twinstream.models.base import TwinLearner
 from twinstream.models.registry import DEFAULT_LEARNER, DEFAULT_PARAMS, LEARNERS, make_learner
 from twinstream.models.twin import Twin

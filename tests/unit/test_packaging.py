@@ -29,12 +29,12 @@ def test_only_twinstream_at_top_level(wheel: Path) -> None:
     assert top == {"twinstream"}, f"wheel installs {sorted(top)} at top level"
 
 
-def test_card_folders_are_subpackages_with_data(wheel: Path) -> None:
+def test_layer_folders_are_subpackages_with_data(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    for package in ("schemas", "models", "streams", "connectors", "federation"):
+    for package in ("schemas", "datasets", "models", "streams", "connectors", "federation", "evaluation"):
         assert f"twinstream/{package}/__init__.py" in names
     for data in ("train_FD001.txt", "test_FD001.txt", "RUL_FD001.txt", "readme.txt"):
-        assert f"twinstream/data/cmapss/{data}" in names
+        assert f"twinstream/datasets/cmapss/{data}" in names
     assert "twinstream/schemas/json/telemetry.schema.json" in names
 
 

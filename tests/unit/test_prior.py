@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from twinstream.data.cmapss import bundled_dir, load_subset
+from twinstream.datasets.cmapss import bundled_dir, load_subset
 from twinstream.models.features import RulFeatures
 from twinstream.models.prior import PriorMismatchError, bundled_prior_dir, load_prior
 from twinstream.models.prior_twin import PriorTwin

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from twinstream.synth_discriminative import discriminative_score, paired_windows
+from twinstream.models.discriminative import discriminative_score, paired_windows
 
 
 def noise_series(n: int = 80, steps: int = 60, dims: int = 4, seed: int = 0) -> list[np.ndarray]:

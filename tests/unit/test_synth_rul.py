@@ -1,4 +1,4 @@
-"""RUL effects of synthetic data (twinstream.synth_rul): masks, gap windows, oracle fills, TSTR plumbing, cold start.
+"""RUL effects of synthetic data (twinstream.evaluation.synth_rul): masks, gap windows, oracle fills, TSTR plumbing, cold start.
 
 The oracle filler used here knows the real series and returns the truth for any window
 it is given (it finds the window by its observed values), so every pipeline stage that
@@ -12,10 +12,10 @@ import math
 import numpy as np
 import pytest
 
-from twinstream.data import cmapss
+from twinstream.datasets import cmapss
 from twinstream.models.imputation import KalmanLLT, LinearInterpolation
-from twinstream.synth_rul import KEYS, fill_gaps, filled_events, gap_runs, missing30, missing_mask, rul_effects
-from twinstream.synth_rul_tasks import KalmanSampler, cold_start, engines, tstr, zscore_stats
+from twinstream.evaluation.synth_rul import KEYS, fill_gaps, filled_events, gap_runs, missing30, missing_mask, rul_effects
+from twinstream.evaluation.synth_rul_tasks import KalmanSampler, cold_start, engines, tstr, zscore_stats
 
 LIMIT = 8
 
@@ -179,7 +179,7 @@ def test_rul_effects_quick_report_has_the_documented_keys(fd001):
 
 
 def test_synthetic_engines_keep_their_anchors_and_sample_full_windows():
-    from twinstream.synth_rul_tasks import anchors, synthetic_series
+    from twinstream.evaluation.synth_rul_tasks import anchors, synthetic_series
 
     lengths: list[int] = []
 

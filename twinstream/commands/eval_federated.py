@@ -1,6 +1,6 @@
 """``twinstream eval federated``: local-only vs federated (per strategy) vs centralized priors on FD001.
 
-See :mod:`twinstream.federated_eval` for the split, the budget and the protocol.
+See :mod:`twinstream.evaluation.federated_eval` for the split, the budget and the protocol.
 Registered on the ``eval`` group by :mod:`twinstream.commands.evaluate`; ``--docs DIR``
 rewrites only the ``## Evaluation (twinstream eval federated)`` section of
 ``DIR/federation.md`` (the rest of that page is written by hand).
@@ -159,7 +159,7 @@ def section_markdown(report: dict[str, Any]) -> str:
         "equals the pooled one), the same calibration rule.",
         "",
         "**Protocol.** Each prior is written as an artifact and replayed with the learning-core protocol "
-        "(`twinstream/evaluation.py`, as in `twinstream eval cmapss`): one pass over FD001 train and test engines in fleet "
+        "(`evaluation/cmapss_eval.py`, as in `twinstream eval cmapss`): one pass over FD001 train and test engines in fleet "
         "time order through `Twin.step`, test engines never labelled, scored at their last cycle against the true RUL "
         "(`RUL_FD001.txt`). *RMSE prior+twin* is the default learner (prior head + twin head on the twin's personal state), "
         "the acceptance metric; *RMSE prior only* is the prior head alone.",
@@ -277,7 +277,7 @@ def federated(
     seed: int = typer.Option(0, help="Seed of initial weights and shuffling."),
 ) -> None:
     """Split FD001's training engines into 4 non-IID sites; compare local-only, federated and centralized priors."""
-    from twinstream.federated_eval import FederatedEvalConfig, evaluate_federated, work_units
+    from twinstream.evaluation.federated_eval import FederatedEvalConfig, evaluate_federated, work_units
 
     cfg = FederatedEvalConfig(rounds=rounds, local_steps=local_steps, rounds_per_pass=rounds_per_pass, epochs=epochs, lr=lr, optimizer=optimizer, two_phase=two_phase, seed=seed, max_engines=max_engines,
                               limit_test_engines=limit_test_engines, reference=reference,

@@ -3,7 +3,7 @@
 Hides known values of C-MAPSS test sensors (or of a user's CSV) with seeded masks,
 fills them with the generator and every baseline and reports MAE/RMSE against the
 hidden truth, the discriminative score of each filler, the gate verdict, and (with
-:mod:`twinstream.synth_rul`) the RUL effects; see :mod:`twinstream.synthetic` for the
+:mod:`twinstream.evaluation.synth_rul`) the RUL effects; see :mod:`twinstream.evaluation.synthetic` for the
 protocol. Registered on the ``eval`` group by :mod:`twinstream.commands.evaluate`.
 """
 
@@ -76,17 +76,17 @@ def synth(
     generator_windows: int = typer.Option(8000, "--generator-windows", min=64, help="CSV: training windows of that generator."),
     draws: int = typer.Option(10, "--draws", min=1, help="Block-mask draws whose windows the discriminative classifier sees."),
     discriminative: bool = typer.Option(True, "--discriminative/--no-discriminative", help="Measure discriminative scores."),
-    rul: bool = typer.Option(True, "--rul/--no-rul", help="C-MAPSS: RUL effects (twinstream.synth_rul) of the generator."),
+    rul: bool = typer.Option(True, "--rul/--no-rul", help="C-MAPSS: RUL effects (twinstream.evaluation.synth_rul) of the generator."),
 ) -> None:
     """Hide known sensor values with seeded masks, fill them with the generator and each baseline, score and gate."""
     import tempfile
 
     import torch
 
-    from twinstream import synthetic
+    from twinstream.evaluation import synthetic
 
     torch.set_num_threads(1)  # shared cores: two intra-op threads were ~17x slower under load here
-    from twinstream.synth_eval import add_generator_results, load_or_train
+    from twinstream.evaluation.synth_eval import add_generator_results, load_or_train
 
     if csv_path is not None:
         if docs is not None:
@@ -105,7 +105,7 @@ def synth(
                               rul=rul and csv_path is None, subset=subset, data_dir=data, quick=limit_engines is not None,
                               progress=status.update)
         if gaps and csv_path is None:
-            from twinstream.gap_eval import evaluate_detection
+            from twinstream.evaluation.gap_eval import evaluate_detection
 
             status.update("gap detection on injected faults")
             report["gap_detection"] = evaluate_detection(subset, data, seed, limit_engines)

@@ -1,6 +1,6 @@
 """``twinstream eval cmapss``: the streaming evaluation of the twin learners, end to end.
 
-Replays C-MAPSS as the live system would see it (see :mod:`twinstream.evaluation`),
+Replays C-MAPSS as the live system would see it (see :mod:`twinstream.evaluation.cmapss_eval`),
 scores three arms, and optionally writes the JSON report, the plots and the generated
 ``docs/learning.md`` (tables and figures come from this run, never typed by hand).
 """
@@ -32,7 +32,7 @@ app.command("federated")(eval_federated.federated)
 
 def resolve_prior(train_subset: str, data: Path | None, prior: Path | None, prior_out: Path | None) -> str:
     """The prior to use: the given one, the bundled one if trained on the same data, else a new one."""
-    from twinstream.data.cmapss import subset_files
+    from twinstream.datasets.cmapss import subset_files
     from twinstream.models.prior import bundled_prior_dir, load_prior, sha256_file
     from twinstream.models.prior_train import train_prior
 
@@ -76,8 +76,8 @@ def cmapss(
     seed: int = typer.Option(0, help="Seed passed to every learner."),
 ) -> None:
     """Replay a C-MAPSS subset in fleet time order through three arms and score them."""
-    from twinstream import report as reporting
-    from twinstream.evaluation import benchmark_learners, evaluate
+    from twinstream.evaluation import report as reporting
+    from twinstream.evaluation.cmapss_eval import benchmark_learners, evaluate
 
     prior_dir = resolve_prior(train_subset or subset, data, prior, prior_out)
     with console.status("replaying ...") as status:

@@ -2,7 +2,7 @@
 
 The artifact (``manifest.json`` + ``weights.npz``) is what twins load; the default one
 bundled in the package is produced by this very command on FD001 train:
-``twinstream prior train --data twinstream/data/cmapss --out models/priors/fd001``.
+``twinstream prior train --data datasets/cmapss --out models/priors/fd001``.
 """
 
 from __future__ import annotations

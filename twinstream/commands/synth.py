@@ -2,7 +2,7 @@
 
 The bundled artifact (``models/generators/fd001``) is produced by this very command:
 ``twinstream synth train --subset FD001 --out models/generators/fd001``. See
-:mod:`twinstream.synth_train` for the steps and docs/synthetic.md for the method.
+:mod:`twinstream.models.generator_fit` for the steps and docs/synthetic.md for the method.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import typer
 from rich.console import Console
 
 if TYPE_CHECKING:
-    from twinstream.synth_data import Dataset
+    from twinstream.datasets.series import Dataset
 
 app = typer.Typer(help="Synthetic data: train and inspect gap-filling generator artifacts.", no_args_is_help=True)
 console = Console(stderr=True)
 
 
 def training_files(subset: str, data: Path | None) -> dict[str, str]:
-    from twinstream.data.cmapss import subset_files
+    from twinstream.datasets.cmapss import subset_files
     from twinstream.models.generator import sha256_file
 
     path = Path(subset_files(subset, data)["train"])
@@ -31,13 +31,13 @@ def training_files(subset: str, data: Path | None) -> dict[str, str]:
 def csv_dataset_or_exit(csv_path: Path, time_column: str | None, columns: list[str] | None,
                         train_fraction: float) -> Dataset:
     """The ``--csv`` data set of ``synth train`` and ``eval synth``; a bad file or option exits 2 with the reason."""
-    from twinstream import synth_data
+    from twinstream.datasets import series
 
     if time_column is None:
         console.print("[red]--csv needs --time-column[/red]")
         raise typer.Exit(2)
     try:
-        return synth_data.csv_dataset(csv_path, time_column, columns, train_fraction)
+        return series.csv_dataset(csv_path, time_column, columns, train_fraction)
     except (OSError, ValueError) as exc:
         console.print(f"[red]cannot use {csv_path}:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -58,16 +58,16 @@ def train(
     version: str = typer.Option("1", "--version", help="Artifact version within the family."),
 ) -> None:
     """Train the Kalman-trend + diffusion-residual generator, measure its gate on held-out data, write it."""
-    from twinstream import synth_data
+    from twinstream.datasets import series
     from twinstream.models.generator import sha256_file
     from twinstream.settings import Settings
-    from twinstream.synth_train import train_generator
+    from twinstream.models.generator_fit import train_generator
 
     if csv_path is not None:
         dataset = csv_dataset_or_exit(csv_path, time_column, columns, train_fraction)
         files = {csv_path.name: sha256_file(csv_path)}
     else:
-        dataset = synth_data.cmapss_dataset(subset, data)
+        dataset = series.cmapss_dataset(subset, data)
         files = training_files(subset, data)
     with console.status(f"training generator on {dataset.name} ...") as status:
         manifest, timing = train_generator(dataset, out, training_data=files, version=version, epochs=epochs, windows=windows,

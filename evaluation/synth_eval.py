@@ -18,7 +18,7 @@ import numpy as np
 
 from twinstream.models.imputation import KalmanLLT, LinearInterpolation
 from twinstream.schemas.generator import DISCRIMINATIVE, MAE_RATIO, GateThresholds
-from twinstream.synth_data import Dataset
+from twinstream.datasets.series import Dataset
 
 OPEN = GateThresholds(max_mae_ratio=None, max_discriminative=None)
 
@@ -33,7 +33,7 @@ def load_or_train(data: Dataset, csv_path: Path | None, generator_dir: Path | No
     from twinstream.settings import Settings
 
     if csv_path is not None:
-        from twinstream.synth_train import train_generator
+        from twinstream.models.generator_fit import train_generator
 
         progress("training a generator on the CSV's first part")
         out = tmp / "generator"
@@ -53,7 +53,7 @@ def load_or_train(data: Dataset, csv_path: Path | None, generator_dir: Path | No
 
 def fillers(data: Dataset, smoother: KalmanLLT, generator: Any, seed: int) -> dict[str, Callable[[list[np.ndarray]], list[np.ndarray]]]:
     """Fill functions (masked z-scored series -> filled) compared by the discriminative score."""
-    from twinstream.synthetic import GeneratorOnData, kalman_noise
+    from twinstream.evaluation.synthetic import GeneratorOnData, kalman_noise
 
     out: dict[str, Callable[[list[np.ndarray]], list[np.ndarray]]] = {}
     if generator is not None:
@@ -72,7 +72,7 @@ def add_generator_results(report: dict[str, Any], data: Dataset, generator: Any,
                           progress: Callable[[str], None]) -> None:
     """Add ``generator``, ``discriminative``, ``discriminative_score``, ``gate`` and the RUL keys to ``report``."""
     from twinstream.settings import Settings
-    from twinstream.synth_discriminative import compare
+    from twinstream.models.discriminative import compare
 
     not_measured = set(report["not_measured"])
     if generator is not None:
@@ -102,11 +102,11 @@ def add_generator_results(report: dict[str, Any], data: Dataset, generator: Any,
         report["gate"] = {"thresholds": gate.model_dump(), "measured": measured, "passes": not failures, "failures": failures}
     if rul and generator is not None:
         try:
-            from twinstream.synth_rul import rul_effects
+            from twinstream.evaluation.synth_rul import rul_effects
         except ImportError as exc:
             report["rul_note"] = f"not measured: {exc}"
         else:
-            progress("RUL effects (twinstream.synth_rul)")
+            progress("RUL effects (twinstream.evaluation.synth_rul)")
             effects = rul_effects(generator, subset=subset, data_dir=data_dir, seed=seed, quick=quick, progress=progress)
             report["rul"] = effects
             for key in ("tstr_rmse", "rul_rmse_ratio_missing30"):

@@ -1,4 +1,4 @@
-"""Data and masks of the gap-filling evaluation (``twinstream eval synth``), see :mod:`twinstream.synthetic`.
+"""Data and masks of the gap-filling evaluation (``twinstream eval synth``), see :mod:`twinstream.evaluation.synthetic`.
 
 C-MAPSS: the informative sensors of each engine, z-scored with the training engines'
 statistics. A CSV: one series sorted by its time column, the first part to fit, the
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from twinstream.data import cmapss
+from twinstream.datasets import cmapss
 
 RANDOM_RATE = 0.3
 BLOCK = 10

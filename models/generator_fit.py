@@ -12,7 +12,7 @@ validation part (never seen in training) and record them in the manifest:
   40 samples; ``default_rng([seed + k, 1])``), each MAE averaged over ``gate_draws``
   mask draws because one draw holds only one block per validation series;
 - ``discriminative_score``: of the generator's samples (see
-  :mod:`twinstream.synth_discriminative`).
+  :mod:`twinstream.models.discriminative`).
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import numpy as np
 
 from twinstream.models.generator import Generator, load_generator
 from twinstream.models.generator_train import record_gate, residual_pool, train_denoiser, write_generator
-from twinstream.models.imputation import KalmanLLT, LinearInterpolation
+from twinstream.models.imputation import KalmanLLT, LinearInterpolation, hidden_error
 from twinstream.schemas.generator import DISCRIMINATIVE, MAE_RATIO, GateThresholds, GeneratorManifest
-from twinstream.synth_data import MIN_BLOCK_SERIES, Dataset, block_mask
-from twinstream.synth_discriminative import discriminative_score
+from twinstream.datasets.series import MIN_BLOCK_SERIES, Dataset, block_mask
+from twinstream.models.discriminative import discriminative_score
 
 FAMILY = "llt-diffusion"
 OPEN = GateThresholds(max_mae_ratio=None, max_discriminative=None)
@@ -53,8 +53,6 @@ def split_fit_validation(data: Dataset, fraction: float, seed: int) -> tuple[lis
 def gate_metrics(gen: Generator, series: list[np.ndarray], seed: int, draws: int = 10,
                  say: Callable[[str], None] = lambda _: None) -> tuple[dict[str, float], dict[str, float]]:
     """(gate, other metrics) of ``gen`` on z-scored ``series`` (already in the generator's normalization)."""
-    from twinstream.synthetic import hidden_error
-
     errors: dict[str, list[float]] = {"generator": [], "linear": [], "kalman": []}
     for k in range(draws):  # one draw places only one block per series: average the MAEs over draws
         masks = block_mask(series, np.random.default_rng([seed + k, 1]))

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from twinstream.models.imputation import KalmanLLT
-from twinstream.synth_docs_gen import discriminative_text, gate_text, rul_text, sample_rows
+from twinstream.evaluation.synth_docs_gen import discriminative_text, gate_text, rul_text, sample_rows
 
 LABELS = {
     "generator": "generator point estimate (Kalman trend + diffusion residual mean)",
@@ -28,7 +28,7 @@ def _cross(report: dict[str, Any]) -> str:
 
 def write_docs(report: dict[str, Any], docs_dir: Path) -> Path:
     """Write ``synthetic.md`` (method, masks, seeds, measured table) from one report."""
-    from twinstream.report import markdown_table
+    from twinstream.evaluation.report import markdown_table
 
     def row(label: str, block: dict[str, float], rand: dict[str, float]) -> list[str]:
         return [label, f"{block['mae']:.3f}", f"{block['rmse']:.3f}", f"{rand['mae']:.3f}", f"{rand['rmse']:.3f}"]
@@ -206,7 +206,7 @@ How much a number moves with the mask draw alone:
 ## Measured: discriminative score
 
 Discriminative score = |accuracy - 0.5| of a classifier (a small 1-D CNN over the
-values and their first differences, `twinstream/synth_discriminative.py`) trained to
+values and their first differences, `models/discriminative.py`) trained to
 tell measured windows from windows whose block was filled, scored on the windows of
 series it was not trained on. 0 means indistinguishable, 0.5 means every synthetic
 window is caught. The deterministic baselines are listed so that a low score for the
@@ -290,6 +290,6 @@ training data of a generator trained by the run itself (`--generator-epochs`,
 of 100 rows) and scored; discriminative windows are grouped by run of 100 rows.
 Empty cells are missing values and are never scored. `--json FILE` writes the report;
 its keys are `imputation.<block|random>.<method>.<mae|rmse>`, `discriminative_score`,
-`discriminative.<filler>`, `gate`, and, on C-MAPSS with `twinstream.synth_rul`,
+`discriminative.<filler>`, `gate`, and, on C-MAPSS with `twinstream.evaluation.synth_rul`,
 `tstr_rmse` and `rul_rmse_ratio_missing30`.
 """

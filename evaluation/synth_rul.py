@@ -3,7 +3,7 @@
 Why: a gap filler is only worth running if the twins' predictions stay as good as on
 complete data, and a generator is only a *generator* if a model trained on its output
 learns the task. So these numbers go through the learning core's own protocol
-(:mod:`twinstream.evaluation`: one pass in fleet time order, prior + twin arm, each test
+(:mod:`twinstream.evaluation.cmapss_eval`: one pass in fleet time order, prior + twin arm, each test
 engine scored at its last cycle against the true RUL). The filler is a parameter
 (dependency injection): the generator and the baselines run through the same calls.
 
@@ -59,10 +59,10 @@ from typing import Any
 
 import numpy as np
 
-from twinstream.data import cmapss
-from twinstream.evaluation import CAP, ArmResult, Event, arm_params, fleet_events, rmse, run_arm, score_arm
+from twinstream.datasets import cmapss
+from twinstream.evaluation.cmapss_eval import CAP, ArmResult, Event, arm_params, fleet_events, rmse, run_arm, score_arm
 from twinstream.models.imputation import KalmanLLT, LastValue, LinearInterpolation
-from twinstream.synth_rul_tasks import (
+from twinstream.evaluation.synth_rul_tasks import (
     SENSORS, Engines, KalmanSampler, Progress, cold_start, engines, fill, in_z_units, tstr, window_length, with_values,
     zscore_stats,
 )
@@ -318,7 +318,7 @@ def _load_generator(path: str | None, notes: dict[str, str]) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m twinstream.synth_rul", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m twinstream.evaluation.synth_rul", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--fillers", default="generator,kalman,linear",
                         help="comma list of generator, kalman, linear, last_value (generator skipped if none is available)")
@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = baseline_fillers(args.subset, args.data_dir)
     fillers.update({n: base[n] for n in wanted if n in base})
     shown = list(sys.argv[1:] if argv is None else argv)
-    report: dict[str, Any] = {"command": " ".join(["python -m twinstream.synth_rul", *shown]), "notes": notes, "fillers": {}}
+    report: dict[str, Any] = {"command": " ".join(["python -m twinstream.evaluation.synth_rul", *shown]), "notes": notes, "fillers": {}}
     for name, filler in fillers.items():
         say(f"== {name}")
         report["fillers"][name] = rul_effects(filler, subset=args.subset, data_dir=args.data_dir, seed=args.seed,

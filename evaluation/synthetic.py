@@ -25,8 +25,8 @@ mask places one 10-sample block in each consecutive run of 100 rows.
 Only the non-generative baselines exist so far: no generator, discriminative score,
 TSTR or RUL-with-missing number is produced, and the report lists them as not measured.
 
-Modules: :mod:`twinstream.synth_data` (data sets and masks, re-exported here),
-this one (scoring), :mod:`twinstream.synth_docs` (the generated page).
+Modules: :mod:`twinstream.datasets.series` (data sets and masks, re-exported here),
+this one (scoring), :mod:`twinstream.evaluation.synth_docs` (the generated page).
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from typing import Any
 
 import numpy as np
 
-from twinstream.models.imputation import Imputer, KalmanLLT, LastValue, LinearInterpolation, mae_rmse
-from twinstream.synth_data import (BLOCK, CSV_BLOCK_EVERY, MIN_BLOCK_SERIES, RANDOM_RATE, Dataset, block_mask,  # noqa: F401 (re-exported)
+from twinstream.models.imputation import Imputer, KalmanLLT, LastValue, LinearInterpolation, hidden_error
+from twinstream.datasets.series import (BLOCK, CSV_BLOCK_EVERY, MIN_BLOCK_SERIES, RANDOM_RATE, Dataset, block_mask,  # noqa: F401 (re-exported)
                                    cmapss_dataset, csv_dataset, make_masks, random_mask, zscore)
-from twinstream.synth_docs import write_docs  # noqa: F401 (re-exported)
+from twinstream.evaluation.synth_docs import write_docs  # noqa: F401 (re-exported)
 
 NOT_MEASURED = ["generator", "discriminative_score", "tstr_rmse", "rul_rmse_ratio_missing30"]
 
@@ -100,14 +100,6 @@ def baselines(smoother: KalmanLLT) -> list[Imputer]:
     """The methods scored: linear, last value, the fitted Kalman smoother and its causal filter."""
     causal = KalmanLLT(smoother.q_level, smoother.q_slope, smoother.r, smooth=False, slope_sd0=smoother.slope_sd0)
     return [LinearInterpolation(), LastValue(), smoother, causal]
-
-
-def hidden_error(estimates: Sequence[np.ndarray], truth: Sequence[np.ndarray], masks: Sequence[np.ndarray]) -> dict[str, float]:
-    """MAE and RMSE over the hidden values of all series together."""
-    pred = np.concatenate([e[m] for e, m in zip(estimates, masks)])
-    true = np.concatenate([t[m] for t, m in zip(truth, masks)])
-    mae, rmse = mae_rmse(pred, true, np.ones(pred.shape, dtype=bool))
-    return {"mae": mae, "rmse": rmse}
 
 
 def noise_floor_mae(smoother: KalmanLLT, masks: Sequence[np.ndarray]) -> float:

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from twinstream.data import cmapss
+from twinstream.datasets import cmapss
 from twinstream.models.gaps import GapDetector
 from twinstream.schemas.gaps import Gap, GapKind
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from twinstream.synth_data import BLOCK, MIN_BLOCK_SERIES, block_mask
+from twinstream.datasets.series import BLOCK, MIN_BLOCK_SERIES, block_mask
 
 WINDOW = 30
 MIN_STEPS = 600  # optimisation steps of the classifier at least (40 epochs of FD001's 960 training windows)

@@ -67,7 +67,7 @@ class CmapssSubset:
 
 def bundled_dir() -> Path:
     """Directory of the C-MAPSS files shipped inside the package."""
-    return Path(str(files("twinstream.data") / "cmapss"))
+    return Path(str(files("twinstream.datasets") / "cmapss"))
 
 
 def parse_rows(path: Path) -> list[Cycle]:

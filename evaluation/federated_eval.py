@@ -24,7 +24,7 @@ model its steps back (in steady state each round's mean update is applied 1 / (1
 (``benchmarks/federated_budget.py``, four folds), see ``docs/federation.md``.
 
 Each prior is written as an artifact and scored on the FD001 test engines with the
-learning-core protocol (:mod:`twinstream.evaluation`: one pass in fleet time order, the
+learning-core protocol (:mod:`twinstream.evaluation.cmapss_eval`: one pass in fleet time order, the
 same ``Twin.step`` as the worker, test engines never labelled, scored at their last
 cycle against the true RUL): the ``prior_twin`` arm (prior + twin, the default learner,
 the acceptance metric) and the ``prior`` arm (prior head alone).
@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 
+from twinstream.federation.recipe import RECIPE, federated_rounds
 from twinstream.federation.strategies import StrategyConfig, flower_log_level, make_strategy
 from twinstream.models import federated as fm
 from twinstream.models.federated_data import Normalization, SiteData
@@ -63,16 +64,16 @@ DEFAULT_STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedmedian", "k
 
 @dataclass(frozen=True)
 class FederatedEvalConfig:
-    """Budget and options of one evaluation run (the defaults are the documented run)."""
+    """Budget and options of one evaluation run (the defaults: the production recipe, :data:`~twinstream.federation.recipe.RECIPE`)."""
 
-    rounds: int = 80  # passes over their data of the local-only and centralized runs; federated: rounds x rounds_per_pass rounds
-    epochs: int = 1  # local epochs per round (and per "round" of the local-only and centralized runs)
-    lr: float = 0.3  # round-1 learning rate, cosine-decayed to a tenth by the last round (of each phase)
-    optimizer: str = "sgd"  # local optimizer (models.federated.OPTIMIZERS)
-    two_phase: bool = False  # first half of the rounds: prior head only; second half: twin head on the frozen prior head
-    equal_steps: bool = True  # federated: every site takes the same number of local steps per round (see local_fit's steps)
-    local_steps: int = 5  # federated, with equal_steps: local steps per site and round (0 = epochs passes over the mean site)
-    rounds_per_pass: int = 4  # federated rounds per pass (with local_steps > 0): 4 x 5 steps ~ one pass over the mean site (21)
+    rounds: int = RECIPE.rounds  # passes over their data of the local-only and centralized runs; federated: rounds x rounds_per_pass
+    epochs: int = RECIPE.epochs  # local epochs per round (and per "round" of the local-only and centralized runs)
+    lr: float = RECIPE.lr  # round-1 learning rate, cosine-decayed to a tenth by the last round (of each phase)
+    optimizer: str = RECIPE.optimizer  # local optimizer (models.federated.OPTIMIZERS)
+    two_phase: bool = RECIPE.two_phase  # first half of the rounds: prior head only; second half: twin head on the frozen prior head
+    equal_steps: bool = RECIPE.equal_steps  # federated: every site takes the same number of local steps per round
+    local_steps: int = RECIPE.local_steps  # federated, with equal_steps: local steps per site and round (0 = one mean-site pass)
+    rounds_per_pass: int = RECIPE.rounds_per_pass  # federated rounds per pass (with local_steps > 0)
     n_sites: int = 4
     seed: int = 0
     strategies: tuple[StrategyConfig, ...] = tuple(StrategyConfig(name=n) for n in DEFAULT_STRATEGIES)
@@ -189,11 +190,6 @@ class TrainedPrior:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def federated_rounds(cfg: FederatedEvalConfig) -> int:
-    """Federated rounds: ``rounds x rounds_per_pass`` with short rounds of ``local_steps`` equal steps, else ``rounds``."""
-    return cfg.rounds * cfg.rounds_per_pass if cfg.equal_steps and cfg.local_steps > 0 else cfg.rounds
-
-
 def round_plan(cfg: FederatedEvalConfig, rounds: int | None = None) -> list[tuple[int, str, float]]:
     """(round, heads trained, learning rate) of every round (``rounds``: default ``cfg.rounds``); the same
     schedule (cosine from ``lr`` to a tenth over the rounds) for every kind of prior."""
@@ -270,17 +266,17 @@ def train_federated(strategy_cfg: StrategyConfig, sites: list[SiteData], norm: N
 
 def score_prior(prior_dir: Path, data_dir: Path | None, limit_test_engines: int | None) -> dict[str, Any]:
     """The learning-core replay (prior arm and prior + twin arm) with this prior; test RMSE, PHM08, ..."""
-    from twinstream import evaluation
-    from twinstream.data import cmapss
+    from twinstream.evaluation import cmapss_eval
+    from twinstream.datasets import cmapss
 
     fd = cmapss.load_subset("FD001", data_dir)
     test_rows = fd.test if limit_test_engines is None else [r for r in fd.test if r.unit <= limit_test_engines]
-    events = evaluation.fleet_events(fd.train, test_rows)
-    params = evaluation.arm_params(str(prior_dir))
+    events = cmapss_eval.fleet_events(fd.train, test_rows)
+    params = cmapss_eval.arm_params(str(prior_dir))
     out: dict[str, Any] = {}
-    prior_arm = evaluation.run_arm("prior", params["prior"], events)
-    twin_arm = evaluation.run_arm("prior_twin", params["prior_twin"], events)
-    p, t = evaluation.score_arm(prior_arm, fd), evaluation.score_arm(twin_arm, fd, prior_arm)
+    prior_arm = cmapss_eval.run_arm("prior", params["prior"], events)
+    twin_arm = cmapss_eval.run_arm("prior_twin", params["prior_twin"], events)
+    p, t = cmapss_eval.score_arm(prior_arm, fd), cmapss_eval.score_arm(twin_arm, fd, prior_arm)
     keys = ("rmse", "rmse_capped_truth", "phm_score", "mae", "coverage", "mean_width")
     out.update({k: t[k] for k in keys})
     out["prior_only"] = {k: p[k] for k in keys}
@@ -320,7 +316,7 @@ def _evaluate(cfg: FederatedEvalConfig, data_dir: Path | None, work_dir: Path | 
     priors["centralized"] = ("centralized", train_alone("centralized", everyone, fm.local_normalization(everyone), cfg, progress), [everyone])
     report: dict[str, Any] = {
         "command": None,
-        "protocol": "FD001 test engines, learning-core replay (twinstream.evaluation): one pass in fleet time order, "
+        "protocol": "FD001 test engines, learning-core replay (twinstream.evaluation.cmapss_eval): one pass in fleet time order, "
                     "test engines never labelled, scored at their last cycle against the true RUL; rmse = prior + twin arm "
                     "(default learner), prior_only = prior head alone",
         "split": {"rule": f"FD001 training engines sorted by lifetime (ties by unit id), cut into {cfg.n_sites} contiguous "

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from twinstream.data import cmapss
+from twinstream.datasets import cmapss
 from twinstream.models.prior_twin import PriorTwin
 from twinstream.models.fleet import drop_fleet
 from twinstream.models.registry import LEARNERS, make_learner

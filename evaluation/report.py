@@ -228,7 +228,7 @@ prior's weights are shared per process and not part of a twin's state).
 ## Reproduce
 
 ```
-twinstream prior train --data twinstream/data/cmapss --out models/priors/fd001
+twinstream prior train --data datasets/cmapss --out models/priors/fd001
 {command} --json out/fd001.json
 ```
 """

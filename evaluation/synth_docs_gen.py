@@ -28,7 +28,7 @@ def sample_rows(report: dict[str, Any]) -> list[list[str]]:
 
 
 def discriminative_text(report: dict[str, Any]) -> str:
-    from twinstream.report import markdown_table
+    from twinstream.evaluation.report import markdown_table
 
     table = report.get("discriminative")
     if not table:
@@ -43,7 +43,7 @@ def discriminative_text(report: dict[str, Any]) -> str:
 
 
 def gate_text(report: dict[str, Any]) -> str:
-    from twinstream.report import markdown_table
+    from twinstream.evaluation.report import markdown_table
 
     gate = report.get("gate")
     gen = report.get("generator")
@@ -99,7 +99,7 @@ def rul_text(report: dict[str, Any]) -> str:
     if not rul:
         note = report.get("rul_note") or "not run (`--no-rul`, or no generator)"
         return f"RUL effects: {note}. `tstr_rmse` and `rul_rmse_ratio_missing30` are therefore not in this report."
-    return (f"From `twinstream.synth_rul` (its protocol is documented there), run on the generator `{rul['imputer']['version']}`:\n\n"
+    return (f"From `twinstream.evaluation.synth_rul` (its protocol is documented there), run on the generator `{rul['imputer']['version']}`:\n\n"
             f"- RUL RMSE with 30 % of samples missing and filled, over the no-missing run: "
             f"**{_f(rul.get('rul_rmse_ratio_missing30'), 4)}**, {_verdict(rul.get('rul_rmse_ratio_missing30'))} "
             "(target: within 5 %, i.e. <= 1.05; the worker's order, "
@@ -119,7 +119,7 @@ def rul_text(report: dict[str, Any]) -> str:
 
 def cold_start_text(cold: dict[str, Any]) -> str:
     """The cold-start table: does augmenting a young twin with generated continuations help its early error?"""
-    from twinstream.report import markdown_table
+    from twinstream.evaluation.report import markdown_table
 
     by_k = cold.get("by_k") or {}
     if not by_k:
@@ -127,7 +127,7 @@ def cold_start_text(cold: dict[str, Any]) -> str:
     rows = [[k, str(c["engines"]), _f(c["rmse_plain"]), _f(c["rmse_augmented"]), _f(c.get("rmse_blend")),
              _f(c["rmse_real_lookahead"]), str(c["engines_truth_below_cap"]), "yes" if c.get("helps") else "no"]
             for k, c in by_k.items()]
-    return ("**Cold start** (protocol and caveat in `twinstream/synth_rul_tasks.py`): a twin that has seen its first k "
+    return ("**Cold start** (protocol and caveat in `evaluation/synth_rul_tasks.py`): a twin that has seen its first k "
             f"cycles, its estimate plain vs augmented with {cold.get('samples')} generated continuations of "
             f"{cold.get('horizon')} cycles (blend weight {cold.get('weight')}); RMSE against the true RUL at cycle k, "
             "capped at 125. Early in life almost every capped truth is 125, so read the engines-below-cap column "

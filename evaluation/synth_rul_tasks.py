@@ -1,9 +1,9 @@
 """RUL tasks on synthetic data (issue 6): shared data plumbing, TSTR and cold start.
 
-Why a separate module: :mod:`twinstream.synth_rul` (the entry point and the
+Why a separate module: :mod:`twinstream.evaluation.synth_rul` (the entry point and the
 missing-30 % run) and these two tasks share one way of turning C-MAPSS rows into the
 z-scored windows a gap filler sees and back into the rows a twin sees, so every number
-goes through the same learning-core protocol (:mod:`twinstream.evaluation`).
+goes through the same learning-core protocol (:mod:`twinstream.evaluation.cmapss_eval`).
 
 A *filler* is anything with ``impute(y)`` on a ``(T, D)`` z-scored window (NaN =
 missing, observed values unchanged); a *sampler* also has ``sample(y, n, rng) -> (n,
@@ -56,8 +56,8 @@ from typing import Any
 
 import numpy as np
 
-from twinstream.data import cmapss
-from twinstream.evaluation import CAP, arm_params, fleet_events, rmse, run_arm, score_arm
+from twinstream.datasets import cmapss
+from twinstream.evaluation.cmapss_eval import CAP, arm_params, fleet_events, rmse, run_arm, score_arm
 from twinstream.models.imputation import KalmanLLT
 from twinstream.models.registry import make_learner
 from twinstream.models.twin import Twin
