@@ -195,14 +195,15 @@ class IngestAgent:
         rebalance, and a partition's events that are ahead of its marker after one.
         """
         if self.rebalancing:
-            self.metrics.stale_events.inc(len(events))
+            self._discard_stale(len(events), "while the group rebalances")
             return []
         generation = self.app.consumer_generation_id
         current = []
+        stale = 0
         for event in events:
             message = event.message
             if message.generation_id != generation:
-                self.metrics.stale_events.inc()
+                stale += 1
                 continue
             resume = self.resume_at.get(message.tp)
             if resume is not None:
@@ -217,7 +218,13 @@ class IngestAgent:
                     continue
                 del self.resume_at[message.tp]
             current.append(event)
+        if stale:
+            self._discard_stale(stale, "fetched before the rebalance")
         return current
+
+    def _discard_stale(self, count: int, why: str) -> None:
+        self.metrics.stale_events.inc(count)
+        log.info("discarded %d events %s, unapplied and unacked; they will be redelivered", count, why)
 
     async def _handle(self, events: list[faust.EventT]) -> None:
         generation = self.generation
