@@ -121,7 +121,7 @@ class _Arm:
         if source is not None:
             self.sources[source] = self.sources.get(source, 0) + 1
 
-    def summary(self, reference: "_Arm | None" = None) -> dict[str, Any]:
+    def summary(self, reference: _Arm | None = None) -> dict[str, Any]:
         err = np.asarray(self.err)
         out: dict[str, Any] = {"mae": float(err.mean()), "rmse": float(math.sqrt(np.mean(self.sq))),
                                "max_abs_error": float(err.max())}

@@ -45,7 +45,7 @@ class DomainBounds:
         quantiles: tuple[float, float] = DEFAULT_QUANTILES,
         margin: float = DEFAULT_MARGIN,
         max_outside: float = 0.0,
-    ) -> "DomainBounds":
+    ) -> DomainBounds:
         """Bounds from training rows (NaN ignored per feature; a feature never seen accepts anything)."""
         x = np.asarray(rows, dtype=float)
         if x.ndim != 2 or x.shape[1] != len(names):
@@ -94,7 +94,7 @@ class DomainBounds:
         return {"names": list(self.names), "low": safe(self.low), "high": safe(self.high), "max_outside": self.max_outside}
 
     @classmethod
-    def from_manifest(cls, data: Mapping[str, Any]) -> "DomainBounds":
+    def from_manifest(cls, data: Mapping[str, Any]) -> DomainBounds:
         low = tuple(-np.inf if v is None else float(v) for v in data["low"])
         high = tuple(np.inf if v is None else float(v) for v in data["high"])
         return cls(tuple(data["names"]), low, high, float(data.get("max_outside", 0.0)))

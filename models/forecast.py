@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from twinstream.models.conformal import ConformalBand
-from twinstream.models.domain import DomainBounds, OnlineDomain
+from twinstream.models.domain import OnlineDomain
 from twinstream.models.rls import RLS, ForecastPrior
 from twinstream.models.seasonality import MIN_CYCLES, detect_season
 

@@ -73,7 +73,7 @@ class RLS:
         self.P[:, idx] = 0.0
         self.P[idx, idx] = self.p0
 
-    def copy(self, forgetting: float | None = None) -> "RLS":
+    def copy(self, forgetting: float | None = None) -> RLS:
         out = RLS(len(self.w), self.forgetting if forgetting is None else forgetting, self.p0, self.p_max)
         out.w, out.P, out.n = self.w.copy(), self.P.copy(), self.n
         return out

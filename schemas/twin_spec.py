@@ -53,7 +53,7 @@ class MetricSpec(_Strict):
     range: tuple[float, float] | None = Field(default=None, description="Valid [low, high]; values outside are implausible.")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "MetricSpec":
+    def _ordered(self) -> MetricSpec:
         if self.range is not None and self.range[0] > self.range[1]:
             raise ValueError(f"range low {self.range[0]} is above high {self.range[1]}")
         return self
@@ -121,7 +121,7 @@ class PriorRef(_Strict):
     registry: str | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "PriorRef":
+    def _one(self) -> PriorRef:
         given = [k for k in ("bundled", "path", "registry") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one of bundled, path, registry (got {', '.join(given) or 'none'})")
@@ -139,7 +139,7 @@ class KindSpec(_Strict):
     prior: PriorRef | None = None
 
     @model_validator(mode="after")
-    def _consistent(self) -> "KindSpec":
+    def _consistent(self) -> KindSpec:
         names = [m.name for m in self.metrics]
         if len(set(names)) != len(names):
             raise ValueError(f"metric declared twice: {sorted({n for n in names if names.count(n) > 1})}")
@@ -164,7 +164,7 @@ class TwinSpec(_Strict):
     kinds: list[KindSpec] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique(self) -> "TwinSpec":
+    def _unique(self) -> TwinSpec:
         names = [k.name for k in self.kinds]
         if len(set(names)) != len(names):
             raise ValueError(f"kind declared twice: {sorted({n for n in names if names.count(n) > 1})}")
@@ -243,7 +243,7 @@ class KindRegistry:
         self._cache: dict[tuple[str, str | None], KindSpec | None] = {}
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "KindRegistry":
+    def from_file(cls, path: str | Path) -> KindRegistry:
         return cls(load_spec(path))
 
     def kind(self, name: str) -> KindSpec:

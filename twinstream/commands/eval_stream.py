@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -31,7 +31,8 @@ def print_report(report: dict) -> None:
                       f"{a['coverage']:.3f}" if "coverage" in a else "", f"{a['in_domain_share']:.3f}" if "in_domain_share" in a else "")
     Console(width=max(Console().width, 100)).print(table)
     console.print(f"season used by seasonal naive: {fc['seasonal_naive']['season']}")
-    console.print("twin MAE / last value by fifth of the series: " + ", ".join(f"{r:.3f}" for r in fc["twin"]["block_mae_ratio_last_value"]))
+    blocks = fc["twin"]["block_mae_ratio_last_value"]
+    console.print("twin MAE / last value by fifth of the series: " + ", ".join(f"{r:.3f}" for r in blocks))
 
 
 def stream(
@@ -39,13 +40,13 @@ def stream(
     time_column: Annotated[str, typer.Option(help="Column giving each row's time (ISO date-time or number).")],
     forecast: Annotated[str, typer.Option(help="Metric (column) to forecast.")],
     horizon: Annotated[int, typer.Option(min=1, help="Forecast this many samples ahead.")] = 1,
-    entity_column: Annotated[Optional[str], typer.Option(help="Column naming the entity; one twin per entity.")] = None,
-    metrics: Annotated[Optional[str], typer.Option(help="Comma-separated metric columns of the kind (checked to exist).")] = None,
-    train_csv: Annotated[Optional[Path], typer.Option(exists=True, dir_okay=False, help="History to fit a prior on: adds the prior and prior+twin arms.")] = None,
-    season: Annotated[Optional[int], typer.Option(min=2, help="Season length in samples (default: detected by each twin).")] = None,
+    entity_column: Annotated[str | None, typer.Option(help="Column naming the entity; one twin per entity.")] = None,
+    metrics: Annotated[str | None, typer.Option(help="Comma-separated metric columns of the kind (checked to exist).")] = None,
+    train_csv: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="History to fit a prior on (adds the prior arms).")] = None,
+    season: Annotated[int | None, typer.Option(min=2, help="Season length in samples (default: detected by each twin).")] = None,
     max_season: Annotated[int, typer.Option(min=0, help="Longest season a twin looks for (0: none).")] = 512,
     coverage: Annotated[float, typer.Option(min=0.5, max=0.999, help="Nominal coverage of the intervals.")] = 0.9,
-    json_out: Annotated[Optional[Path], typer.Option("--json", help="Write the report as JSON here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
 ) -> None:
     """Replay a table through forecasting twins in stream order and compare them with persistence and seasonal naive."""
     from twinstream.evaluation.stream_eval import StreamEvalConfig, read_table, run_stream_eval
