@@ -25,8 +25,13 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping, Sequence
 
-from twinstream.datasets.cmapss import INFORMATIVE_SENSORS
 from twinstream.schemas.prior import FeatureSchema
+
+# The sensors the RUL prior family is defined on (the bundled prior's feature schema
+# records them): the 14 of C-MAPSS that vary, the usual set in the literature. A model
+# constant, not an import of the data set, because a twin's features must not depend on
+# what data happens to be installed (a test checks it matches the C-MAPSS loader's list).
+RUL_SENSORS: tuple[str, ...] = ("s2", "s3", "s4", "s7", "s8", "s9", "s11", "s12", "s13", "s14", "s15", "s17", "s20", "s21")
 
 EXTRACTOR = "rul-features"
 EXTRACTOR_VERSION = "2"
@@ -45,7 +50,7 @@ class RulFeatures:
 
     def __init__(
         self,
-        sensors: Sequence[str] = INFORMATIVE_SENSORS,
+        sensors: Sequence[str] = RUL_SENSORS,
         fast_span: int = 15,
         slow_span: int = 60,
         baseline_n: int = 20,
@@ -127,7 +132,7 @@ class RulFeatures:
 _NAMES_CACHE: dict[tuple[str, ...], list[str]] = {}
 
 
-def stateless_names(sensors: Sequence[str] = INFORMATIVE_SENSORS) -> list[str]:
+def stateless_names(sensors: Sequence[str] = RUL_SENSORS) -> list[str]:
     """The features that need no per-entity history: age and the current readings.
 
     The fleet prior alone sees only these; the twin's personal state adds the rest.
@@ -138,7 +143,7 @@ def stateless_names(sensors: Sequence[str] = INFORMATIVE_SENSORS) -> list[str]:
     return ["age"] + [f"{s}_raw" for s in sensors]
 
 
-def feature_names(sensors: Sequence[str] = INFORMATIVE_SENSORS) -> list[str]:
+def feature_names(sensors: Sequence[str] = RUL_SENSORS) -> list[str]:
     """Feature names, in vector order: ``age`` then ``<sensor>_raw``, ``_ew``, ``_dev``, ``_trend`` per sensor."""
     key = tuple(sensors)
     names = _NAMES_CACHE.get(key)

@@ -253,18 +253,15 @@ def load_generator(directory: Path | str | None = None, gate: GateThresholds | N
                    sensors: list[str] | None = None) -> Generator:
     """Load, verify and gate the generator in ``directory`` (``None``: the bundled one).
 
-    ``gate`` defaults to the thresholds in :class:`~twinstream.settings.Settings`
-    (``TWINSTREAM_SYNTH_GATE_*``). With ``sensors``, the artifact must fill exactly
-    those columns in that order. Raises :class:`GeneratorRejected` (sha256, schema,
-    sensors, or a failing gate metric, named) or ``FileNotFoundError``.
+    ``gate`` defaults to :class:`~twinstream.schemas.generator.GateThresholds`' own
+    defaults; services pass the configured one (``Settings.synth_gate()``, from
+    ``TWINSTREAM_SYNTH_GATE_*``), because this module reads no configuration. With
+    ``sensors``, the artifact must fill exactly those columns in that order. Raises
+    :class:`GeneratorRejected` (sha256, schema, sensors, or a failing gate metric,
+    named) or ``FileNotFoundError``.
     """
-    if directory is None or gate is None:
-        from twinstream.settings import Settings
-
-        settings = Settings()
-        gate = gate or settings.synth_gate()
-        directory = directory or settings.synth_generator_dir or bundled_generator_dir()
-    directory = Path(directory)
+    gate = GateThresholds() if gate is None else gate
+    directory = Path(bundled_generator_dir() if directory is None else directory)
     manifest, weights = _read(directory)
     if sensors is not None and list(sensors) != manifest.sensors:
         raise GeneratorRejected(f"generator {directory}: sensors {manifest.sensors} are not the expected {list(sensors)}")

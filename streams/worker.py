@@ -25,7 +25,7 @@ def build_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) -
 
     With ``prior_registry_url`` set, also a timer that pulls the latest prior every
     ``prior_poll_interval_s`` (and once at start) and hot-swaps it into the twins
-    (:mod:`twinstream.federation.pull`).
+    (:mod:`twinstream.streams.prior_pull`).
     """
     app = create_app(settings)
     topics = declare_topics(app, settings)
@@ -35,7 +35,7 @@ def build_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) -
 
 
 def register_prior_pull(app: faust.App, settings: Settings, agent: IngestAgent) -> None:
-    from twinstream.federation.pull import puller_for_worker
+    from twinstream.streams.prior_pull import puller_for_worker
 
     puller = puller_for_worker(settings, agent.processor, agent.metrics, agent.lock)
     if puller is None:

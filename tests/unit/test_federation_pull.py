@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from federation_support import publish_body, variant, write_artifact
 
 from twinstream.federation.client import RegistryClient
-from twinstream.federation.pull import PriorPuller, puller_for_worker
+from twinstream.streams.prior_pull import PriorPuller, puller_for_worker
 from twinstream.federation.registry import create_registry_app
 from twinstream.federation.signing import generate_private_key, public_key_b64
 from twinstream.federation.store import PriorStore
@@ -142,7 +142,7 @@ def test_tampered_prior_is_refused_with_a_log_line_and_the_old_prior_is_kept(
     stored = next((tmp_path / "registry" / "rul-mlp" / "3").glob("*.npz"))
     data = stored.read_bytes()
     stored.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
-    with caplog.at_level(logging.ERROR, logger="twinstream.federation.pull"):
+    with caplog.at_level(logging.ERROR, logger="twinstream.streams.prior_pull"):
         asyncio.run(s.puller.poll())
     assert "REFUSED prior, keeping prior rul-mlp-v2: rul-mlp-v3: weights sha256 mismatch" in caplog.text
     assert s.failures("rejected") == 1
@@ -156,7 +156,7 @@ def test_prior_signed_by_another_key_is_refused(tmp_path: Path, caplog: pytest.L
     s = Setup(tmp_path)
     s.puller.public_key = public_key_b64(generate_private_key())
     s.registry.put("/v1/priors/rul-mlp/3", json=publish_body(*variant("3")), headers=AUTH)
-    with caplog.at_level(logging.ERROR, logger="twinstream.federation.pull"):
+    with caplog.at_level(logging.ERROR, logger="twinstream.streams.prior_pull"):
         asyncio.run(s.puller.poll())
     assert "signature check failed" in caplog.text
     assert s.failures("rejected") == 1 and s.puller.prior_version == "rul-mlp-v2"
@@ -166,7 +166,7 @@ def test_registry_down_keeps_the_prior_and_never_raises(tmp_path: Path, caplog: 
     s = Setup(tmp_path)
     s.puller = s.make_puller(tmp_path, RegistryClient("http://127.0.0.1:9", timeout_s=0.5))  # nothing listens on port 9
     s.feed("e1", 0)
-    with caplog.at_level(logging.WARNING, logger="twinstream.federation.pull"):
+    with caplog.at_level(logging.WARNING, logger="twinstream.streams.prior_pull"):
         asyncio.run(s.puller.poll())
         asyncio.run(s.puller.poll())
     assert "registry unavailable, keeping prior rul-mlp-v2" in caplog.text
