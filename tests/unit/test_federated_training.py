@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from twinstream.commands.evaluate import app
 from twinstream.datasets.cmapss import load_subset
+from twinstream.evaluation.federated_docs import section_markdown
 from twinstream.evaluation.federated_eval import federated_statistic, run_round
 from twinstream.federation.strategies import STRATEGIES, StrategyConfig, make_strategy
 from twinstream.models import federated as fm
@@ -252,3 +253,9 @@ def test_eval_federated_tiny_run_writes_the_json_keys_and_the_docs_section(tmp_p
     text = page.read_text()
     assert "Intro." in text and "## Not built\n\nkeep" in text and "OLD-SECTION-TEXT" not in text
     assert text.count("## Evaluation (twinstream eval federated)") == 1 and "| fedavg |" in text
+    # Other seeds are tabled from their reports, never typed into the generator.
+    other = {**report, "budget": {**report["budget"], "seed": 1}}
+    section = section_markdown(report, [other])
+    assert (f"| 1 | `{report['command']}` | {report['centralized']['rmse']:.2f} | {report['federated']['fedavg']['rmse']:.2f} | - | "
+            f"{report['federated']['fedprox(mu=0.01)']['rmse']:.2f} | - | {report['local_only']['mean_rmse']:.2f} |") in section
+    assert "Other seeds" not in section_markdown(report)
