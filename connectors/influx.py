@@ -73,6 +73,8 @@ log = logging.getLogger(__name__)
 
 MEASUREMENT = "prediction"
 RETRYABLE_STATUS = frozenset({408, 429})
+# 4xx answers about the server's setup, not about the points: every point would get them
+SETUP_STATUS = frozenset({401, 403, 404})
 
 
 # --- pure conversion ------------------------------------------------------------------
@@ -137,14 +139,29 @@ class InfluxWriteError(RuntimeError):
     """A write that did not succeed; nothing can be assumed written.
 
     ``retryable`` is False for HTTP 4xx answers other than 408/429 (bad request, auth,
-    missing database): retrying will not heal them by itself, but the sink still
-    retries (it never drops points) and logs them as errors for an operator.
+    missing database): retrying will not heal them by itself. :attr:`rejects_points`
+    tells the two kinds apart: auth and a missing database/bucket (401/403/404) concern
+    the server's setup, and the sink retries them for as long as it takes (logged as
+    errors for an operator); any other such 4xx (400 field type conflict, 413, 422, ...)
+    is about the points, and the sink sends the points it cannot write to its
+    dead-letter topic after bounded tries.
+
+    >>> InfluxWriteError("x", status=400, retryable=False).rejects_points
+    True
+    >>> [InfluxWriteError("x", status=s, retryable=False).rejects_points for s in (401, 404, 429, 503, None)]
+    [False, False, False, False, False]
     """
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = True) -> None:
         super().__init__(message)
         self.status = status
         self.retryable = retryable
+
+    @property
+    def rejects_points(self) -> bool:
+        """InfluxDB refused the points themselves, for good (see the class docstring)."""
+        return (self.status is not None and 400 <= self.status < 500
+                and self.status not in RETRYABLE_STATUS and self.status not in SETUP_STATUS)
 
 
 class InfluxWriter:

@@ -5,8 +5,9 @@ keyed by entity id, so all events of one entity land in one partition, in order,
 and are handled by the worker that owns that entity's twin. The catalog is applied
 idempotently at start-up (:mod:`twinstream.streams.topic_admin`).
 
->>> [t.name for t in topic_catalog(partitions=4)]
-['twinstream.telemetry', 'twinstream.predictions', 'twinstream.telemetry.dlq', 'twinstream.gaps', 'twinstream.telemetry.synthetic']
+>>> [t.name for t in topic_catalog(partitions=4)]  # doctest: +NORMALIZE_WHITESPACE
+['twinstream.telemetry', 'twinstream.predictions', 'twinstream.telemetry.dlq', 'twinstream.gaps',
+ 'twinstream.telemetry.synthetic', 'twinstream.predictions.dlq']
 >>> TELEMETRY.name, TELEMETRY.key
 ('twinstream.telemetry', 'entity_id')
 >>> TELEMETRY.in_namespace("plant7").name
@@ -84,10 +85,19 @@ SYNTHETIC = TopicSpec(
         "A sample carries only the filled sensors, for the (entity, seq) of the gap."
     ),
 )
+PREDICTIONS_DLQ = TopicSpec(
+    name="twinstream.predictions.dlq",
+    value_schema="DeadLetter",
+    retention_ms=30 * DAY_MS,
+    description=(
+        "Predictions the InfluxDB sink could not write: refused by InfluxDB for good after bounded tries "
+        "(reason sink_rejected), or not a Prediction; original bytes and coordinates, to fix and replay."
+    ),
+)
 
 
 def topic_catalog(partitions: int, namespace: str = DEFAULT_NAMESPACE) -> list[TopicSpec]:
     """All platform topics, with keyed topics set to ``partitions`` partitions."""
     return [
-        spec.with_partitions(partitions).in_namespace(namespace) for spec in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ, GAPS, SYNTHETIC)
+        spec.with_partitions(partitions).in_namespace(namespace) for spec in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ, GAPS, SYNTHETIC, PREDICTIONS_DLQ)
     ]

@@ -83,7 +83,7 @@ def test_point_tags_and_fields() -> None:
 
 
 def test_synthetic_input_is_tagged_and_its_share_written() -> None:
-    """Issue 6: points are tagged synthetic vs measured; the share is a field (absent = 0)."""
+    """Points are tagged synthetic vs measured; the share is a field (absent = 0)."""
     measured = prediction_point(make())
     filled = prediction_point(make(synthetic=True, synthetic_share=0.25))
     assert measured._tags["synthetic"] == "false" and "synthetic_share" not in measured._fields
@@ -163,8 +163,10 @@ def test_sink_decodes_and_counts_bad_messages(caplog: pytest.LogCaptureFixture) 
     good = make().model_dump_json().encode()
     events = [_event(good, 10), _event(b"{not json", 11), _event(b'{"entity_id": "x"}', 12), _event(None, 13)]
     with caplog.at_level("ERROR"):
-        decoded = sink.decode(events)  # type: ignore[arg-type]
-    assert decoded == [make()]
+        decoded, bad = sink.decode(events)  # type: ignore[arg-type]
+    assert [prediction for _, prediction in decoded] == [make()]
+    assert [(event.message.offset, reason.value) for event, reason, _ in bad] == [
+        (11, "bad_json"), (12, "invalid"), (13, "invalid")]
     assert sink.bad_count == 3
     assert metrics.registry.get_sample_value("twinstream_sink_bad_messages_total") == 3
     assert "topic=ns.predictions partition=0 offset=11" in caplog.text

@@ -49,7 +49,7 @@ def test_missing_metric_is_null_not_nan() -> None:
 
 
 def test_nan_reading_is_read_as_missing() -> None:
-    """A NaN sensor value no longer drops the sample: it is a missing value (issue 6)."""
+    """A NaN sensor value no longer drops the sample: it is a missing value."""
     raw = b'{"entity_id": "pump-1", "event_time": "2026-01-01T00:00:00Z", "seq": 0, "metrics": {"p": NaN, "q": 2.0}}'
     assert Telemetry.model_validate_json(raw).metrics == {"p": None, "q": 2.0}
 
@@ -97,7 +97,7 @@ def test_dead_letter_keeps_bytes() -> None:
 def test_catalog_names_and_keys() -> None:
     specs = topic_catalog(partitions=6, namespace="plant")
     assert [s.name for s in specs] == ["plant.telemetry", "plant.predictions", "plant.telemetry.dlq", "plant.gaps",
-                                       "plant.telemetry.synthetic"]
+                                       "plant.telemetry.synthetic", "plant.predictions.dlq"]
     assert {s.partitions for s in specs} == {6}
     assert all(s.key == "entity_id" for s in specs)
     dlq = specs[2]
