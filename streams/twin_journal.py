@@ -1,7 +1,7 @@
 """Undo for a twin whose step failed: its last checkpointed bytes and the records applied since.
 
-Why not a snapshot before every step: pickling a twin costs about half a step, on the
-hot path. The checkpoint serializes every changed twin anyway, so those bytes are kept
+Why not a snapshot before every step: pickling a twin costs a sizeable fraction of a
+step, on the hot path. The checkpoint serializes every changed twin anyway, so those bytes are kept
 as the twin's base and the records applied since are remembered (a reference each).
 Undoing a failed record = the base, with those records applied again
 (:meth:`TwinProcessor._restore <twinstream.streams.processor.TwinProcessor>`).
