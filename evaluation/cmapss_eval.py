@@ -47,7 +47,7 @@ class Event:
     entity: str
     sensors: dict[str, float]
     failed: bool  # a training engine's last cycle: its labels are released now
-    synthetic: frozenset[str] = frozenset()  # sensors whose values are gap fills (issue 6)
+    synthetic: frozenset[str] = frozenset()  # sensors whose values are gap fills
     absorb: bool = False  # a fill of a missed cycle delivered after later ones: Twin.absorb, no prediction
 
 

@@ -366,7 +366,7 @@ def _evaluate(cfg: FederatedEvalConfig, data_dir: Path | None, work_dir: Path | 
 
 
 def acceptance(report: dict[str, Any]) -> dict[str, Any]:
-    """Issue 5's criteria per strategy: within 5% (stretch 3%) of centralized, >= 10% better than mean local-only."""
+    """The acceptance criteria per strategy: within 5% (stretch 3%) of centralized, >= 10% better than mean local-only."""
     central = report["centralized"]["rmse"]
     local = report["local_only"]["mean_rmse"]
     out = {}

@@ -196,7 +196,7 @@ predictions cost exp(d/10)-1, early ones exp(-d/13)-1.
 ![where the twin changes the prior]({change})
 
 Reading the tables:
-- The three arms of the issue are the first three rows; all are the same learner class
+- The three arms (prior alone, twin alone, prior + twin) are the first three rows; all are the same learner class
   (`PriorTwin`) with different parameters, driven by `Twin.step` as in the worker.
   The last row is an extra ablation.
 - The personal state needs history: its gain over the prior alone is small for

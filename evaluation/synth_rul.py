@@ -1,4 +1,4 @@
-"""Effects of synthetic data on the RUL task (issue 6): missing-30 %, TSTR, cold start.
+"""Effects of synthetic data on the RUL task: missing-30 %, TSTR, cold start.
 
 Why: a gap filler is only worth running if the twins' predictions stay as good as on
 complete data, and a generator is only a *generator* if a model trained on its output

@@ -1,4 +1,4 @@
-"""RUL tasks on synthetic data (issue 6): shared data plumbing, TSTR and cold start.
+"""RUL tasks on synthetic data: shared data plumbing, TSTR and cold start.
 
 Why a separate module: :mod:`twinstream.evaluation.synth_rul` (the entry point and the
 missing-30 % run) and these two tasks share one way of turning C-MAPSS rows into the
@@ -187,7 +187,7 @@ class KalmanSampler:
     """Non-generative stand-in for a generator: Kalman LLT smoother fill plus independent noise.
 
     Each hidden value is the smoother's level plus N(0, predictive std) drawn
-    independently (the issue's "Kalman plus sampled noise"), so samples carry sensor
+    independently (Kalman plus sampled noise), so samples carry sensor
     noise but no cross-sensor or temporal noise structure. Observed values stay as they are.
     The standard deviation is capped at ``sqrt(r + 1)``: a gap at a window's start has
     no measured sample before it, and the local-linear-trend variance extrapolated

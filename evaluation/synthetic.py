@@ -1,6 +1,6 @@
 """Quality gate of gap filling (``twinstream eval synth``): hide known values, fill, score.
 
-Protocol (issue 6). C-MAPSS: the 14 informative sensors of the test engines, z-scored
+Protocol. C-MAPSS: the 14 informative sensors of the test engines, z-scored
 with the training engines' mean and standard deviation (so errors are in training
 standard deviations, comparable across sensors). Two seeded masks hide values whose
 truth is known:

@@ -1,6 +1,6 @@
 """Non-generative gap filling: linear interpolation, last value, Kalman local-linear-trend.
 
-These are the always-available baselines of the synthetic-data path (issue 6): the
+These are the always-available baselines of the synthetic-data path: the
 fallback when no generator passes its quality gate, and the yardstick a generator must
 beat. One small interface, :class:`Imputer`: ``fit`` on complete training series
 (learns parameters, if any), ``impute`` a ``(T,)`` or ``(T, D)`` float array in which

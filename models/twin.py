@@ -52,7 +52,7 @@ class Twin:
     labelled: int = 0
     gaps: int = 0
     missing: list[int] = field(default_factory=list)
-    # Issue 6: the entity's gap detector and its synthetic-fill book live (and are
+    # The entity's gap detector and its synthetic-fill book live (and are
     # checkpointed) with the twin, so a restarted worker continues both where they were.
     detector: GapDetector | None = None
     fills: FillBook = field(default_factory=FillBook)

@@ -37,7 +37,7 @@ DISCRIMINATIVE = "discriminative_score"
 class GateThresholds(BaseModel):
     """Limits on the gate metrics recorded in a generator manifest (``None``: not checked).
 
-    Defaults are issue 6's targets: the point estimate's MAE at most 0.80 x linear
+    Defaults are the gate's targets: the point estimate's MAE at most 0.80 x linear
     interpolation's on the block mask, and a discriminative score of the samples of at
     most 0.15.
     """

@@ -59,7 +59,7 @@ class WorkerMetrics:
             "Prior pulls that kept the current prior: registry unavailable, prior rejected (signature, sha256, schema), or error",
             ["reason"], registry=r,
         )
-        # --- gaps and synthetic samples (issue 6) ---
+        # --- gaps and synthetic samples ---
         self.gaps_detected = Counter(
             "twinstream_gaps_detected_total", "Gaps found by the per-twin gap detectors and published", ["kind"], registry=r
         )

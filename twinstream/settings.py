@@ -76,7 +76,7 @@ class Settings(BaseSettings):
     )
     target: str = Field(default="rul", description="What twins predict; learned from telemetry targets of that name.")
 
-    # --- gaps and synthetic samples (issue 6; docs/sidecar.md) -----------------------
+    # --- gaps and synthetic samples (docs/sidecar.md) --------------------------------
     gap_detection: bool = Field(
         default=True, description="Run a gap detector per twin and publish each gap to the gaps topic."
     )
@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     influx_flush_interval_s: float = Field(default=1.0, gt=0)
     influx_max_backoff_s: float = Field(default=10.0, gt=0)
 
-    # --- synthetic data: the generator's quality gate (issue 6) ----------------------
+    # --- synthetic data: the generator's quality gate ---------------------------------
     synth_generator_dir: Path | None = Field(
         default=None, description="Generator artifact directory (twinstream synth train --out); None: the bundled FD001 one."
     )

@@ -41,7 +41,7 @@ def test_bad_input_goes_to_dlq_and_worker_keeps_running(kafka_broker: EmbeddedBr
     cases: list[tuple[str, bytes | None, bytes, RejectReason | None]] = [
         ("bad json", b"pump-1", b'{"entity_id": "pump-1", "seq": ', RejectReason.BAD_JSON),
         ("wrong types", b"pump-1", good("pump-1", 0).replace(b"\"seq\": 0", b"\"seq\": \"zero\""), RejectReason.INVALID),
-        # A NaN reading is a missing value (issue 6): the sample is applied as seq 0, so the
+        # A NaN reading is a missing value: the sample is applied as seq 0, so the
         # "first good" seq 0 below is a duplicate.
         ("nan reading", b"pump-1", good("pump-1", 0).replace(b"20.0", b"NaN"), None),
         ("inf", b"pump-1", good("pump-1", 0).replace(b"20.0", b"-Infinity"), RejectReason.NON_FINITE),

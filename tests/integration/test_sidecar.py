@@ -1,4 +1,4 @@
-"""Gaps and synthetic fills on the real broker, with real worker and sidecar processes (issue 6).
+"""Gaps and synthetic fills on the real broker, with real worker and sidecar processes.
 
 (a) A sensor of one entity drops mid-stream: a gap message, fills on the synthetic topic
 flagged synthetic=true, predictions for that entity keep flowing with a non-zero

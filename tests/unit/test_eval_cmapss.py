@@ -86,7 +86,7 @@ def test_a_new_fleet_without_training_history_uses_another_subsets_fleet(tmp_pat
 
 
 def test_acceptance_on_full_fd001() -> None:
-    """Issue 4's acceptance: prior + twin reaches RMSE <= 12 and beats both ablations (~15 s)."""
+    """The acceptance: prior + twin reaches RMSE <= 12 and beats both ablations (~15 s)."""
     report = cmapss_eval.evaluate("FD001")
     arms = report["arms"]
     assert arms["prior_twin"]["rmse"] <= 12.0

@@ -1,4 +1,4 @@
-"""Synthetic gap fills move a twin's smoothing state but never its personal baseline (issue 6)."""
+"""Synthetic gap fills move a twin's smoothing state but never its personal baseline."""
 
 from __future__ import annotations
 

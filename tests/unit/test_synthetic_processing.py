@@ -1,4 +1,4 @@
-"""TwinProcessor with gaps and synthetic fills (issue 6), without a broker.
+"""TwinProcessor with gaps and synthetic fills, without a broker.
 
 What must hold: a sample with a missing sensor is still applied; gaps are published;
 a fill never replaces a measured value; fills are used for missing sensors (at their
