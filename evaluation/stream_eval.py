@@ -9,7 +9,9 @@ Missing values (empty cells, NaN) are gaps: never a zero, never a label.
 
 Arms: ``last_value`` (persistence), ``seasonal_naive`` (the value one season before the
 target; the season given, or the one the twin detected from its own history so far),
-``twin`` (the online forecaster with no prior), and, when training history is given,
+``rls_ar`` (a reference: plain online recursive least squares, AR(6) on one-step changes,
+forgetting 0.999, predicting the h-step change directly, no guard), ``twin`` (the
+online forecaster with no prior), and, when training history is given,
 ``prior`` (the regression fitted on that history, frozen) and ``prior_twin`` (starting
 from the prior, learning online). Errors are in the series' own units.
 """
@@ -28,7 +30,7 @@ import numpy as np
 
 from twinstream.models.forecast import OnlineForecaster
 from twinstream.models.forecast_prior import fit_forecast_prior
-from twinstream.models.rls import ForecastPrior
+from twinstream.models.rls import RLS, ForecastPrior
 
 BLOCKS = 5
 MISSING = {"", "nan", "NaN", "null", "NULL", "None", "NA", "na"}
@@ -97,6 +99,33 @@ def load_series(path: Path, value_column: str, time_column: str, entity_column: 
     return {e: np.array([v for _, _, v in sorted(r)]) for e, r in rows.items()}
 
 
+class PlainRlsAr:
+    """The reference learner: RLS AR(``order``) on one-step changes, direct h-step, nothing else.
+
+    No scaling, clipping, guard or season: the plain design a forecasting twin has to beat.
+    """
+
+    def __init__(self, horizon: int, order: int = 6, forgetting: float = 0.999) -> None:
+        self.h, self.order = horizon, order
+        self.rls = RLS(order, forgetting, p0=1000.0, p_max=1e12)
+        self.values: list[float] = []
+        self.pending: dict[int, tuple[np.ndarray, float]] = {}
+
+    def step(self, t: int, y: float) -> float | None:
+        """Learn from the label ``y`` (for the forecast made at t - h), then forecast t + h."""
+        due = self.pending.pop(t, None)
+        if due is not None and math.isfinite(y):
+            self.rls.update(due[0], y - due[1])
+        self.values.append(y)
+        recent = self.values[-(self.order + 1):]
+        del self.values[: -(self.order + 1)]
+        if len(recent) <= self.order or not all(math.isfinite(v) for v in recent):
+            return None
+        x = np.diff(recent)[::-1]
+        self.pending[t + self.h] = (x, y)
+        return y + self.rls.predict(x)
+
+
 class _Arm:
     """Accumulates one arm's forecasts and their scores."""
 
@@ -150,7 +179,7 @@ def _forecaster(cfg: StreamEvalConfig, prior: ForecastPrior | None = None, learn
 def evaluate_series(series: Mapping[str, np.ndarray], cfg: StreamEvalConfig, prior: ForecastPrior | None = None) -> dict[str, Any]:
     """Score every arm on the same events of every entity (see the module doc)."""
     h = cfg.horizon
-    arms = {name: _Arm() for name in ("last_value", "seasonal_naive", "twin")}
+    arms = {name: _Arm() for name in ("last_value", "seasonal_naive", "rls_ar", "twin")}
     if prior is not None:
         arms["prior"], arms["prior_twin"] = _Arm(), _Arm()
     seasons: dict[str, int | None] = {}
@@ -158,6 +187,7 @@ def evaluate_series(series: Mapping[str, np.ndarray], cfg: StreamEvalConfig, pri
         twins = {"twin": _forecaster(cfg)}
         if prior is not None:
             twins["prior"], twins["prior_twin"] = _forecaster(cfg, prior, learn=False), _forecaster(cfg, prior)
+        reference = PlainRlsAr(h)
         made: dict[int, dict[str, Any]] = {}
         last = math.nan
         for t, y in enumerate(ys):
@@ -165,10 +195,12 @@ def evaluate_series(series: Mapping[str, np.ndarray], cfg: StreamEvalConfig, pri
             if due is not None and math.isfinite(y):  # score before anything learns from y
                 arms["last_value"].add(y, due["last_value"])
                 arms["seasonal_naive"].add(y, due["seasonal_naive"])
+                arms["rls_ar"].add(y, due["rls_ar"])
                 for name, f in due["twins"].items():
                     arms[name].add(y, f.value, f.lower, f.upper, f.in_domain, f.source)
             value = None if not math.isfinite(y) else float(y)
             outs = {name: fc.step(t, value) for name, fc in twins.items()}
+            ar = reference.step(t, float(y))
             if value is not None:
                 last = value
             if math.isfinite(last):
@@ -177,7 +209,7 @@ def evaluate_series(series: Mapping[str, np.ndarray], cfg: StreamEvalConfig, pri
                 if season is not None and t + h - season >= 0 and t + h - season <= t:
                     back = ys[t + h - season]
                     naive = float(back) if math.isfinite(back) else last
-                made[t + h] = {"last_value": last, "seasonal_naive": naive, "twins": outs}
+                made[t + h] = {"last_value": last, "seasonal_naive": naive, "rls_ar": last if ar is None else ar, "twins": outs}
         seasons[entity] = cfg.season if cfg.season is not None else twins["twin"].season
     if not arms["last_value"].err:
         raise ValueError("no event could be scored: every series is shorter than the horizon or all values are missing")

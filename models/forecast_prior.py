@@ -46,6 +46,7 @@ def fit_forecast_prior(
         longest = max(series, key=len)
         season = detect_season(longest, horizon, max_season)
     shared: RLS | None = None
+    shared_seasonal: RLS | None = None
     domain_rows: list[list[float]] = []
     err_model: list[float] = []
     err_persist: list[float] = []
@@ -53,6 +54,8 @@ def fit_forecast_prior(
         fc = OnlineForecaster(horizon, season=season, max_season=0, **forecaster_params)  # type: ignore[arg-type]
         if shared is not None:
             fc.rls = shared
+        if shared_seasonal is not None:
+            fc.rls_s = shared_seasonal
         pending: dict[int, tuple[float, float, float]] = {}
         for t, y in enumerate(values):
             label = pending.pop(t, None)
@@ -63,17 +66,19 @@ def fit_forecast_prior(
             out = fc.step(t, None if not np.isfinite(y) else float(y))
             if fc.pending and fc.pending[-1][0] == out.target_seq:
                 _, x, base, scale, cands, *_ = fc.pending[-1]
-                if "model" in cands:
-                    pending[out.target_seq] = (cands["model"], base, scale)
+                best = "seasonal" if "seasonal" in cands else "model"
+                if best in cands:
+                    pending[out.target_seq] = (cands[best], base, scale)
             if np.isfinite(y):
                 domain_rows.append(fc._domain_vector(float(y)))
-        shared = fc.rls
+        shared, shared_seasonal = fc.rls, fc.rls_s
     assert shared is not None
     if not err_model:
         raise ValueError("training series too short to learn anything (need more than order + horizon samples)")
     domain = DomainBounds.fit(domain_rows, DOMAIN_FEATURES)
     return ForecastPrior(
         rls=shared.copy(),
+        rls_seasonal=shared_seasonal.copy() if season is not None and shared_seasonal is not None else None,
         season=season,
         domain=domain,
         train_mae_scaled=float(np.mean(err_model)),

@@ -95,3 +95,4 @@ class ForecastPrior:
     train_mae_scaled: float
     train_persistence_mae_scaled: float
     version: str = "history-v1"
+    rls_seasonal: RLS | None = None  # the seasonal regression, when the history had a season

@@ -23,7 +23,7 @@ def print_report(report: dict) -> None:
                         f"{fc['entities']} entities (nominal coverage {fc['nominal_coverage']})")
     for col in ("arm", "MAE", "RMSE", "MAE / last value", "coverage", "in domain"):
         table.add_column(col, justify="right")
-    for arm in ("last_value", "seasonal_naive", "twin", "prior", "prior_twin"):
+    for arm in ("last_value", "seasonal_naive", "rls_ar", "twin", "prior", "prior_twin"):
         if arm not in fc:
             continue
         a = fc[arm]
