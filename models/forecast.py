@@ -10,14 +10,18 @@ Why this design (measured on public series; docs/any-fleet.md):
   exactly at every step (no learning rate), on inputs divided by the series' own typical
   h-step change and clipped, so one spike cannot throw the weights.
 * **Direct h-step regression.** Inputs: the last ``order`` one-step changes, the gap
-  between the value and a fast and a slow moving mean (mean reversion), a bias, and,
-  once the twin's own history shows a season ``s`` (:mod:`~twinstream.models.seasonality`),
-  the change one season ago over the same horizon (``y[t+h-s] - y[t-s]``) and the gap to
-  the value one season ago (``y[t+h-s] - y[t]``).
-* **A divergence guard.** The twin tracks the recent absolute error of its regression, of
-  persistence and (with a prior) of the frozen prior, each on the same forecasts, and
-  publishes the one with the smallest: when its regression is worse than persistence it
-  falls back to persistence, and it comes back when it is better again.
+  between the value and a fast moving mean, and a bias. Once the twin's own history
+  shows a season ``s`` (:mod:`~twinstream.models.seasonality`), a second regression
+  also gets the change one season ago over the same horizon (``y[t+h-s] - y[t-s]``),
+  the gap to the value one season ago (``y[t+h-s] - y[t]``) and the gap to a slow mean
+  (the level the cycle swings around).
+* **Shrinkage and a divergence guard.** The twin tracks the recent absolute error of
+  each regression (its own, its seasonal one, a frozen prior's inside the prior's
+  domain) and of persistence, all on the same forecasts. It takes the regression with
+  the smallest error, shrinks its predicted change by the least-squares weight of that
+  prediction against what happened (0 = persistence, 1 = the regression as is), and
+  publishes persistence instead whenever the shrunk forecast has lately been worse than
+  persistence by more than ``guard_margin``.
 * **Honest intervals.** From the twin's own recent residuals, kept calibrated online
   (:mod:`~twinstream.models.conformal`); widened when the input is out of domain.
 * **Self-supervised labels.** A forecast made at ``seq`` t waits in a bounded pending
@@ -62,7 +66,7 @@ class Forecast:
     upper: float
     in_domain: bool
     domain_score: float
-    source: str  # "model", "persistence" or "prior": which candidate was published
+    source: str  # "persistence", or the regression whose shrunk change was published: "model", "seasonal", "prior"
 
 
 class OnlineForecaster:

@@ -54,7 +54,7 @@ class RLS:
         gain = px / denom
         w = self.w + gain * (y - float(self.w @ x))
         P = (self.P - np.outer(gain, px)) / self.forgetting
-        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(P))):
+        if not (np.isfinite(w).all() and np.isfinite(P.trace())):
             self.reset_inputs(range(len(self.w)))  # numerical trouble: start over rather than publish garbage
             return
         P = 0.5 * (P + P.T)

@@ -42,7 +42,7 @@ def stream(
     horizon: Annotated[int, typer.Option(min=1, help="Forecast this many samples ahead.")] = 1,
     entity_column: Annotated[str | None, typer.Option(help="Column naming the entity; one twin per entity.")] = None,
     metrics: Annotated[str | None, typer.Option(help="Comma-separated metric columns of the kind (checked to exist).")] = None,
-    train_csv: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="History to fit a prior on (adds the prior arms).")] = None,
+    train_csv: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="History for a prior (adds prior arms).")] = None,
     season: Annotated[int | None, typer.Option(min=2, help="Season length in samples (default: detected by each twin).")] = None,
     max_season: Annotated[int, typer.Option(min=0, help="Longest season a twin looks for (0: none).")] = 512,
     coverage: Annotated[float, typer.Option(min=0.5, max=0.999, help="Nominal coverage of the intervals.")] = 0.9,
