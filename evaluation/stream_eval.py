@@ -221,13 +221,39 @@ def evaluate_series(series: Mapping[str, np.ndarray], cfg: StreamEvalConfig, pri
     return result
 
 
-def run_stream_eval(csv_path: Path, cfg: StreamEvalConfig, train_csv: Path | None = None) -> dict[str, Any]:
-    """The whole command: load, optionally fit a prior on the training file, score, return the JSON report."""
+def split_history(series: Mapping[str, np.ndarray], fraction: float) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each entity's first ``fraction`` of samples as history, the rest as the stream to score.
+
+    >>> history, live = split_history({"a": np.arange(10.0)}, 0.3)
+    >>> history["a"].tolist(), live["a"][:2].tolist()
+    ([0.0, 1.0, 2.0], [3.0, 4.0])
+    """
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"train fraction must be in (0, 1), got {fraction}")
+    cut = {e: int(len(ys) * fraction) for e, ys in series.items()}
+    return {e: ys[: cut[e]] for e, ys in series.items()}, {e: ys[cut[e]:] for e, ys in series.items()}
+
+
+def run_stream_eval(
+    csv_path: Path, cfg: StreamEvalConfig, train_csv: Path | None = None, train_fraction: float | None = None
+) -> dict[str, Any]:
+    """The whole command: load, optionally fit a prior on history, score, return the JSON report.
+
+    History is ``train_csv`` (other entities or an earlier period), or with ``train_fraction``
+    the first part of each series in ``csv_path`` (then only the rest is scored).
+    """
+    if train_csv is not None and train_fraction is not None:
+        raise ValueError("give either a training file or a training fraction, not both")
     series = load_series(csv_path, cfg.forecast, cfg.time_column, cfg.entity_column)
     prior = None
-    report: dict[str, Any] = {"data": {"csv": Path(csv_path).name, "train_csv": Path(train_csv).name if train_csv else None}}
-    if train_csv is not None:
+    report: dict[str, Any] = {"data": {"csv": Path(csv_path).name, "train_csv": Path(train_csv).name if train_csv else None,
+                                       "train_fraction": train_fraction}}
+    history: dict[str, np.ndarray] | None = None
+    if train_fraction is not None:
+        history, series = split_history(series, train_fraction)
+    elif train_csv is not None:
         history = load_series(train_csv, cfg.forecast, cfg.time_column, cfg.entity_column)
+    if history is not None:
         prior = fit_forecast_prior(history.values(), cfg.horizon, max_season=cfg.max_season, season=cfg.season,
                                    coverage=cfg.coverage, **dict(cfg.forecaster))
         report["prior"] = {"season": prior.season, "train_mae_scaled": prior.train_mae_scaled,

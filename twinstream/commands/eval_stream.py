@@ -43,6 +43,9 @@ def stream(
     entity_column: Annotated[str | None, typer.Option(help="Column naming the entity; one twin per entity.")] = None,
     metrics: Annotated[str | None, typer.Option(help="Comma-separated metric columns of the kind (checked to exist).")] = None,
     train_csv: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="History for a prior (adds prior arms).")] = None,
+    train_fraction: Annotated[
+        float | None, typer.Option(min=0.01, max=0.99, help="Fit a prior on this first share of each series; score the rest.")
+    ] = None,
     season: Annotated[int | None, typer.Option(min=2, help="Season length in samples (default: detected by each twin).")] = None,
     max_season: Annotated[int, typer.Option(min=0, help="Longest season a twin looks for (0: none).")] = 512,
     coverage: Annotated[float, typer.Option(min=0.5, max=0.999, help="Nominal coverage of the intervals.")] = 0.9,
@@ -61,7 +64,7 @@ def stream(
     cfg = StreamEvalConfig(forecast=forecast, horizon=horizon, time_column=time_column, entity_column=entity_column,
                            coverage=coverage, season=season, max_season=max_season)
     try:
-        report = run_stream_eval(csv_file, cfg, train_csv)
+        report = run_stream_eval(csv_file, cfg, train_csv, train_fraction)
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
