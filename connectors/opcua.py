@@ -209,7 +209,7 @@ class OpcuaPlantSource(PlantSource):
                     data_value = data_values[position]
                     position += 1
                     raw = data_value.Value.Value if data_value.Value is not None else None
-                    reading = number(raw) if data_value.StatusCode_ is None or data_value.StatusCode_.is_good() else None
+                    reading = number(raw) if data_value.StatusCode is None or data_value.StatusCode.is_good() else None
                     values[value_cfg.name] = None if reading is None else value_cfg.apply(reading)
                     times.append(_time(data_value, self.config.time, received))
                     markers[value_cfg.name] = (data_value.SourceTimestamp, raw)

@@ -48,7 +48,6 @@ class PlantSource:
         if self.connections > 1:
             self.metrics.reconnects.labels(self.name).inc()
         self.metrics.connected.labels(self.name).set(1)
-        self._backoff.reset()
         log.info("%s source %s connected (connection %d)", self.kind, self.name, self.connections)
 
     async def run(self) -> None:
@@ -62,8 +61,10 @@ class PlantSource:
             except Exception as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.errors.labels(self.name).inc()
-            if self.connected_at is not None and (self.disconnected_at or 0) < self.connected_at:
+            if self.connected_at is not None and (self.disconnected_at or 0) < self.connected_at:  # a session ended
                 self.disconnected_at = time.monotonic()
+                if self.disconnected_at - self.connected_at > self.reconnect.max_s:
+                    self._backoff.reset()  # it worked for a while: start again from initial_s
             self.metrics.connected.labels(self.name).set(0)
             delay = self._backoff.next_delay()
             log.warning("%s source %s: %s; reconnecting in %.2f s", self.kind, self.name, self.last_error, delay)
