@@ -32,7 +32,7 @@ the acceptance metric) and the ``prior`` arm (prior head alone).
 Rounds run in process through the strategy's public Message API: ``configure_train``
 builds the messages, each addressed site runs ``local_fit`` on the message's arrays and
 config, the reply is a ``Message(content, reply_to=...)`` and ``aggregate_train``
-aggregates. :func:`_flower_task_identity` and :class:`_SiteGrid` are the only shims.
+aggregates (:mod:`twinstream.federation.inprocess` lists the sites' node ids and sets Flower's task identity).
 Before round 1 the sites' feature moments are averaged (row-weighted, by Flower's
 FedAvg aggregation) into the normalization that all sites use; after the last round
 the sites' |residual| histograms are averaged the same way into the interval
@@ -41,18 +41,18 @@ calibration. Both are aggregate statistics, never rows.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import random
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from twinstream.federation.inprocess import InProcessGrid, task_identity
 from twinstream.federation.recipe import RECIPE, federated_rounds
 from twinstream.federation.strategies import StrategyConfig, flower_log_level, make_strategy
 from twinstream.models import federated as fm
@@ -84,47 +84,6 @@ class FederatedEvalConfig:
 
 # -- in-process Flower rounds -------------------------------------------------------------
 
-@contextlib.contextmanager
-def _flower_task_identity() -> Iterator[None]:
-    """Flower's ``Message()`` stamps the sender's run/node/task ids, which the ServerApp
-    runtime sets for the process (``flwr.superlink.runtime.run_serverapp``). In process
-    there is no runtime, so set them as it would (run 0, the SuperLink's node id 0),
-    and restore the previous values afterwards."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    if saved[0] is None:
-        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 0, 0, 1
-    try:
-        yield
-    finally:
-        TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
-
-
-def _site_grid(n: int) -> Any:
-    """A Grid whose only job is to tell the strategy which node ids exist (1..n = the sites).
-
-    Strategies call ``get_node_ids`` to sample nodes; messages are delivered by
-    :func:`run_round` calling the sites directly, so the transport methods are unused.
-    """
-    from flwr.serverapp import Grid
-
-    def unused(*_: Any, **__: Any) -> Any:  # pragma: no cover - Grid's transport; run_round delivers messages itself
-        raise NotImplementedError("the in-process evaluation grid only lists node ids; run_round delivers the messages")
-
-    class _SiteGrid(Grid):
-        def get_node_ids(self) -> list[int]:
-            return list(range(1, n + 1))
-
-        def set_run(self, run_id: int) -> None:  # pragma: no cover
-            pass
-
-        get_nodes = create_message = push_messages = pull_messages = send_and_receive = unused
-        run = property(unused)
-
-    return _SiteGrid()
-
-
 def _to_record(arrays: list[np.ndarray]) -> Any:
     from flwr.app import Array, ArrayRecord
 
@@ -146,8 +105,8 @@ def run_round(strategy: Any, server_round: int, arrays: list[np.ndarray], config
     """
     from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
-    with _flower_task_identity():
-        messages = list(strategy.configure_train(server_round, _to_record(arrays), ConfigRecord(config), _site_grid(num_sites)))
+    with task_identity():
+        messages = list(strategy.configure_train(server_round, _to_record(arrays), ConfigRecord(config), InProcessGrid(num_sites)))
         replies = []
         for message in sorted(messages, key=lambda m: m.metadata.dst_node_id):
             new, metrics = site_fn(message.metadata.dst_node_id - 1, _from_record(message.content["arrays"]), message.content["config"])
@@ -165,7 +124,7 @@ def federated_statistic(per_site: list[tuple[list[np.ndarray], dict[str, Any]]],
 
     n = len(per_site)
     strategy = FedAvg(min_available_nodes=n, min_train_nodes=n, min_evaluate_nodes=n)
-    with _flower_task_identity():
+    with task_identity():
         replies = []
         for node, (arrays, metrics) in enumerate(per_site, start=1):
             query = Message(RecordDict(), dst_node_id=node, message_type=MessageType.QUERY)

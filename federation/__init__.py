@@ -7,6 +7,7 @@
 * :mod:`.strategies` — which Flower strategy aggregates (FedAvg, FedProx, ...).
 * :mod:`.runtime` — SuperLink/SuperNode/``flwr run`` as processes, the generated App folder.
 * :mod:`.publish` — publishing an artifact to the registry, next version numbers.
+* :mod:`.inprocess` — a Flower grid in one process (evaluation rounds, unit tests).
 
 * :mod:`.signing` — Ed25519 keys and signatures over a prior's manifest bytes.
 * :mod:`.store` — the registry's storage: one directory per published version, immutable.

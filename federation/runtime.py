@@ -310,12 +310,3 @@ class ManagedProcess:
         finally:
             if _is_main_thread():
                 signal.signal(signal.SIGTERM, previous)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (the OS picks it; a race with other processes is possible)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from twinstream.datasets.cmapss import CmapssSubset, load_subset, parse_rows, subset_files
-from twinstream.models.features import RulFeatures, feature_names, stateless_names
+from twinstream.models.features import feature_names, stateless_names
 
 CAP = 125.0  # RUL targets are capped here, as for the bundled prior
 SITE_PREFIX = "site-"
@@ -238,7 +238,3 @@ def normalization_from_moments(arrays: list[np.ndarray]) -> Normalization:
 def local_normalization(data: SiteData) -> Normalization:
     """A site's own normalization (a site that trains alone: local-only baseline, single-site runs)."""
     return normalization_from_moments(site_moments(data)[0])
-
-
-def feature_count() -> int:
-    return len(RulFeatures().schema().names)

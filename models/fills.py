@@ -64,8 +64,19 @@ class FillBook:
     latest: dict[str, tuple[int, float]] = field(default_factory=dict)  # carried fill per missing sensor
     known: set[str] = field(default_factory=set)  # sensors this entity has reported
     last_missing: frozenset[str] = frozenset()  # sensors missing in the last applied sample
-    learn_credit: float = 0.0  # weighted learning from synthetic input (processor)
     refused_early: int = 0  # early fills refused by the last prepare (the sample measured them)
+
+    def __setstate__(self, state: tuple[None, dict[str, object]] | dict[str, object]) -> None:
+        """Restore from a pickle, ignoring slots this class no longer has.
+
+        Why: twins are pickled into the changelog, and a checkpoint written by an older
+        version may carry a removed field (``learn_credit``, a thinning credit replaced by
+        sample weights); a plain slots class would fail to load it.
+        """
+        values = state[1] if isinstance(state, tuple) else state
+        for name in self.__slots__:
+            if name in values:
+                setattr(self, name, values[name])
 
     def prepare(self, seq: int, metrics: Mapping[str, float | None]) -> tuple[dict[str, float | None], int, int]:
         """The metrics an applied sample gives the twin, and (measured, synthetic) value counts.

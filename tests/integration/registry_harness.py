@@ -13,7 +13,7 @@ import httpx
 import uvicorn
 
 from twinstream.federation.registry import create_registry_app
-from twinstream.federation.runtime import free_port
+from twinstream.broker import free_port
 from twinstream.federation.signing import generate_private_key
 from twinstream.federation.store import PriorStore
 

@@ -23,7 +23,8 @@ import pytest
 from kafka import KafkaProducer
 
 from twinstream.broker import EmbeddedBroker
-from twinstream.federation.runtime import ManagedProcess, child_env, free_port, superlink_command
+from twinstream.broker import free_port
+from twinstream.federation.runtime import ManagedProcess, child_env, superlink_command
 from twinstream.federation.signing import public_key_b64
 from twinstream.models.federated import export_site
 from twinstream.processes import settings_env, stop_process

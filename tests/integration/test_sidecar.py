@@ -134,8 +134,16 @@ def test_dropped_sensor_is_gap_filled_and_twins_use_the_fills(kafka_broker: Embe
         source.send(range(40, 100), drop=True, pause_s=0.08, miss=True)  # pump-2 loses s3 from seq 40 on
         wait_until(lambda: all_predicted(predictions, source), 60, "predictions for every event")
         wait_until(lambda: synthetic.poll() >= 1 and gaps.poll() >= 1, 30, "a gap and fills")
-        time.sleep(2.0)  # let the last fills and predictions land
-        predictions.poll(), gaps.poll(), synthetic.poll()
+
+        def settled() -> bool:
+            """The sidecar consumed every sample, filled pump-3's missed ones, and pump-3's twin absorbed them."""
+            gaps.poll(), synthetic.poll()
+            missed = {Telemetry.model_validate_json(m.value).seq for m in synthetic.messages if m.key == b"pump-3"}
+            last = predictions_by_key(predictions).get(("pump-3", 99))
+            return (committed_all(bootstrap, sidecar_app_id(settings), source.topic, source.next_offsets)
+                    and missed >= set(MISSED[1]) and len(gaps.messages) >= 2 and bool(last) and last[-1].updates == 100)
+
+        wait_until(settled, 60, "the last fills and predictions", poll_s=0.5)
         assert worker.alive(), worker.log_tail()
         assert sidecar.alive(), sidecar.log_tail()
     finally:
@@ -211,7 +219,10 @@ def test_sidecar_down_then_restarted_resumes_from_committed_offsets(
         # The sidecar fills after the worker has predicted (its own consumer group): wait for
         # the last fills instead of a fixed pause, then a little longer so late duplicates count.
         wait_until(lambda: filled(range(40, 90)), 60, "fills for the samples sent after the restart")
-        time.sleep(2.0)
+        # Duplicates would come from the restarted sidecar re-processing input: once its group has committed every
+        # sample, every fill it will ever make for them is on the topic (it commits after its fills are delivered).
+        wait_until(lambda: committed_all(bootstrap, sidecar_app_id(settings), source.topic, source.next_offsets),
+                   60, "the restarted sidecar to commit every sample", poll_s=0.5)
         synthetic.poll()
         assert sidecar.alive(), sidecar.log_tail()
     finally:

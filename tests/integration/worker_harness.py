@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -79,11 +80,13 @@ class TopicReader:
         self.consumer.close()
 
 
-def wait_until(predicate, timeout_s: float, what: str, poll_s: float = 0.2) -> None:
+def wait_until(predicate: Callable[[], object], timeout_s: float, what: str | Callable[[], str], poll_s: float = 0.2) -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout_s`` naming ``what`` (a callable: evaluated only then,
+    so it can show state such as a log tail at the moment of the failure)."""
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what() if callable(what) else what}")
         time.sleep(poll_s)
 
 

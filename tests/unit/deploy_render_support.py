@@ -81,8 +81,9 @@ def load_compose() -> dict:
 def check_cli_args(args: list[str]) -> None:
     """Parse ``args`` with the real CLI, without running the command (unknown commands or
     options raise)."""
-    cli = pytest.importorskip("twinstream.cli")
     import typer
+
+    from twinstream import cli
 
     command = typer.main.get_command(cli.app)
     rest = list(args)

@@ -12,8 +12,6 @@ import pkgutil
 
 import pytest
 
-import twinstream
-
 SKIP = {"twinstream.cli", "twinstream.__main__"}  # typer app: examples are shell commands, documented in the README
 
 
@@ -36,5 +34,12 @@ def test_docstring_examples(module_name: str) -> None:
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {module_name}"
 
 
-def test_package_is_the_installed_one() -> None:
-    assert twinstream.__name__ == "twinstream"
+def test_every_layer_folder_is_installed_under_twinstream() -> None:
+    """Each top-level folder is importable as ``twinstream.<folder>`` from that folder (pyproject's package-dir)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for folder in ("schemas", "datasets", "models", "streams", "connectors", "federation", "evaluation"):
+        package = importlib.import_module(f"twinstream.{folder}")
+        assert Path(package.__file__).resolve().parent == root / folder, package.__file__
+    assert {"twinstream.models.twin", "twinstream.datasets.cmapss", "twinstream.evaluation.cmapss_eval"} <= set(all_modules())

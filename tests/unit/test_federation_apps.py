@@ -344,12 +344,6 @@ def test_publish_access_is_checked_before_training(tmp_path: Path) -> None:
 
 
 def test_equal_steps_reach_every_site_as_the_same_local_step_count() -> None:
-    import inspect
-
-    from twinstream.models.federated import local_fit
-
-    if "steps" not in inspect.signature(local_fit).parameters:
-        pytest.skip("this local_fit has no steps option")
     grid = InProcessGrid(client_app.app, SITES)
     cfg = RoundConfig.from_run_config(run_config_overrides(num_server_rounds=1, start_from="init", publish=False,
                                                            equal_steps=True))

@@ -116,7 +116,7 @@ def parse_line(line: str) -> tuple[str, dict[str, str], dict[str, str]]:
 @pytest.fixture(scope="module")
 def sink_points() -> dict[str, tuple[str, dict[str, str], dict[str, str]]]:
     """The points the sink writes for a measured and for a synthetic prediction."""
-    influx = pytest.importorskip("twinstream.connectors.influx")
+    from twinstream.connectors import influx
     from twinstream.schemas.prediction import Prediction
 
     common = dict(entity_id="engine-7", event_time="2026-01-01T00:00:00Z", seq=3, target="rul", value=112.5, model_version="m1")

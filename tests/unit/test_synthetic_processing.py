@@ -243,3 +243,17 @@ def test_twin_state_with_detector_and_fills_survives_a_checkpoint(monkeypatch: p
     h.feed(sample(31, b=None))
     assert h.inputs[31]["b"] == 8.0
     assert not h.feed(sample(31, b=None)).predictions  # duplicate after restore: skipped
+
+
+def test_fill_book_from_a_checkpoint_with_a_removed_field_loads() -> None:
+    import pickle
+
+    from twinstream.models.fills import FillBook
+
+    book = FillBook(known={"a", "b"}, refused_early=2)
+    book.latest["a"] = (3, 1.5)
+    assert pickle.loads(pickle.dumps(book)) == book
+    _, values = book.__getstate__()
+    old = FillBook.__new__(FillBook)
+    old.__setstate__((None, {**values, "learn_credit": 0.75}))  # what an older checkpoint holds
+    assert old == book and not hasattr(old, "learn_credit")

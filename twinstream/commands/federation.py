@@ -128,7 +128,7 @@ def site(
 ) -> None:
     """Run a Flower SuperNode for one site: it trains on --data locally and sends back only model updates and aggregate metrics."""
     from twinstream.federation.runtime import ManagedProcess, supernode_command
-    from twinstream.federation.runtime import free_port as _free_port
+    from twinstream.broker import free_port as _free_port
 
     if (data is None) == (bundled_site is None):
         console.print("[red]give exactly one of --data DIR or --bundled-site site-k[/red]")
