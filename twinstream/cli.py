@@ -17,6 +17,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
+from twinstream.commands import connect as connect_command
 from twinstream.commands import evaluate as eval_commands
 from twinstream.commands import eval_stream as eval_stream_command
 from twinstream.commands import federation as federation_commands
@@ -34,6 +35,7 @@ app.add_typer(eval_commands.app, name="eval")
 eval_commands.app.command("stream")(eval_stream_command.stream)
 app.add_typer(federation_commands.app, name="federation")
 app.add_typer(synth_commands.app, name="synth")
+app.command("connect")(connect_command.connect)
 console = Console(stderr=True)
 
 BrokerOpt = Annotated[Optional[str], typer.Option("--broker", help="kafka://host:port (env TWINSTREAM_BROKER).")]
