@@ -216,7 +216,7 @@ class DiskBuffer:
         """Return when a sample was added since the last call (or after ``timeout_s``)."""
         try:
             await asyncio.wait_for(self._data.wait(), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         self._data.clear()
 

@@ -16,14 +16,14 @@ metric ``name``, a selector, ``scale`` / ``offset`` and the event time.
 ...     "devices": [{"entity_id": "p", "values": [{"name": "t", "register": "coil", "address": 0, "type": "float32"}]}]}]})
 Traceback (most recent call last):
 ...
-twinstream.connectors.config.ConfigError: source 'press' (modbus): devices.0.values.0: Value error, a coil holds one bit: type must be bool (got float32)
+twinstream.connectors.config.ConfigError: source 'press' (modbus): devices.0.values.0: Value error, a coil holds one bit: ...
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -48,7 +48,7 @@ class Reconnect(_Strict):
     max_s: float = Field(default=10.0, gt=0)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Reconnect":
+    def _ordered(self) -> Reconnect:
         if self.max_s < self.initial_s:
             raise ValueError(f"max_s ({self.max_s}) must be >= initial_s ({self.initial_s})")
         return self
@@ -103,7 +103,7 @@ class MqttDevice(_Strict):
     values: list[MqttValue] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "MqttDevice":
+    def _check(self) -> MqttDevice:
         _one_entity(self.entity_id, self.entity_from_topic, self.entity_path, "entity_from_topic", "entity_path")
         if self.time == "payload" and not self.time_path:
             raise ValueError("time: payload needs time_path")
@@ -138,7 +138,7 @@ class OpcuaValue(_Value):
     )
 
     @model_validator(mode="after")
-    def _one_selector(self) -> "OpcuaValue":
+    def _one_selector(self) -> OpcuaValue:
         if (self.node_id is None) == (self.browse_path is None):
             raise ValueError("give exactly one of node_id, browse_path")
         return self
@@ -153,7 +153,7 @@ class OpcuaDevice(_Strict):
     values: list[OpcuaValue] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "OpcuaDevice":
+    def _check(self) -> OpcuaDevice:
         _one_entity(self.entity_id, self.entity_from_path, None, "entity_from_path", "")
         if self.entity_from_path is not None and any(v.node_id for v in self.values):
             raise ValueError("with entity_from_path every value needs a browse_path relative to the device")
@@ -201,7 +201,7 @@ class ModbusValue(_Value):
     word_order: Literal["big", "little"] = Field(default="big", description="Order of the registers of a 32/64-bit value.")
 
     @model_validator(mode="after")
-    def _check(self) -> "ModbusValue":
+    def _check(self) -> ModbusValue:
         if self.table in ("coil", "discrete") and self.type != "bool":
             raise ValueError(f"a {self.table} holds one bit: type must be bool (got {self.type})")
         if self.type == "string":
@@ -230,7 +230,7 @@ class ModbusDevice(_Strict):
     values: list[ModbusValue] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _check(self) -> "ModbusDevice":
+    def _check(self) -> ModbusDevice:
         _one_entity(self.entity_id, self.entity_from, None, "entity_from", "")
         _unique([v.name for v in self.values])
         return self
@@ -271,7 +271,7 @@ class FileSource(_Strict):
     progress: bool = True
 
     @model_validator(mode="after")
-    def _check(self) -> "FileSource":
+    def _check(self) -> FileSource:
         _one_entity(self.entity_id, self.entity_column, None, "entity_column", "")
         _unique([v.name for v in self.values])
         return self
@@ -283,7 +283,7 @@ class FileSource(_Strict):
 
 # --- the file --------------------------------------------------------------------------------
 
-Source = Annotated[Union[MqttSource, OpcuaSource, ModbusSource, FileSource], Field(discriminator="type")]
+Source = Annotated[MqttSource | OpcuaSource | ModbusSource | FileSource, Field(discriminator="type")]
 
 
 class BufferConfig(_Strict):
@@ -311,7 +311,7 @@ class ConnectorsConfig(_Strict):
     sources: list[Source] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_sources(self) -> "ConnectorsConfig":
+    def _unique_sources(self) -> ConnectorsConfig:
         _unique([s.name for s in self.sources], what="source name")
         return self
 

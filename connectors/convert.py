@@ -12,7 +12,7 @@ datetime.timezone.utc
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 _DIVISOR = {"s": 1.0, "ms": 1e3, "ns": 1e9}
@@ -26,12 +26,12 @@ def to_datetime(value: Any, unit: str) -> datetime:
         moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
     elif unit == "ns":
         whole, rest = divmod(int(value), 1_000_000_000)
-        return datetime.fromtimestamp(whole, timezone.utc).replace(microsecond=rest // 1000)
+        return datetime.fromtimestamp(whole, UTC).replace(microsecond=rest // 1000)
     else:
-        return datetime.fromtimestamp(float(value) / _DIVISOR[unit], timezone.utc)
+        return datetime.fromtimestamp(float(value) / _DIVISOR[unit], UTC)
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def number(value: Any) -> float | None:

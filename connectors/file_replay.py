@@ -22,7 +22,7 @@ import asyncio
 import csv
 import logging
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -76,7 +76,7 @@ def rows_of(cfg: FileSource) -> Iterator[Row]:
             columns = _metric_columns(cfg, record)
         entity = cfg.entity_id or str(record[cfg.entity_column])
         moment = (to_datetime(record[cfg.time_column], cfg.time_unit) if cfg.time_column
-                  else datetime.now(timezone.utc))
+                  else datetime.now(UTC))
         seq = int(record[cfg.seq_column]) if cfg.seq_column else None
         values: dict[str, float | None] = {}
         for value in columns:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
@@ -108,7 +108,7 @@ class ModbusPlantSource(PlantSource):
                             entities[index] = await self._entity(client, device)
                         await self._poll_device(client, device, self.plans[index], entities[index])
                         errors = 0
-                    except (ModbusException, ReadError, asyncio.TimeoutError) as exc:
+                    except (TimeoutError, ModbusException, ReadError) as exc:
                         errors += 1
                         self.metrics.errors.labels(self.name).inc()
                         log.warning("modbus source %s unit %d: %s", self.name, device.unit_id, exc)
@@ -135,7 +135,7 @@ class ModbusPlantSource(PlantSource):
         values: dict[str, float | None] = {}
         for block in blocks:
             data = await self._read(client, block.table, block.address, block.count, device.unit_id)
-            read_at = datetime.now(timezone.utc)
+            read_at = datetime.now(UTC)
             for value in block.values:
                 offset = value.address - block.address
                 raw = decode(data[offset:offset + value.registers], value.type, value.byte_order, value.word_order)

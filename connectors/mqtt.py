@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import aiomqtt
@@ -26,9 +26,9 @@ import orjson
 
 from twinstream.connectors.buffer import DiskBuffer
 from twinstream.connectors.config import MqttDevice, MqttSource
+from twinstream.connectors.convert import number, to_datetime
 from twinstream.connectors.metrics import ConnectorMetrics
 from twinstream.connectors.source import PlantSource
-from twinstream.connectors.convert import number, to_datetime
 
 log = logging.getLogger(__name__)
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -82,7 +82,7 @@ class MqttPlantSource(PlantSource):
 
     async def handle(self, device: MqttDevice, topic: str, payload: Any) -> None:
         """Map one message to one sample of one entity."""
-        received = datetime.now(timezone.utc)
+        received = datetime.now(UTC)
         raw = payload if isinstance(payload, bytes) else str(payload).encode()
         document = parse_payload(raw)
         if document is None:

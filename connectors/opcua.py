@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from asyncua import Client, Node, ua
 from asyncua.client.ua_client import UaClientState
@@ -156,7 +156,7 @@ class OpcuaPlantSource(PlantSource):
             await self._window(batch, owner)
 
     async def _window(self, events: list, owner: dict[str, BoundDevice]) -> None:
-        received = datetime.now(timezone.utc)
+        received = datetime.now(UTC)
         pending: dict[str, tuple[dict[str, float | None], list[datetime]]] = {}
         order: list[str] = []
         for event in events:
@@ -198,7 +198,7 @@ class OpcuaPlantSource(PlantSource):
         while True:
             self._check_alive(client)
             data_values = await client.read_attributes(nodes)
-            received = datetime.now(timezone.utc)
+            received = datetime.now(UTC)
             self.metrics.values_read.labels(self.name).inc(len(data_values))
             position = 0
             for device in devices:

@@ -15,12 +15,13 @@ import subprocess
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 
 import pytest
+from worker_harness import TopicReader
 
 from twinstream.broker import free_port, wait_for_port
 from twinstream.connectors.config import parse_config
@@ -30,7 +31,6 @@ from twinstream.schemas.telemetry import Telemetry
 from twinstream.schemas.topics import TELEMETRY
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
-from worker_harness import TopicReader
 
 
 def mosquitto_binary() -> str:
@@ -60,7 +60,7 @@ class Mosquitto:
         )
         self.conf = conf
 
-    def start(self) -> "Mosquitto":
+    def start(self) -> Mosquitto:
         self.process = subprocess.Popen([self.binary, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         wait_for_port("127.0.0.1", self.port, 10.0, self.process)

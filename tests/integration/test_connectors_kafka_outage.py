@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from connector_harness import Topic, running_connectors, until
+
 from twinstream.broker import EmbeddedBroker
 from twinstream.schemas.topics import TELEMETRY
 from twinstream.settings import Settings

@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import pytest
+from connector_harness import Topic, assert_exactly_once, running_connectors, telemetry_topic, until
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from connector_harness import Topic, assert_exactly_once, running_connectors, telemetry_topic, until
 from twinstream.broker import EmbeddedBroker, free_port
 from twinstream.connectors.modbus_codec import encode
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
 import orjson
 import pytest
-
 from connector_harness import Mosquitto, Topic, assert_exactly_once, running_connectors, telemetry_topic, until
+
 from twinstream.broker import EmbeddedBroker
 
 pytestmark = pytest.mark.integration
@@ -50,7 +50,7 @@ def check_values(samples: list, count: int) -> None:
         assert got == [round((600 + i) * 0.1 - 40.0, 6) for i in range(count)], f"{machine}: scaled temps in order"
         assert [s.metrics["pressure"] for s in mine] == [1.5 + i / 100 for i in range(count)]
         assert [s.event_time for s in mine] == [
-            datetime.fromtimestamp((T0_MS + i * 1000) / 1000, timezone.utc) for i in range(count)
+            datetime.fromtimestamp((T0_MS + i * 1000) / 1000, UTC) for i in range(count)
         ], "event time from the payload (ms)"
         assert all(s.source == "line1" and not s.synthetic for s in mine)
 

@@ -5,20 +5,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from asyncua import Server, ua
-
 from connector_harness import Topic, assert_exactly_once, running_connectors, telemetry_topic, until
+
 from twinstream.broker import EmbeddedBroker, free_port
 from twinstream.connectors.config import OpcuaSource
 from twinstream.connectors.opcua import browse_candidates
 
 pytestmark = pytest.mark.integration
 MACHINES = ["Machine1", "Machine2", "Machine3"]
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 logging.getLogger("asyncua").setLevel(logging.WARNING)
 
 
@@ -184,13 +184,13 @@ def test_opcua_polling_and_browse(kafka_broker: EmbeddedBroker, tmp_path: Path) 
             await out.wait_for(lambda s: any(x.metrics.get("temp") == 20.0 for x in s), 15, "initial state")
             for k in range(1, 6):
                 await plant.write("Machine1", k)
-                await out.wait_for(lambda s: any(x.metrics.get("speed") == k and x.metrics.get("temp") == 20 + k for x in s),
+                await out.wait_for(lambda s, k=k: any(x.metrics.get("speed") == k and x.metrics.get("temp") == 20 + k for x in s),
                                    15, f"state {k}")
             await out.poll()
             assert_exactly_once(out.samples)
             temps = [s.metrics["temp"] for s in sorted(out.samples, key=lambda s: s.seq)]
             assert temps == sorted(temps) and set(temps) == {20.0 + k for k in range(6)}, "every state seen, in order"
-            assert all(abs((s.event_time - datetime.now(timezone.utc)).total_seconds()) < 60 for s in out.samples), "server time"
+            assert all(abs((s.event_time - datetime.now(UTC)).total_seconds()) < 60 for s in out.samples), "server time"
         await plant.stop()
 
     try:

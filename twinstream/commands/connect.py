@@ -12,7 +12,7 @@ import asyncio
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from pydantic import ValidationError
@@ -28,7 +28,8 @@ def _load(path: Path):  # -> ConnectorsConfig
     try:
         return load_config(path)
     except ConfigError as exc:
-        console.print(f"[red]invalid connectors file {path}:[/red]\n{exc}")
+        console.print(f"[red]invalid connectors file {path}:[/red]")
+        console.print(str(exc), markup=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -68,11 +69,11 @@ async def _browse(config) -> None:
 
 
 def connect(
-    config: Annotated[Optional[Path], typer.Option("--config", help="Run the sources of this connectors file.")] = None,
-    check: Annotated[Optional[Path], typer.Option("--check", help="Only validate this connectors file.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="Run the sources of this connectors file.")] = None,
+    check: Annotated[Path | None, typer.Option("--check", help="Only validate this connectors file.")] = None,
     browse: Annotated[bool, typer.Option("--browse", help="With --check: list the variables of each OPC UA server.")] = False,
-    broker: Annotated[Optional[str], typer.Option("--broker", help="kafka://host:port (env TWINSTREAM_BROKER).")] = None,
-    topic_namespace: Annotated[Optional[str], typer.Option("--topic-namespace", help="Leading name of the catalog topics.")] = None,
+    broker: Annotated[str | None, typer.Option("--broker", help="kafka://host:port (env TWINSTREAM_BROKER).")] = None,
+    topic_namespace: Annotated[str | None, typer.Option("--topic-namespace", help="Leading name of the catalog topics.")] = None,
 ) -> None:
     """Plant connectors: MQTT, OPC UA, Modbus TCP and CSV/Parquet replay into the telemetry topic."""
     if (config is None) == (check is None):
