@@ -50,6 +50,7 @@ from twinstream.models.seasonality import MIN_CYCLES, detect_season
 
 DOMAIN_FEATURES = ("level", "level_dev", "change_1", "change_h")
 REGRESSIONS = ("model", "seasonal", "prior")
+EARLY_WINDOWS = 3.0
 SOURCES = (*REGRESSIONS, "shrunk", "persistence")
 
 NAN = float("nan")
@@ -261,6 +262,9 @@ class OnlineForecaster:
         _, x, base, scale, cands, lower, upper, published = self.pending.popleft()
         self.labels += 1
         a = min(max((y - base) / scale, -self.target_clip), self.target_clip)
+        # early on, weigh the last third of the labels (a young regression improves fast; its
+        # first errors must not hold it back for a thousand samples), later the last guard_span
+        ag = max(self._ag, EARLY_WINDOWS / (self.labels + 1.0))
         for name in REGRESSIONS:
             if name in cands:
                 d = (cands[name] - base) / scale
@@ -269,7 +273,7 @@ class OnlineForecaster:
         for name, guess in cands.items():
             e = abs(y - guess) / scale
             old = self.err[name]
-            self.err[name] = e if old != old else old + self._ag * (e - old)
+            self.err[name] = e if old != old else old + ag * (e - old)
         covered = None if published is None else (lower <= y <= upper)
         self.band.update(abs(y - published if published is not None else y - base) / scale, covered)
         if x is not None and self.learn:

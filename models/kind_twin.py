@@ -33,6 +33,7 @@ from twinstream.models.anomaly import ResidualAnomaly
 from twinstream.models.base import TwinLearner
 from twinstream.models.domain import DomainBounds, OnlineDomain
 from twinstream.models.forecast import OnlineForecaster
+from twinstream.models.registry import make_learner
 from twinstream.models.rls import ForecastPrior
 from twinstream.schemas.twin_spec import AnomalyTask, ForecastTask, KindRegistry, KindSpec, LabelTask
 
@@ -55,8 +56,16 @@ class TaskPrediction:
     flagged: bool | None = None  # anomaly tasks: score >= threshold
 
 
+OOD_WIDEN = 1.5  # label tasks: interval half-width factor out of domain
+
+
 def _finite_or_none(v: float) -> float | None:
     return v if math.isfinite(v) else None
+
+
+def kind_learner(kind: KindSpec) -> TwinLearner:
+    """The label-task learner a kind declares (``learner.family`` with ``learner.params``)."""
+    return make_learner(kind.learner.family, **kind.learner.params)
 
 
 class KindTwin:
@@ -117,7 +126,11 @@ class KindTwin:
                 label = (targets or {}).get(task.target)
                 if label is not None:
                     learner.learn_one(x, label)
-                out.append(TaskPrediction(self.kind, "label", task.target, seq, interval.value, interval.lower, interval.upper,
+                lower, upper = interval.lower, interval.upper
+                if not in_domain:  # the model has not seen inputs like these: say so with a wider interval
+                    lower = interval.value - OOD_WIDEN * (interval.value - lower)
+                    upper = interval.value + OOD_WIDEN * (upper - interval.value)
+                out.append(TaskPrediction(self.kind, "label", task.target, seq, interval.value, lower, upper,
                                           in_domain, dscore, learner.model_version, getattr(learner, "prior_version", None)))
         return out
 
@@ -128,16 +141,19 @@ class TwinFactory:
     def __init__(
         self,
         registry: KindRegistry,
-        label_learner: Callable[[KindSpec], TwinLearner] | None = None,
+        label_learner: Callable[[KindSpec], TwinLearner] | None = kind_learner,
         forecast_priors: Mapping[str, Mapping[str, ForecastPrior]] | None = None,
+        label_domains: Mapping[str, DomainBounds] | None = None,
     ) -> None:
+        """``forecast_priors[kind][task key]`` and ``label_domains[kind]`` come from the kinds' prior manifests."""
         self.registry = registry
         self.label_learner = label_learner
         self.forecast_priors = forecast_priors or {}
+        self.label_domains = label_domains or {}
 
     def new(self, entity_id: str, kind: str | None = None) -> KindTwin | None:
         spec = self.registry.match(entity_id, kind)
         if spec is None:
             return None
         make = (lambda: self.label_learner(spec)) if self.label_learner is not None else None  # type: ignore[misc]
-        return KindTwin(spec, make, self.forecast_priors.get(spec.name))
+        return KindTwin(spec, make, self.forecast_priors.get(spec.name), self.label_domains.get(spec.name))
