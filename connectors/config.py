@@ -345,6 +345,8 @@ def _describe(raw: dict[str, Any], exc: ValidationError) -> str:
             if loc and loc[0] == entry.get("type"):  # the discriminator's tag adds nothing
                 loc = loc[1:]
         field = ".".join(str(part) for part in loc) or "(source)"
+        if error["type"] in ("union_tag_not_found", "union_tag_invalid"):
+            field = "type"
         lines.append(f"{where}: {field}: {error['msg']}")
     return "\n".join(lines)
 
