@@ -21,6 +21,8 @@ answers and whether its input was within what the model knows (``in_domain``).
 [('pump', 'forecast', 'flow', 51), ('pump', 'anomaly', 'flow', 49)]
 >>> factory.new("fan-1") is None
 True
+>>> factory.new("pump-1", include_label=False).step({"flow": 1.0}, 0)[0].task  # label tasks left to the caller
+'forecast'
 """
 
 from __future__ import annotations
@@ -77,11 +79,15 @@ class KindTwin:
         label_learner: Callable[[], TwinLearner] | None = None,
         forecast_priors: Mapping[str, ForecastPrior] | None = None,
         label_domain: DomainBounds | None = None,
+        include_label: bool = True,
     ) -> None:
+        """``include_label=False`` leaves label tasks to the caller (the worker's existing RUL path)."""
         self.kind = kind.name
         self.tasks: list[tuple[object, object]] = []
         metrics = kind.metric_names
         for task in kind.tasks:
+            if isinstance(task, LabelTask) and not include_label:
+                continue
             if isinstance(task, ForecastTask):
                 prior = (forecast_priors or {}).get(task.key)
                 model: object = OnlineForecaster(task.horizon, coverage=task.coverage, season=task.season,
@@ -151,9 +157,10 @@ class TwinFactory:
         self.forecast_priors = forecast_priors or {}
         self.label_domains = label_domains or {}
 
-    def new(self, entity_id: str, kind: str | None = None) -> KindTwin | None:
+    def new(self, entity_id: str, kind: str | None = None, include_label: bool = True) -> KindTwin | None:
+        """The twin of a new entity, or None when no kind matches (``include_label``: see :class:`KindTwin`)."""
         spec = self.registry.match(entity_id, kind)
         if spec is None:
             return None
         make = (lambda: self.label_learner(spec)) if self.label_learner is not None else None  # type: ignore[misc]
-        return KindTwin(spec, make, self.forecast_priors.get(spec.name), self.label_domains.get(spec.name))
+        return KindTwin(spec, make, self.forecast_priors.get(spec.name), self.label_domains.get(spec.name), include_label)
