@@ -76,7 +76,7 @@ class Connectors:
             while pending and not self.stop.is_set():
                 done, pending = await asyncio.wait(pending | {stop_wait}, return_when=asyncio.FIRST_COMPLETED)
                 for task in done - {stop_wait}:
-                    if task.exception() is not None:
+                    if not task.cancelled() and task.exception() is not None:
                         raise task.exception()  # a file that cannot be read: fail loudly
                 pending.discard(stop_wait)
             if not pending:  # every source finished: deliver all they read, however long Kafka takes
