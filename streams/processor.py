@@ -39,17 +39,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import orjson
+
 from twinstream.models.gaps import GapDetector
 from twinstream.models.registry import make_learner
 from twinstream.models.twin import SeqStatus, Twin
 from twinstream.schemas.dead_letter import MAX_KEY_BYTES, DeadLetter, RejectReason
 from twinstream.schemas.telemetry import Telemetry
 from twinstream.schemas.topics import SYNTHETIC
+from twinstream.settings import Settings
 from twinstream.streams.metrics import WorkerMetrics
 from twinstream.streams.twin_journal import NEW_TWIN, TwinJournal
 from twinstream.streams.validation import MAX_ERROR_CHARS, Rejection, decode_telemetry
-
-from twinstream.settings import Settings
 
 log = logging.getLogger(__name__)
 

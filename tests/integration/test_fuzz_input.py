@@ -17,13 +17,14 @@ import pytest
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
 from poison_messages import Message, canaries, poison_messages  # noqa: E402
+from worker_harness import TopicReader, WorkerProcess, wait_until  # noqa: E402
+
 from twinstream.broker import EmbeddedBroker  # noqa: E402
 from twinstream.processes import settings_env  # noqa: E402
 from twinstream.schemas import DeadLetter, RejectReason, Telemetry  # noqa: E402
 from twinstream.schemas.topics import PREDICTIONS, TELEMETRY, TELEMETRY_DLQ  # noqa: E402
 from twinstream.settings import Settings  # noqa: E402
 from twinstream.streams.topic_admin import ensure_topics  # noqa: E402
-from worker_harness import TopicReader, WorkerProcess, wait_until  # noqa: E402
 
 
 def send(bootstrap: str, topic: str, messages: list[Message]) -> list[tuple[Message, int, int]]:

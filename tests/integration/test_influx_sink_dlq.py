@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aiokafka import AIOKafkaProducer
+from tsdb_servers import InfluxDB1Server, http
+from worker_harness import TopicReader, WorkerProcess, wait_until
 
 from twinstream.broker import EmbeddedBroker, free_port
 from twinstream.processes import settings_env
@@ -22,10 +24,8 @@ from twinstream.schemas import DeadLetter, Prediction, RejectReason
 from twinstream.schemas.topics import PREDICTIONS, PREDICTIONS_DLQ
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
-from tsdb_servers import InfluxDB1Server, http
-from worker_harness import TopicReader, WorkerProcess, wait_until
 
-BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def predictions(prefix: str, count: int) -> list[Prediction]:
