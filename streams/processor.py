@@ -8,7 +8,7 @@ out and decides when to checkpoint.
 Every telemetry record ends in exactly one of: a prediction, a dead letter, or a
 skipped duplicate (a redelivery of an event the twin already applied).
 
-Issue 6 (docs/sidecar.md): each twin runs a gap detector on its measured samples and
+Gaps and fills (docs/sidecar.md): each twin runs a gap detector on its measured samples and
 every gap it finds is published to the gaps topic. Records from the synthetic topic
 (fills written by the sidecar) produce no prediction: they are offered to the twin's
 :class:`~twinstream.models.fills.FillBook`, which uses them in place of missing sensors
