@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import orjson
@@ -49,7 +49,7 @@ def make_messages(n: int, entities: int, sensors: int = 14, seed: int = 7) -> li
     offset = mean + rng.normal(0.0, 0.3, size=(entities, sensors)) * std
     wear = rng.choice([-1.0, 1.0], size=sensors) * 2.0 * std  # drift over a whole life
     noise = rng.normal(0.0, 0.5, size=(n, sensors)) * std
-    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(seconds=per_entity + 120)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(seconds=per_entity + 120)
     times = [(start + timedelta(seconds=s)).isoformat() for s in range(per_entity)]
     ids = [f"unit-{i:05d}" for i in range(entities)]
     keys = [i.encode() for i in ids]

@@ -30,8 +30,8 @@ def main() -> int:
 
     torch.set_num_threads(1)
     import twinstream.models.generator as generator
-    from twinstream.schemas.generator import GateThresholds
     from twinstream.datasets.series import cmapss_dataset
+    from twinstream.schemas.generator import GateThresholds
 
     g = generator.load_generator(gate=GateThresholds(max_mae_ratio=None, max_discriminative=None))
     split = g.manifest.training.get("split", "")

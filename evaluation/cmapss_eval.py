@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from twinstream.datasets import cmapss
-from twinstream.models.prior_twin import PriorTwin
 from twinstream.models.fleet import drop_fleet
+from twinstream.models.prior_twin import PriorTwin
 from twinstream.models.registry import LEARNERS, make_learner
 from twinstream.models.twin import Twin
 

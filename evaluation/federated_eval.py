@@ -205,7 +205,7 @@ def train_federated(strategy_cfg: StrategyConfig, sites: list[SiteData], norm: N
         if heads != phase:  # a fresh strategy per phase: no server optimizer state carried into the other head
             strategy, phase = make_strategy(strategy_cfg, len(sites)), heads
 
-        def site_fn(i: int, received: list[np.ndarray], config: Any) -> tuple[list[np.ndarray], dict[str, float]]:
+        def site_fn(i: int, received: list[np.ndarray], config: Any, r: int = r) -> tuple[list[np.ndarray], dict[str, float]]:
             # What a ClientApp does: read the config the strategy sent, train locally, reply.
             out = fm.local_fit(received, sites[i], epochs=int(config["local-epochs"]), lr=float(config["lr"]),
                                heads=str(config["heads"]), optimizer=str(config["optimizer"]), steps=int(config["local-steps"]),
@@ -215,7 +215,8 @@ def train_federated(strategy_cfg: StrategyConfig, sites: list[SiteData], norm: N
                 progress(f"{strategy_cfg.label}: round {r}/{len(plan)}, {sites[i].name}", 1)
             return out
 
-        config = {"lr": lr, "local-epochs": cfg.epochs, "local-steps": steps, "heads": heads, "optimizer": cfg.optimizer, **norm.to_config()}
+        config = {"lr": lr, "local-epochs": cfg.epochs, "local-steps": steps, "heads": heads, "optimizer": cfg.optimizer,
+                  **norm.to_config()}
         arrays, metrics = run_round(strategy, r, arrays, config, site_fn, len(sites))
         history.append({"round": r, "heads": heads, **{k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}})
     return TrainedPrior(strategy_cfg.label, arrays, norm, time.perf_counter() - start, history)
@@ -225,8 +226,8 @@ def train_federated(strategy_cfg: StrategyConfig, sites: list[SiteData], norm: N
 
 def score_prior(prior_dir: Path, data_dir: Path | None, limit_test_engines: int | None) -> dict[str, Any]:
     """The learning-core replay (prior arm and prior + twin arm) with this prior; test RMSE, PHM08, ..."""
-    from twinstream.evaluation import cmapss_eval
     from twinstream.datasets import cmapss
+    from twinstream.evaluation import cmapss_eval
 
     fd = cmapss.load_subset("FD001", data_dir)
     test_rows = fd.test if limit_test_engines is None else [r for r in fd.test if r.unit <= limit_test_engines]
@@ -272,7 +273,8 @@ def _evaluate(cfg: FederatedEvalConfig, data_dir: Path | None, work_dir: Path | 
         priors[f"local:{s.name}"] = ("local_only", train_alone(f"local-only {s.name}", s, fm.local_normalization(s), cfg, progress), [s])
     for sc in cfg.strategies:
         priors[f"federated:{sc.label}"] = ("federated", train_federated(sc, sites, norm, cfg, progress), sites)
-    priors["centralized"] = ("centralized", train_alone("centralized", everyone, fm.local_normalization(everyone), cfg, progress), [everyone])
+    centralized = train_alone("centralized", everyone, fm.local_normalization(everyone), cfg, progress)
+    priors["centralized"] = ("centralized", centralized, [everyone])
     report: dict[str, Any] = {
         "command": None,
         "protocol": "FD001 test engines, learning-core replay (twinstream.evaluation.cmapss_eval): one pass in fleet time order, "
@@ -282,10 +284,12 @@ def _evaluate(cfg: FederatedEvalConfig, data_dir: Path | None, work_dir: Path | 
                           "blocks: site-1 shortest-lived ... site-N longest-lived",
                   "sites": {n: {k: v for k, v in d.items() if k != "units"} | {"units": d["units"]} for n, d in split.items()}},
         "budget": {"rounds": cfg.rounds, "local_epochs": cfg.epochs, "lr": cfg.lr, "lr_schedule": "cosine over rounds to lr/10",
-                   "passes_over_own_data": cfg.rounds * cfg.epochs, "batch": 256, "optimizer": f"{cfg.optimizer} (wd=1e-4, grad norm clip 1), reset each round",
+                   "passes_over_own_data": cfg.rounds * cfg.epochs, "batch": 256,
+                   "optimizer": f"{cfg.optimizer} (wd=1e-4, grad norm clip 1), reset each round",
                    "federated_local_steps": federated_steps(cfg, sites) or "whole epochs", "federated_rounds": federated_rounds(cfg),
                    "steps_per_pass_mean_site": cfg.epochs * math.ceil(sum(s.n for s in sites) / len(sites) / 256),
-                   "schedule": "two-phase: prior head, then twin head on the frozen prior head" if cfg.two_phase else "joint: both heads every round",
+                   "schedule": ("two-phase: prior head, then twin head on the frozen prior head" if cfg.two_phase
+                                else "joint: both heads every round"),
                    "prior_hidden": fm.PRIOR_HIDDEN, "twin_hidden": fm.TWIN_HIDDEN, "seed": cfg.seed},
         "config": {k: v for k, v in asdict(cfg).items() if k != "strategies"} | {"strategies": [s.model_dump() for s in cfg.strategies]},
         "local_only": {}, "federated": {}, "centralized": {},
@@ -302,7 +306,8 @@ def _evaluate(cfg: FederatedEvalConfig, data_dir: Path | None, work_dir: Path | 
         score = score_prior(directory, data_dir, cfg.limit_test_engines)
         train_fit = [fm.evaluate_arrays(prior.arrays, s, prior.norm) for s in sites]
         score |= {"seconds_train": prior.seconds, "train_rmse_twin_by_site": {s.name: m["rmse_twin"] for s, m in zip(sites, train_fit)},
-                  "final_train_loss": prior.history[-1].get("train_loss", math.nan) if prior.history else math.nan, "artifact": str(directory)}
+                  "final_train_loss": prior.history[-1].get("train_loss", math.nan) if prior.history else math.nan,
+                  "artifact": str(directory)}
         if progress:
             progress(f"scored {prior.name}", 1)
         if kind == "local_only":
@@ -313,7 +318,7 @@ def _evaluate(cfg: FederatedEvalConfig, data_dir: Path | None, work_dir: Path | 
             report["centralized"] = score
     local = report["local_only"]
     report["local_only"]["mean_rmse"] = float(np.mean([v["rmse"] for v in local.values()]))
-    report["local_only"]["mean_prior_only_rmse"] = float(np.mean([v["prior_only"]["rmse"] for k, v in local.items() if isinstance(v, dict)]))
+    report["local_only"]["mean_prior_only_rmse"] = float(np.mean([v["prior_only"]["rmse"] for v in local.values() if isinstance(v, dict)]))
     if cfg.reference:
         from twinstream.models.prior import bundled_prior_dir
 

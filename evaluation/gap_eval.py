@@ -24,7 +24,7 @@ samples the report comes with the first sample after the hole).
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from twinstream.models.gaps import GapDetector
 from twinstream.schemas.gaps import Gap, GapKind
 
 MIN_CYCLES = 60
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 CADENCE = timedelta(minutes=10)
 KINDS = (GapKind.MISSING_SENSOR, GapKind.FLATLINE, GapKind.MISSED_SAMPLES)
 

@@ -113,11 +113,13 @@ def arms_section(report: dict[str, Any]) -> str:
 
 
 def speed_section(report: dict[str, Any]) -> str:
-    rows = [[r["learner"], _f(r["learn_predict_per_s"], 0), _f(r["twin_step_per_s"], 0), str(r["state_bytes"])] for r in report.get("learners", [])]
+    rows = [[r["learner"], _f(r["learn_predict_per_s"], 0), _f(r["twin_step_per_s"], 0), str(r["state_bytes"])]
+            for r in report.get("learners", [])]
     arms = [[ARM_LABELS.get(n, n), _f(s["updates_per_s"], 0), _f(s["state_bytes_mean"], 0), _f(s["state_bytes_max"], 0),
              _f(1e6 * s["seconds"] / max(report["events"], 1), 1)] for n, s in report["arms"].items()]
     return (
-        markdown_table(["learner", "learn_one+predict_one per s", "Twin.step per s (observe+interval+learn)", "state bytes after 3k updates"], rows)
+        markdown_table(["learner", "learn_one+predict_one per s", "Twin.step per s (observe+interval+learn)",
+                        "state bytes after 3k updates"], rows)
         + "\n\nIn the replay (one process, all twins, including fleet releases):\n\n"
         + markdown_table(["arm", "events/s", "state bytes per twin (mean)", "max", "µs per event"], arms)
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from twinstream.evaluation.synth_docs_gen import discriminative_text, gate_text, rul_text, sample_rows
 from twinstream.models.imputation import KalmanLLT
 from twinstream.schemas.generator import GateThresholds
-from twinstream.evaluation.synth_docs_gen import discriminative_text, gate_text, rul_text, sample_rows
 
 LABELS = {
     "generator": "generator point estimate (Kalman trend + diffusion residual mean)",
@@ -89,7 +89,8 @@ def write_docs(report: dict[str, Any], docs_dir: Path) -> Path:
         block_hidden=masks["block"]["hidden"], blocks=masks["block"]["blocks"], block_rng=masks["block"]["rng"],
         cross=_cross(report), gate_mae=gate.max_mae_ratio, gate_disc=gate.max_discriminative, target_range=target_range,
         ref_block=report["reference"]["kalman_on_complete_series"]["block"]["mae"],
-        columns=", ".join(report["columns"]), n_columns=len(report["columns"]), seconds=report["seconds"], not_measured=", ".join(f"`{k}`" for k in report["not_measured"]) or "nothing",
+        columns=", ".join(report["columns"]), n_columns=len(report["columns"]), seconds=report["seconds"],
+        not_measured=", ".join(f"`{k}`" for k in report["not_measured"]) or "nothing",
     )
     docs_dir.mkdir(parents=True, exist_ok=True)
     out = docs_dir / "synthetic.md"
@@ -193,8 +194,8 @@ same positions (optimistic: the level there was fitted to the hidden value too).
 row is what a *perfect* trend estimate would still miss: the expected absolute sensor
 noise, sqrt(2r/pi) per column with the fitted noise variance r (Gaussian noise; the
 smoother's residuals on the training series are nearly uncorrelated across columns,
-mean |corr| {cross}, so the other sensors do not predict the noise of a hidden value). No point estimate can expect to beat it, so the block-mask
-criterion (<= 0.80 x linear) can only be met by a method within
+mean |corr| {cross}, so the other sensors do not predict the noise of a hidden value).
+No point estimate can expect to beat it, so the block-mask criterion (<= 0.80 x linear) can only be met by a method within
 (0.80 x linear - floor) of it.
 
 ## Measured: imputation

@@ -99,7 +99,8 @@ def rul_text(report: dict[str, Any]) -> str:
     if not rul:
         note = report.get("rul_note") or "not run (`--no-rul`, or no generator)"
         return f"RUL effects: {note}. `tstr_rmse` and `rul_rmse_ratio_missing30` are therefore not measured in this run."
-    return (f"From `twinstream.evaluation.synth_rul` (its protocol is documented there), run on the generator `{rul['imputer']['version']}`:\n\n"
+    return ("From `twinstream.evaluation.synth_rul` (its protocol is documented there), run on the generator "
+            f"`{rul['imputer']['version']}`:\n\n"
             f"- RUL RMSE with 30 % of samples missing and filled, over the no-missing run: "
             f"**{_f(rul.get('rul_rmse_ratio_missing30'), 4)}**, {_verdict(rul.get('rul_rmse_ratio_missing30'))} "
             "(target: within 5 %, i.e. <= 1.05; the worker's order, "

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from twinstream.datasets.series import Dataset
 from twinstream.models.imputation import KalmanLLT, LinearInterpolation
 from twinstream.schemas.generator import DISCRIMINATIVE, MAE_RATIO, GateThresholds
-from twinstream.datasets.series import Dataset
 
 OPEN = GateThresholds(max_mae_ratio=None, max_discriminative=None)
 
@@ -71,8 +71,8 @@ def add_generator_results(report: dict[str, Any], data: Dataset, generator: Any,
                           discriminative: bool, rul: bool, subset: str, data_dir: Path | None, quick: bool,
                           progress: Callable[[str], None]) -> None:
     """Add ``generator``, ``discriminative``, ``discriminative_score``, ``gate`` and the RUL keys to ``report``."""
-    from twinstream.settings import Settings
     from twinstream.models.discriminative import compare
+    from twinstream.settings import Settings
 
     not_measured = set(report["not_measured"])
     if generator is not None:

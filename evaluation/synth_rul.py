@@ -47,10 +47,6 @@ instead, scoring each variant only where a real sample arrived.
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -61,9 +57,17 @@ import numpy as np
 
 from twinstream.datasets import cmapss
 from twinstream.evaluation.cmapss_eval import CAP, ArmResult, Event, arm_params, fleet_events, rmse, run_arm, score_arm
-from twinstream.models.imputation import KalmanLLT, LastValue, LinearInterpolation
 from twinstream.evaluation.synth_rul_tasks import (
-    SENSORS, Engines, KalmanSampler, Progress, cold_start, engines, fill, in_z_units, tstr, window_length, with_values,
+    SENSORS,
+    Engines,
+    Progress,
+    cold_start,
+    engines,
+    fill,
+    in_z_units,
+    tstr,
+    window_length,
+    with_values,
     zscore_stats,
 )
 

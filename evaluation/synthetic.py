@@ -32,17 +32,27 @@ this one (scoring), :mod:`twinstream.evaluation.synth_docs` (the generated page)
 from __future__ import annotations
 
 import math
-
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
-from twinstream.models.imputation import Imputer, KalmanLLT, LastValue, LinearInterpolation, hidden_error
-from twinstream.datasets.series import (BLOCK, CSV_BLOCK_EVERY, MIN_BLOCK_SERIES, RANDOM_RATE, Dataset, block_mask,  # noqa: F401 (re-exported)
-                                   cmapss_dataset, csv_dataset, make_masks, random_mask, zscore)
+from twinstream.datasets.series import (  # noqa: F401 (re-exported)
+    BLOCK,
+    CSV_BLOCK_EVERY,
+    MIN_BLOCK_SERIES,
+    RANDOM_RATE,
+    Dataset,
+    block_mask,
+    cmapss_dataset,
+    csv_dataset,
+    make_masks,
+    random_mask,
+    zscore,
+)
 from twinstream.evaluation.synth_docs import write_docs  # noqa: F401 (re-exported)
+from twinstream.models.imputation import Imputer, KalmanLLT, LastValue, LinearInterpolation, hidden_error
 
 NOT_MEASURED = ["generator", "discriminative_score", "tstr_rmse", "rul_rmse_ratio_missing30"]
 
@@ -92,7 +102,8 @@ def sample_errors(data: Dataset, smoother: KalmanLLT, generator: GeneratorOnData
         masked = [np.where(m, np.nan, s) for s, m in zip(data.test, mask)]
         out[mask_name] = {"kalman_noise": hidden_error(kalman_noise(smoother, masked, np.random.default_rng([seed, 8])), data.test, mask)}
         if generator is not None:
-            out[mask_name]["generator_sample"] = hidden_error(generator.sample_one(masked, np.random.default_rng([seed, 9])), data.test, mask)
+            sample = generator.sample_one(masked, np.random.default_rng([seed, 9]))
+            out[mask_name]["generator_sample"] = hidden_error(sample, data.test, mask)
     return out
 
 

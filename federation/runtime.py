@@ -262,7 +262,7 @@ class ManagedProcess:
         self.env = child_env(env)
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "ManagedProcess":
+    def start(self) -> ManagedProcess:
         """Start in a new session; output to the log file, or to this terminal when there is none."""
         if self.log_path is None:
             self.process = subprocess.Popen(self.command, env=self.env, start_new_session=True)

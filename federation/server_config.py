@@ -110,7 +110,8 @@ class RoundConfig(BaseModel):
     seed: int = 0
     family: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     version: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]*$", description="'' = next integer after the registry's versions.")
-    start_from: Literal["latest", "init"] = Field(description="latest: the registry's latest prior of the family if it has this model's shape, else fresh weights.")
+    start_from: Literal["latest", "init"] = Field(
+        description="latest: the registry's latest prior of the family if it has this model's shape, else fresh weights.")
     registry_url: str = Field(default="", description="'' = env TWINSTREAM_REGISTRY_URL; both empty: nothing published.")
     publish: bool = True
     out_dir: str = Field(default="", description="Where the aggregated artifact is written ('' = a temporary folder).")
@@ -120,7 +121,7 @@ class RoundConfig(BaseModel):
     local: dict[str, str | int | float | bool] = Field(default_factory=dict, description="Options of the sites' local step.")
 
     @classmethod
-    def from_run_config(cls, run_config: Mapping[str, object]) -> "RoundConfig":
+    def from_run_config(cls, run_config: Mapping[str, object]) -> RoundConfig:
         """Parse Flower's flattened run config; unknown keys are refused (a typo must not be ignored)."""
         unknown = sorted(set(run_config) - set(RUN_CONFIG_DEFAULTS))
         if unknown:

@@ -199,11 +199,11 @@ class Normalization:
         return {"norm-mean": [float(v) for v in self.mean], "norm-std": [float(v) for v in self.std]}
 
     @classmethod
-    def from_config(cls, config: object) -> "Normalization":
+    def from_config(cls, config: object) -> Normalization:
         get = config.__getitem__  # type: ignore[attr-defined]
         return cls(np.asarray(get("norm-mean"), dtype=np.float64), np.asarray(get("norm-std"), dtype=np.float64))
 
-    def prior_part(self) -> "Normalization":
+    def prior_part(self) -> Normalization:
         """The stateless prior head's inputs (age, raw readings)."""
         names = feature_names()
         cols = [names.index(n) for n in stateless_names()]

@@ -119,7 +119,8 @@ class Generator(Imputer):
     def _check(self, z: np.ndarray) -> np.ndarray:
         arr, _ = as_2d(z)
         if arr.shape[1] != len(self.sensors):
-            raise ValueError(f"window has {arr.shape[1]} columns, generator {self.version} expects {len(self.sensors)} ({', '.join(self.sensors)})")
+            raise ValueError(f"window has {arr.shape[1]} columns, generator {self.version} expects "
+                             f"{len(self.sensors)} ({', '.join(self.sensors)})")
         return arr
 
     def trend_many(self, windows: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
+from twinstream.datasets.series import MIN_BLOCK_SERIES, Dataset, block_mask
+from twinstream.models.discriminative import discriminative_score
 from twinstream.models.generator import Generator, load_generator
 from twinstream.models.generator_train import record_gate, residual_pool, train_denoiser, write_generator
 from twinstream.models.imputation import KalmanLLT, LinearInterpolation, hidden_error
 from twinstream.schemas.generator import DISCRIMINATIVE, MAE_RATIO, GateThresholds, GeneratorManifest
-from twinstream.datasets.series import MIN_BLOCK_SERIES, Dataset, block_mask
-from twinstream.models.discriminative import discriminative_score
 
 FAMILY = "llt-diffusion"
 OPEN = GateThresholds(max_mae_ratio=None, max_discriminative=None)

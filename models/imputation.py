@@ -66,7 +66,7 @@ class Imputer(abc.ABC):
     name: ClassVar[str] = "abstract"
     causal: ClassVar[bool] = False  # True: a fill depends only on earlier samples
 
-    def fit(self, series: Sequence[np.ndarray]) -> "Imputer":
+    def fit(self, series: Sequence[np.ndarray]) -> Imputer:
         """Learn parameters from complete (or partly missing) training series of shape ``(T, D)``."""
         return self
 
@@ -150,7 +150,7 @@ class KalmanLLT(Imputer):
     def causal(self) -> bool:  # type: ignore[override]
         return not self.smooth
 
-    def fit(self, series: Sequence[np.ndarray]) -> "KalmanLLT":
+    def fit(self, series: Sequence[np.ndarray]) -> KalmanLLT:
         """Per column: maximum likelihood of (q_level/r, q_slope/r) on a log grid over all series, then r and the slope prior.
 
         The series of one column share the parameters (their likelihoods add up); the

@@ -50,7 +50,8 @@ def standardize_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, std
 
 
-def engine_features(subset: CmapssSubset, fx_params: dict[str, Any] | None = None, cap: float = 125.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def engine_features(subset: CmapssSubset, fx_params: dict[str, Any] | None = None,
+                    cap: float = 125.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Features (as a twin computes them), capped RUL targets and unit ids for every training row."""
     params = fx_params or {}
     by_unit: dict[int, RulFeatures] = {}

@@ -6,18 +6,17 @@ import base64
 import json
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import uvicorn
+from worker_harness import wait_until
 
-from twinstream.federation.registry import create_registry_app
 from twinstream.broker import free_port
+from twinstream.federation.registry import create_registry_app
 from twinstream.federation.signing import generate_private_key
 from twinstream.federation.store import PriorStore
-
-from worker_harness import wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))  # shared prior-variant helper
 from federation_support import variant  # noqa: E402
@@ -37,7 +36,7 @@ class RegistryThread:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> "RegistryThread":
+    def __enter__(self) -> RegistryThread:
         self.thread.start()
         wait_until(lambda: self.server.started, 15, "the registry to listen")
         return self
@@ -61,7 +60,7 @@ class RegistryThread:
 def telemetry(seq: int, entity: str = "engine-1") -> bytes:
     return json.dumps({
         "entity_id": entity,
-        "event_time": (datetime.now(timezone.utc) - timedelta(seconds=5)).isoformat(),
+        "event_time": (datetime.now(UTC) - timedelta(seconds=5)).isoformat(),
         "seq": seq,
         "metrics": {"s2": 642.0 + 0.01 * seq, "s3": 1590.0 + 0.1 * seq, "s4": 1405.0 + 0.1 * seq},
     }).encode()

@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
+from registry_harness import TOKEN, RegistryThread, assert_swapped_v2_to_v3, telemetry
+from worker_harness import TopicReader, WorkerProcess, wait_until
 
-from twinstream.broker import EmbeddedBroker
-from twinstream.broker import free_port
+from twinstream.broker import EmbeddedBroker, free_port
 from twinstream.federation.runtime import ManagedProcess, child_env, superlink_command
 from twinstream.federation.signing import public_key_b64
 from twinstream.models.federated import export_site
@@ -31,9 +32,6 @@ from twinstream.processes import settings_env, stop_process
 from twinstream.schemas.topics import PREDICTIONS, TELEMETRY
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
-
-from registry_harness import TOKEN, RegistryThread, assert_swapped_v2_to_v3, telemetry
-from worker_harness import TopicReader, WorkerProcess, wait_until
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "twinstream"]

@@ -28,6 +28,7 @@ from twinstream.connectors.influx import InfluxWriteError, InfluxWriter
 from twinstream.schemas.prediction import Prediction
 from twinstream.settings import Settings
 from tsdb_servers import InfluxDB1Server, VictoriaMetricsServer
+from worker_harness import wait_until
 
 PARTITIONS = 4
 BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -59,15 +60,6 @@ def make_predictions(prefix: str, count: int, entities: int = 20, first_seq: int
             )
         )
     return predictions
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: Callable[[], str], step_s: float = 0.25) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(step_s)
-    pytest.fail(f"timed out after {timeout_s} s waiting for {what()}")
 
 
 async def _produce(bootstrap: str, topic: str, predictions: list[Prediction], create: bool) -> None:
@@ -314,8 +306,11 @@ def test_sink_survives_victoria_metrics_outage(
             lambda: sink.metric("twinstream_sink_write_failures_total") >= 1, 45,
             lambda: f"the new sink to take over and try to write; log:\n{sink.log_tail()}",
         )
-    else:
-        time.sleep(2.0)  # stay down a little longer: several failed attempts, backoff at its cap
+    else:  # stay down a little longer: several failed attempts, the backoff growing towards its cap
+        wait_until(
+            lambda: sink.metric("twinstream_sink_write_failures_total") >= 4, 30,
+            lambda: f"more failed attempts during the outage; log:\n{sink.log_tail()}",
+        )
     assert sink.alive(), f"sink died during the outage:\n{sink.log_tail()}"
     vm.start()  # same port, same data directory
 

@@ -14,11 +14,12 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 from kafka import KafkaProducer
+from worker_harness import TopicReader, WorkerProcess, committed_all, wait_until
 
 from twinstream.broker import EmbeddedBroker
 from twinstream.processes import settings_env
@@ -27,8 +28,6 @@ from twinstream.schemas.topics import GAPS, PREDICTIONS, SYNTHETIC, TELEMETRY
 from twinstream.settings import Settings
 from twinstream.streams.sidecar import sidecar_app_id
 from twinstream.streams.topic_admin import ensure_topics
-
-from worker_harness import TopicReader, WorkerProcess, committed_all, wait_until
 
 ENTITIES = ("pump-1", "pump-2", "pump-3")
 DROPPED = ("pump-2", "s3")
@@ -43,7 +42,7 @@ class Source:
     def __init__(self, bootstrap: str, namespace: str, total: int) -> None:
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
         self.topic = TELEMETRY.in_namespace(namespace).name
-        self.t0 = datetime.now(timezone.utc) - timedelta(seconds=total + 5)
+        self.t0 = datetime.now(UTC) - timedelta(seconds=total + 5)
         self.rng = random.Random(7)
         self.sent: dict[tuple[str, int], dict[str, float | None]] = {}
         self.next_offsets: dict[int, int] = {}

@@ -28,7 +28,7 @@ class WorkerProcess:
         self.module = module
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> "WorkerProcess":
+    def start(self) -> WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen([sys.executable, "-m", self.module], env=self.env,
                                         stdout=log, stderr=log)

@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from twinstream.settings import Settings
+
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERFILE = REPO / "Dockerfile"

@@ -17,8 +17,8 @@ SKIP = {"twinstream.cli", "twinstream.__main__"}  # typer app: examples are shel
 
 def all_modules() -> list[str]:
     names = []
-    for pkg in ("twinstream", "twinstream.schemas", "twinstream.models", "twinstream.streams", "twinstream.connectors", "twinstream.datasets",
-                "twinstream.federation", "twinstream.evaluation"):
+    for pkg in ("twinstream", "twinstream.schemas", "twinstream.models", "twinstream.streams", "twinstream.connectors",
+                "twinstream.datasets", "twinstream.federation", "twinstream.evaluation"):
         module = importlib.import_module(pkg)
         names.append(pkg)
         for info in pkgutil.iter_modules(module.__path__, prefix=f"{pkg}."):

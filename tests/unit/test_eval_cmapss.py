@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from twinstream.evaluation import cmapss_eval
 from twinstream.commands.evaluate import app
 from twinstream.datasets.cmapss import bundled_dir, load_subset
+from twinstream.evaluation import cmapss_eval
 from twinstream.models.twin import Twin
 
 

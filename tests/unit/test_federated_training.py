@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 from typer.testing import CliRunner
 
 from twinstream.commands.evaluate import app
@@ -137,7 +138,7 @@ def test_strategy_config_validates() -> None:
         StrategyConfig(dp_noise_multiplier=1.0)  # noise without a clip norm
     with pytest.raises(ValueError):
         StrategyConfig(proximal_mu=-1.0)
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError):  # frozen
         StrategyConfig().name = "krum"  # type: ignore[misc]
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from flower_support import InProcessGrid
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from flower_support import InProcessGrid
 from twinstream.federation import client_app
 from twinstream.federation.runtime import write_app_dir, write_run_config
 from twinstream.federation.server_app import arrays_from_artifact, run_federated, write_and_publish

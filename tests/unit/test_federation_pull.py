@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -15,7 +15,6 @@ from fastapi.testclient import TestClient
 from federation_support import publish_body, variant, write_artifact
 
 from twinstream.federation.client import RegistryClient
-from twinstream.streams.prior_pull import PriorPuller, puller_for_worker
 from twinstream.federation.registry import create_registry_app
 from twinstream.federation.signing import generate_private_key, public_key_b64
 from twinstream.federation.store import PriorStore
@@ -24,9 +23,10 @@ from twinstream.models.prior import PriorMismatchError, load_prior
 from twinstream.models.prior_twin import PriorTwin, clear_active_priors, hot_swap
 from twinstream.settings import Settings
 from twinstream.streams.metrics import WorkerMetrics
+from twinstream.streams.prior_pull import PriorPuller, puller_for_worker
 from twinstream.streams.processor import Record, TwinProcessor
 
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 TOKEN = "tok"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pickle
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -12,7 +12,7 @@ from twinstream.datasets import cmapss
 from twinstream.models.gaps import GapDetector
 from twinstream.schemas.gaps import GapKind
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def at(seconds: float) -> datetime:
@@ -59,7 +59,10 @@ def test_no_cadence_gap_before_enough_steps_and_jitter_is_tolerated() -> None:
 
 def test_missing_sensor_opens_and_closes_grouped() -> None:
     det = GapDetector("e")
-    drop = lambda seq: {"a": None if 5 <= seq <= 7 else 1.0 + seq, "b": float("nan") if 5 <= seq <= 7 else 2.0 * seq}
+
+    def drop(seq: int) -> dict[str, float | None]:
+        return {"a": None if 5 <= seq <= 7 else 1.0 + seq, "b": float("nan") if 5 <= seq <= 7 else 2.0 * seq}
+
     gaps = feed(det, range(10), metrics=drop)
     assert [(g.kind, g.sensors, g.first_seq, g.last_seq, g.samples, g.open) for g in gaps] == [
         (GapKind.MISSING_SENSOR, ["a", "b"], 5, 5, 1, True),
@@ -81,7 +84,10 @@ def test_absent_sensor_counts_as_missing_only_once_seen_or_expected() -> None:
 
 def test_flatline_of_a_varying_sensor_but_not_of_a_constant_one() -> None:
     det = GapDetector("e", flat_window=5)
-    frozen = lambda s: {"a": float(s % 5) if s < 40 else 9.0, "const": 3.0, "b": float(s % 3) if s < 80 else 4.0}
+
+    def frozen(s: int) -> dict[str, float | None]:
+        return {"a": float(s % 5) if s < 40 else 9.0, "const": 3.0, "b": float(s % 3) if s < 80 else 4.0}
+
     gaps = feed(det, range(100), metrics=frozen)
     opened = [g for g in gaps if g.open]
     assert [(g.kind, g.sensors, g.first_seq) for g in opened] == [(GapKind.FLATLINE, ["a"], 40), (GapKind.FLATLINE, ["b"], 80)]
@@ -101,7 +107,10 @@ def test_duplicates_late_and_naive_times() -> None:
 
 def test_pickle_mid_stream_gives_the_same_future() -> None:
     det = GapDetector("e", flat_window=5)
-    frozen = lambda s: {"a": float(s % 5) if s < 40 else 9.0, "b": None if s in (30, 31) else float(s % 3)}
+
+    def frozen(s: int) -> dict[str, float | None]:
+        return {"a": float(s % 5) if s < 40 else 9.0, "b": None if s in (30, 31) else float(s % 3)}
+
     feed(det, range(35), metrics=frozen)
     copy = pickle.loads(pickle.dumps(det))
     seqs = [35, 36, 39, 40, *range(41, 70)]

@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from twinstream.models.generator import (Generator, GeneratorRejected, WindowKalman, bundled_generator_dir, choose_imputer,
-                                         load_generator)
+from twinstream.models.generator import Generator, GeneratorRejected, WindowKalman, bundled_generator_dir, choose_imputer, load_generator
 from twinstream.schemas.generator import GateThresholds
 
 OPEN = GateThresholds(max_mae_ratio=None, max_discriminative=None)

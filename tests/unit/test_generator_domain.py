@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from twinstream.datasets.series import cmapss_dataset
 from twinstream.models.generator import MAX_OPEN, MIN_OBSERVED_ROWS, load_generator, network_rows
 from twinstream.schemas.generator import GateThresholds
-from twinstream.datasets.series import cmapss_dataset
 
 
 def test_network_rows_need_context_and_stay_near_observed_rows() -> None:

@@ -58,7 +58,8 @@ def test_wrong_feature_schema_is_refused_naming_the_feature(artifact: Path) -> N
     names = data["feature_schema"]["names"]
     names[names.index("s7_dev")] = "s7_median"
     path.write_text(json.dumps(data))
-    with pytest.raises(PriorMismatchError, match=r"feature schema mismatch: names differ: missing \['s7_dev'\]; unexpected \['s7_median'\]"):
+    mismatch = r"feature schema mismatch: names differ: missing \['s7_dev'\]; unexpected \['s7_median'\]"
+    with pytest.raises(PriorMismatchError, match=mismatch):
         load_prior(artifact, RulFeatures().schema())
     with pytest.raises(PriorMismatchError, match="s7_median"):
         PriorTwin(prior=str(artifact))

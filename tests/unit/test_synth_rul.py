@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from twinstream.datasets import cmapss
-from twinstream.models.imputation import KalmanLLT, LinearInterpolation
 from twinstream.evaluation.synth_rul import KEYS, fill_gaps, filled_events, gap_runs, missing30, missing_mask, rul_effects
 from twinstream.evaluation.synth_rul_tasks import KalmanSampler, cold_start, engines, tstr, zscore_stats
+from twinstream.models.imputation import KalmanLLT, LinearInterpolation
 
 LIMIT = 8
 

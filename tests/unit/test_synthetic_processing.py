@@ -9,7 +9,7 @@ counts them; twins do not learn from synthetic input unless configured to.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -18,7 +18,7 @@ from twinstream.schemas import DeadLetter, Gap, Prediction, RejectReason
 from twinstream.settings import Settings
 from twinstream.streams.processor import Record, TwinProcessor
 
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 TELEMETRY = "twinstream.telemetry"
 SYNTHETIC = "twinstream.telemetry.synthetic"
 

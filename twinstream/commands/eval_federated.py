@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -54,44 +54,50 @@ def print_report(report: dict[str, Any]) -> None:
 
 
 def federated(
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
-    data: Optional[Path] = typer.Option(None, "--data", help="C-MAPSS directory in NASA's layout (default: bundled FD001)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+    data: Path | None = typer.Option(None, "--data", help="C-MAPSS directory in NASA's layout (default: bundled FD001)."),
     rounds: int = typer.Option(RECIPE.rounds, "--rounds", min=1, help="Passes of the local-only and centralized runs; federated: rounds x "
                                                          "--rounds-per-pass rounds of --local-steps steps (the same compute)."),
-    local_steps: int = typer.Option(RECIPE.local_steps, "--local-steps", min=0, help="Federated local steps per site and round (0 = one pass over the mean site)."),
-    rounds_per_pass: int = typer.Option(RECIPE.rounds_per_pass, "--rounds-per-pass", min=1, help="Federated rounds per pass (with --local-steps > 0)."),
+    local_steps: int = typer.Option(RECIPE.local_steps, "--local-steps", min=0,
+                                    help="Federated local steps per site and round (0 = one pass over the mean site)."),
+    rounds_per_pass: int = typer.Option(RECIPE.rounds_per_pass, "--rounds-per-pass", min=1,
+                                        help="Federated rounds per pass (with --local-steps > 0)."),
     epochs: int = typer.Option(RECIPE.epochs, "--epochs", min=1, help="Local epochs per round."),
     strategies: str = typer.Option(",".join(("fedavg", "fedavgm", "fedprox", "fedadam", "fedmedian", "krum")), "--strategies",
                                    help="Comma-separated: fedavg, fedavgm, fedprox, fedadam, fedmedian, krum."),
     mu: float = typer.Option(0.01, "--mu", help="FedProx proximal mu."),
     server_lr: float = typer.Option(0.01, "--server-lr", help="FedAdam server learning rate."),
     server_momentum: float = typer.Option(0.9, "--server-momentum", help="FedAvgM server momentum (server learning rate 1)."),
-    dp_clip: Optional[float] = typer.Option(None, "--dp-clip", help="Wrap every strategy in server-side DP with this fixed clip norm."),
+    dp_clip: float | None = typer.Option(None, "--dp-clip", help="Wrap every strategy in server-side DP with this fixed clip norm."),
     dp_noise: float = typer.Option(0.0, "--dp-noise", help="DP noise multiplier (with --dp-clip)."),
     lr: float = typer.Option(RECIPE.lr, "--lr", help="Local learning rate of round 1."),
     optimizer: str = typer.Option(RECIPE.optimizer, "--optimizer", help="Local optimizer: sgd or adamw."),
-    two_phase: bool = typer.Option(RECIPE.two_phase, "--two-phase/--joint", help="Train the prior head, then the twin head (default: both every round)."),
-    max_engines: Optional[int] = typer.Option(None, "--max-engines", help="Per site: only its first N engines (smoke runs)."),
-    limit_test_engines: Optional[int] = typer.Option(None, "--limit-test-engines", help="Only test engines with unit <= N (smoke runs)."),
+    two_phase: bool = typer.Option(RECIPE.two_phase, "--two-phase/--joint",
+                                   help="Train the prior head, then the twin head (default: both every round)."),
+    max_engines: int | None = typer.Option(None, "--max-engines", help="Per site: only its first N engines (smoke runs)."),
+    limit_test_engines: int | None = typer.Option(None, "--limit-test-engines", help="Only test engines with unit <= N (smoke runs)."),
     reference: bool = typer.Option(True, "--reference/--no-reference", help="Also score the bundled prior."),
-    work_dir: Optional[Path] = typer.Option(None, "--work-dir", help="Keep the prior artifacts here (default: a temporary directory)."),
-    docs: Optional[Path] = typer.Option(None, "--docs", help="Rewrite the evaluation section of DIR/federation.md."),
-    other_seeds: Optional[list[Path]] = typer.Option(None, "--other-seeds", help="With --docs: JSON reports (--json) of this "
+    work_dir: Path | None = typer.Option(None, "--work-dir", help="Keep the prior artifacts here (default: a temporary directory)."),
+    docs: Path | None = typer.Option(None, "--docs", help="Rewrite the evaluation section of DIR/federation.md."),
+    other_seeds: list[Path] | None = typer.Option(None, "--other-seeds", help="With --docs: JSON reports (--json) of this "
                                                      "command run with other --seed values, tabled in the section (repeat)."),
     seed: int = typer.Option(0, help="Seed of initial weights and shuffling."),
 ) -> None:
     """Split FD001's training engines into 4 non-IID sites; compare local-only, federated and centralized priors."""
     from twinstream.evaluation.federated_eval import FederatedEvalConfig, evaluate_federated, work_units
 
-    cfg = FederatedEvalConfig(rounds=rounds, local_steps=local_steps, rounds_per_pass=rounds_per_pass, epochs=epochs, lr=lr, optimizer=optimizer, two_phase=two_phase, seed=seed, max_engines=max_engines,
+    cfg = FederatedEvalConfig(rounds=rounds, local_steps=local_steps, rounds_per_pass=rounds_per_pass, epochs=epochs, lr=lr,
+                              optimizer=optimizer, two_phase=two_phase, seed=seed, max_engines=max_engines,
                               limit_test_engines=limit_test_engines, reference=reference,
                               strategies=_strategies(strategies, mu, server_lr, dp_clip, dp_noise, server_momentum))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=True) as bar:
         task = bar.add_task("loading sites", total=work_units(cfg))
         report = evaluate_federated(cfg, data, work_dir, lambda what, done: bar.update(task, description=what, advance=done))
-    flags = [("--rounds", rounds), ("--local-steps", local_steps), ("--rounds-per-pass", rounds_per_pass), ("--epochs", epochs), ("--lr", lr), ("--optimizer", optimizer), ("--strategies", strategies),
-             ("--mu", mu), ("--server-lr", server_lr), ("--server-momentum", server_momentum), ("--dp-clip", dp_clip), ("--dp-noise", dp_noise if dp_clip else None),
+    flags = [("--rounds", rounds), ("--local-steps", local_steps), ("--rounds-per-pass", rounds_per_pass), ("--epochs", epochs),
+             ("--lr", lr), ("--optimizer", optimizer), ("--strategies", strategies),
+             ("--mu", mu), ("--server-lr", server_lr), ("--server-momentum", server_momentum), ("--dp-clip", dp_clip),
+             ("--dp-noise", dp_noise if dp_clip else None),
              ("--two-phase", "" if two_phase else None), ("--data", data),
              ("--max-engines", max_engines), ("--limit-test-engines", limit_test_engines), ("--docs", docs)]
     report["command"] = "twinstream eval federated " + " ".join(f"{f} {v}" for f, v in flags if v is not None)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -41,15 +40,18 @@ def print_report(report: dict) -> None:
             f"{name} {s['mae_mean']:.3f} ± {s['mae_std']:.3f}" for name, s in methods.items()))
     detection = report.get("gap_detection")
     if detection:
-        console.print(f"gap detector on {detection['engines']} engines: {detection['clean']['false_gaps']} false gaps as recorded; " + ", ".join(
+        console.print(f"gap detector on {detection['engines']} engines: {detection['clean']['false_gaps']} false gaps as recorded; "
+                      + ", ".join(
             f"{k} found {f['found']}/{f['injected']} (false {f['false_gaps']}, median delay {f['delay_median']})"
             for k, f in detection["faults"].items()))
     for name, d in (report.get("discriminative") or {}).items():
-        console.print(f"discriminative score {name}: {d['score']:.3f} (accuracy {d['accuracy']:.3f} on {d['test_windows']} held-out windows)")
+        console.print(f"discriminative score {name}: {d['score']:.3f} "
+                      f"(accuracy {d['accuracy']:.3f} on {d['test_windows']} held-out windows)")
     gate = report.get("gate")
     if gate:
         measured = ", ".join(f"{k} {v:.3f}" for k, v in gate["measured"].items())
-        console.print(f"gate on this run: {measured} -> " + ("[green]passes[/]" if gate["passes"] else f"[yellow]fails[/] ({'; '.join(gate['failures'])})"))
+        verdict = "[green]passes[/]" if gate["passes"] else f"[yellow]fails[/] ({'; '.join(gate['failures'])})"
+        console.print(f"gate on this run: {measured} -> {verdict}")
     for key in ("rul_rmse_ratio_missing30", "tstr_rmse"):
         if key in report:
             console.print(f"{key}: {report[key]:.3f}")
@@ -58,20 +60,20 @@ def print_report(report: dict) -> None:
 
 
 def synth(
-    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Evaluate on this telemetry CSV instead of C-MAPSS."),
-    time_column: Optional[str] = typer.Option(None, "--time-column", help="CSV column to order rows by (number or ISO time)."),
-    columns: Optional[list[str]] = typer.Option(None, "--columns", help="CSV columns to use (repeat; default: all numeric)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Evaluate on this telemetry CSV instead of C-MAPSS."),
+    time_column: str | None = typer.Option(None, "--time-column", help="CSV column to order rows by (number or ISO time)."),
+    columns: list[str] | None = typer.Option(None, "--columns", help="CSV columns to use (repeat; default: all numeric)."),
     train_fraction: float = typer.Option(0.5, "--train-fraction", help="CSV: share of rows (first part) used to fit."),
     subset: str = typer.Option("FD001", "--subset", help="C-MAPSS subset."),
-    data: Optional[Path] = typer.Option(None, "--data", help="C-MAPSS directory in NASA's layout (default: bundled)."),
-    limit_engines: Optional[int] = typer.Option(None, "--limit-engines", help="Only engines with unit <= N (smoke runs)."),
-    docs: Optional[Path] = typer.Option(None, "--docs", help="Write synthetic.md here (C-MAPSS run)."),
+    data: Path | None = typer.Option(None, "--data", help="C-MAPSS directory in NASA's layout (default: bundled)."),
+    limit_engines: int | None = typer.Option(None, "--limit-engines", help="Only engines with unit <= N (smoke runs)."),
+    docs: Path | None = typer.Option(None, "--docs", help="Write synthetic.md here (C-MAPSS run)."),
     seed: int = typer.Option(0, help="Seed of both masks."),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Also draw the masks with the next N-1 seeds and report the spread."),
     gaps: bool = typer.Option(True, "--gaps/--no-gaps", help="C-MAPSS: also score the gap detector on injected faults."),
     generator: bool = typer.Option(True, "--generator/--no-generator", help="Score the generator (and its samples)."),
-    generator_dir: Optional[Path] = typer.Option(None, "--generator-dir", help="C-MAPSS: generator artifact (default: bundled)."),
+    generator_dir: Path | None = typer.Option(None, "--generator-dir", help="C-MAPSS: generator artifact (default: bundled)."),
     generator_epochs: int = typer.Option(15, "--generator-epochs", min=1, help="CSV: epochs of the generator trained on the first part."),
     generator_windows: int = typer.Option(8000, "--generator-windows", min=64, help="CSV: training windows of that generator."),
     draws: int = typer.Option(10, "--draws", min=1, help="Block-mask draws whose windows the discriminative classifier sees."),

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -39,20 +39,25 @@ def _settings(**overrides: object):  # -> RegistrySettings
 
 @app.command("serve")
 def serve(
-    dir: Annotated[Optional[Path], typer.Option("--dir", help="Storage directory (env TWINSTREAM_REGISTRY_DIR).")] = None,
-    host: Annotated[Optional[str], typer.Option(help="Listen address (env TWINSTREAM_REGISTRY_HOST).")] = None,
-    port: Annotated[Optional[int], typer.Option(help="Listen port (env TWINSTREAM_REGISTRY_PORT).")] = None,
-    superlink: Annotated[bool, typer.Option("--superlink/--no-superlink", help="Also run the Flower SuperLink (its ServerApp publishes here).")] = False,
+    dir: Annotated[Path | None, typer.Option("--dir", help="Storage directory (env TWINSTREAM_REGISTRY_DIR).")] = None,
+    host: Annotated[str | None, typer.Option(help="Listen address (env TWINSTREAM_REGISTRY_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port (env TWINSTREAM_REGISTRY_PORT).")] = None,
+    superlink: Annotated[bool, typer.Option("--superlink/--no-superlink",
+                                            help="Also run the Flower SuperLink (its ServerApp publishes here).")] = False,
     superlink_host: Annotated[str, typer.Option(help="SuperLink listen address (Fleet + Control API).")] = "127.0.0.1",
     superlink_port: Annotated[int, typer.Option(help="SuperLink port (Fleet + Control API).")] = 9093,
-    superlink_dir: Annotated[Optional[Path], typer.Option(help="SuperLink state (database, log); default <dir>/superlink.")] = None,
+    superlink_dir: Annotated[Path | None, typer.Option(help="SuperLink state (database, log); default <dir>/superlink.")] = None,
     insecure: Annotated[bool, typer.Option("--insecure", help="SuperLink without TLS (tests/dev only).")] = False,
-    ssl_certfile: Annotated[Optional[Path], typer.Option(help="SuperLink TLS certificate (PEM).")] = None,
-    ssl_keyfile: Annotated[Optional[Path], typer.Option(help="SuperLink TLS private key (PEM).")] = None,
-    ssl_ca_certfile: Annotated[Optional[Path], typer.Option(help="CA certificate of the SuperLink's certificate (PEM).")] = None,
-    enable_supernode_auth: Annotated[bool, typer.Option("--enable-supernode-auth", help="Only SuperNodes whose public keys are registered may connect.")] = False,
+    ssl_certfile: Annotated[Path | None, typer.Option(help="SuperLink TLS certificate (PEM).")] = None,
+    ssl_keyfile: Annotated[Path | None, typer.Option(help="SuperLink TLS private key (PEM).")] = None,
+    ssl_ca_certfile: Annotated[Path | None, typer.Option(help="CA certificate of the SuperLink's certificate (PEM).")] = None,
+    enable_supernode_auth: Annotated[bool, typer.Option(
+        "--enable-supernode-auth", help="Only SuperNodes whose public keys are registered may connect.")] = False,
 ) -> None:
-    """Run the prior registry (and with --superlink the Flower SuperLink). The publish token comes from TWINSTREAM_REGISTRY_PUBLISH_TOKEN only."""
+    """Run the prior registry (and with --superlink the Flower SuperLink).
+
+    The publish token comes from TWINSTREAM_REGISTRY_PUBLISH_TOKEN only.
+    """
     import uvicorn
 
     from twinstream.federation.registry import create_registry_app
@@ -91,15 +96,15 @@ def serve(
             link.stop()
 
 
-def _require_tls(insecure: bool, needed: dict[str, Optional[Path]]) -> None:
+def _require_tls(insecure: bool, needed: dict[str, Path | None]) -> None:
     missing = [name for name, path in needed.items() if path is None]
     if not insecure and missing:
         console.print(f"[red]TLS needs {', '.join(missing)}[/red] (or pass --insecure for tests/development)")
         raise typer.Exit(2)
 
 
-def _start_superlink(settings, host: str, port: int, state: Optional[Path], insecure: bool, certfile: Optional[Path],  # noqa: ANN001
-                     keyfile: Optional[Path], ca_certfile: Optional[Path], supernode_auth: bool):  # -> ManagedProcess
+def _start_superlink(settings, host: str, port: int, state: Path | None, insecure: bool, certfile: Path | None,  # noqa: ANN001
+                     keyfile: Path | None, ca_certfile: Path | None, supernode_auth: bool):  # -> ManagedProcess
     from twinstream.federation.runtime import ManagedProcess, superlink_command
 
     _require_tls(insecure, {"--ssl-certfile": certfile, "--ssl-keyfile": keyfile, "--ssl-ca-certfile": ca_certfile})
@@ -116,19 +121,21 @@ def _start_superlink(settings, host: str, port: int, state: Optional[Path], inse
 
 @app.command("site")
 def site(
-    data: Annotated[Optional[Path], typer.Option("--data", help="This site's C-MAPSS folder (train_<subset>.txt); stays on this machine.")] = None,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="This site's C-MAPSS folder (train_<subset>.txt); stays on this machine.")] = None,
     superlink: Annotated[str, typer.Option("--superlink", help="SuperLink address host:port.")] = "127.0.0.1:9093",
     insecure: Annotated[bool, typer.Option("--insecure", help="No TLS to the SuperLink (tests/dev only).")] = False,
-    root_certificates: Annotated[Optional[Path], typer.Option(help="CA certificate (PEM) that signed the SuperLink's certificate.")] = None,
-    auth_private_key: Annotated[Optional[Path], typer.Option(help="This SuperNode's private key (SuperNode authentication).")] = None,
+    root_certificates: Annotated[Path | None, typer.Option(help="CA certificate (PEM) that signed the SuperLink's certificate.")] = None,
+    auth_private_key: Annotated[Path | None, typer.Option(help="This SuperNode's private key (SuperNode authentication).")] = None,
     subset: Annotated[str, typer.Option(help="C-MAPSS subset of the files in --data.")] = "FD001",
-    bundled_site: Annotated[Optional[str], typer.Option(help="Demo without --data: this block (site-1..site-4) of the bundled FD001 lifetime split.")] = None,
+    bundled_site: Annotated[str | None, typer.Option(
+        help="Demo without --data: this block (site-1..site-4) of the bundled FD001 lifetime split.")] = None,
     max_engines: Annotated[int, typer.Option(help="Use only the first N engines (0 = all; smoke runs).")] = 0,
     runtime_port: Annotated[int, typer.Option(help="Local port of the SuperNode's runtime API (0 = a free port).")] = 0,
 ) -> None:
     """Run a Flower SuperNode for one site: it trains on --data locally and sends back only model updates and aggregate metrics."""
-    from twinstream.federation.runtime import ManagedProcess, supernode_command
     from twinstream.broker import free_port as _free_port
+    from twinstream.federation.runtime import ManagedProcess, supernode_command
 
     if (data is None) == (bundled_site is None):
         console.print("[red]give exactly one of --data DIR or --bundled-site site-k[/red]")
@@ -165,26 +172,30 @@ def _parse_sets(items: list[str]) -> dict[str, object]:
 
 @app.command("round")
 def round_(
-    rounds: Annotated[Optional[int], typer.Option("--rounds", min=1, help="Federated rounds (default: the evaluated recipe's).")] = None,
-    strategy: Annotated[str, typer.Option(help="fedavgm (the evaluated recipe) | fedavg | fedprox | fedadam | fedmedian | krum.")] = "fedavgm",
-    server_momentum: Annotated[Optional[float], typer.Option(help="FedAvgM server momentum (default 0.9).")] = None,
-    proximal_mu: Annotated[Optional[float], typer.Option(help="FedProx proximal weight.")] = None,
-    server_lr: Annotated[Optional[float], typer.Option(help="FedAdam server learning rate.")] = None,
-    num_malicious: Annotated[Optional[int], typer.Option(help="Krum: sites assumed Byzantine.")] = None,
-    dp_clip_norm: Annotated[Optional[float], typer.Option(help="Server-side DP: L2 clip norm of each site's update.")] = None,
-    dp_noise_multiplier: Annotated[Optional[float], typer.Option(help="Server-side DP: noise multiplier.")] = None,
-    min_sites: Annotated[Optional[int], typer.Option(help="Wait for this many sites (default: 1; all connected take part).")] = None,
-    local_epochs: Annotated[Optional[int], typer.Option(help="Local epochs per round at each site (default: the evaluated recipe's).")] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Local learning rate, cosine-decayed over rounds (default: the evaluated recipe's).")] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed of fresh weights and local shuffling.")] = None,
-    start_from: Annotated[Optional[str], typer.Option(help="latest (the registry's latest federated prior) | init.")] = None,
-    registry_url: Annotated[Optional[str], typer.Option(help="Registry the ServerApp publishes to (default: the SuperLink's TWINSTREAM_REGISTRY_URL).")] = None,
+    rounds: Annotated[int | None, typer.Option("--rounds", min=1, help="Federated rounds (default: the evaluated recipe's).")] = None,
+    strategy: Annotated[str, typer.Option(
+        help="fedavgm (the evaluated recipe) | fedavg | fedprox | fedadam | fedmedian | krum.")] = "fedavgm",
+    server_momentum: Annotated[float | None, typer.Option(help="FedAvgM server momentum (default 0.9).")] = None,
+    proximal_mu: Annotated[float | None, typer.Option(help="FedProx proximal weight.")] = None,
+    server_lr: Annotated[float | None, typer.Option(help="FedAdam server learning rate.")] = None,
+    num_malicious: Annotated[int | None, typer.Option(help="Krum: sites assumed Byzantine.")] = None,
+    dp_clip_norm: Annotated[float | None, typer.Option(help="Server-side DP: L2 clip norm of each site's update.")] = None,
+    dp_noise_multiplier: Annotated[float | None, typer.Option(help="Server-side DP: noise multiplier.")] = None,
+    min_sites: Annotated[int | None, typer.Option(help="Wait for this many sites (default: 1; all connected take part).")] = None,
+    local_epochs: Annotated[int | None, typer.Option(help="Local epochs per round at each site (default: the evaluated recipe's).")] = None,
+    lr: Annotated[float | None, typer.Option(
+        help="Local learning rate, cosine-decayed over rounds (default: the evaluated recipe's).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of fresh weights and local shuffling.")] = None,
+    start_from: Annotated[str | None, typer.Option(help="latest (the registry's latest federated prior) | init.")] = None,
+    registry_url: Annotated[str | None, typer.Option(
+        help="Registry the ServerApp publishes to (default: the SuperLink's TWINSTREAM_REGISTRY_URL).")] = None,
     publish: Annotated[bool, typer.Option("--publish/--no-publish", help="Publish the aggregated prior.")] = True,
-    version: Annotated[Optional[str], typer.Option(help="Version to publish (default: next integer).")] = None,
+    version: Annotated[str | None, typer.Option(help="Version to publish (default: next integer).")] = None,
     superlink: Annotated[str, typer.Option("--superlink", help="SuperLink address host:port.")] = "127.0.0.1:9093",
     insecure: Annotated[bool, typer.Option("--insecure", help="No TLS to the SuperLink (tests/dev only).")] = False,
-    root_certificates: Annotated[Optional[Path], typer.Option(help="CA certificate (PEM) of the SuperLink's certificate.")] = None,
-    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any run-config key, e.g. local.optimizer=adamw or out-dir=/srv/out (repeatable).")] = None,
+    root_certificates: Annotated[Path | None, typer.Option(help="CA certificate (PEM) of the SuperLink's certificate.")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any run-config key, e.g. local.optimizer=adamw or out-dir=/srv/out (repeatable).")] = None,
 ) -> None:
     """Submit one federated run (flwr run) to the SuperLink, stream its log; exit 1 unless it finished completed."""
     import tempfile
@@ -198,7 +209,8 @@ def round_(
     _require_tls(insecure, {"--root-certificates": root_certificates})
     try:
         fields = {"name": strategy, "proximal_mu": proximal_mu, "server_lr": server_lr, "num_malicious": num_malicious,
-                  "server_momentum": server_momentum, "dp_clip_norm": dp_clip_norm, "dp_noise_multiplier": dp_noise_multiplier, "min_nodes": min_sites}
+                  "server_momentum": server_momentum, "dp_clip_norm": dp_clip_norm, "dp_noise_multiplier": dp_noise_multiplier,
+                  "min_nodes": min_sites}
         strategy_cfg = StrategyConfig(**{k: v for k, v in fields.items() if v is not None})
         overrides = run_config_overrides(strategy_cfg, num_server_rounds=rounds, local_epochs=local_epochs, lr=lr, seed=seed,
                                          start_from=start_from, registry_url=registry_url, publish=publish, version=version)
@@ -211,8 +223,8 @@ def round_(
         root = Path(tmp)
         home = write_flwr_home(root / "flwr-home", superlink, insecure=insecure, root_certificates=root_certificates)
         config = write_run_config(root / "run-config.toml", overrides)
-        console.print(f"submitting {strategy_cfg.label}, {overrides.get('num-server-rounds', RoundConfig.from_run_config({}).num_server_rounds)} "
-                      f"round(s) to {superlink}")
+        rounds_total = overrides.get("num-server-rounds", RoundConfig.from_run_config({}).num_server_rounds)
+        console.print(f"submitting {strategy_cfg.label}, {rounds_total} round(s) to {superlink}")
         seen: list[str] = []
 
         def echo(line: str) -> None:
@@ -236,7 +248,7 @@ def round_(
 
 @app.command("public-key")
 def public_key(
-    dir: Annotated[Optional[Path], typer.Option("--dir", help="Storage directory (env TWINSTREAM_REGISTRY_DIR).")] = None,
+    dir: Annotated[Path | None, typer.Option("--dir", help="Storage directory (env TWINSTREAM_REGISTRY_DIR).")] = None,
 ) -> None:
     """Print the registry's public key (creates the signing key if absent)."""
     from twinstream.federation.signing import load_or_create_private_key, public_key_b64
@@ -249,7 +261,7 @@ def public_key(
 def publish(
     artifact: Annotated[Path, typer.Argument(help="Prior artifact directory (manifest.json + weights file).")],
     url: Annotated[str, typer.Option("--url", help="Registry base URL.")] = "http://127.0.0.1:8780",
-    version: Annotated[Optional[str], typer.Option("--version", help="Publish under this version (rewrites the manifest's).")] = None,
+    version: Annotated[str | None, typer.Option("--version", help="Publish under this version (rewrites the manifest's).")] = None,
     token_env: Annotated[str, typer.Option(help="Environment variable holding the bearer token.")] = "TWINSTREAM_REGISTRY_PUBLISH_TOKEN",
 ) -> None:
     """Publish a prior artifact to a registry (PUT /v1/priors/{family}/{version})."""

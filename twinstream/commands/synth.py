@@ -8,7 +8,7 @@ The bundled artifact (``models/generators/fd001``) is produced by this very comm
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -47,10 +47,10 @@ def csv_dataset_or_exit(csv_path: Path, time_column: str | None, columns: list[s
 def train(
     out: Path = typer.Option(Path("twinstream-generator"), "--out", help="Artifact directory to write (manifest.json + weights.npz)."),
     subset: str = typer.Option("FD001", "--subset", help="C-MAPSS subset whose training engines to learn from."),
-    data: Optional[Path] = typer.Option(None, "--data", help="C-MAPSS directory in NASA's layout (default: bundled)."),
-    csv_path: Optional[Path] = typer.Option(None, "--csv", help="Train on this telemetry CSV instead (its first part)."),
-    time_column: Optional[str] = typer.Option(None, "--time-column", help="CSV column to order rows by."),
-    columns: Optional[list[str]] = typer.Option(None, "--columns", help="CSV columns (repeat; default: all numeric)."),
+    data: Path | None = typer.Option(None, "--data", help="C-MAPSS directory in NASA's layout (default: bundled)."),
+    csv_path: Path | None = typer.Option(None, "--csv", help="Train on this telemetry CSV instead (its first part)."),
+    time_column: str | None = typer.Option(None, "--time-column", help="CSV column to order rows by."),
+    columns: list[str] | None = typer.Option(None, "--columns", help="CSV columns (repeat; default: all numeric)."),
     train_fraction: float = typer.Option(0.5, "--train-fraction", help="CSV: share of rows (first part) to train on."),
     epochs: int = typer.Option(15, "--epochs", min=1, help="Passes over the training windows."),
     windows: int = typer.Option(8000, "--windows", min=64, help="Training windows drawn (masked with every gap kind)."),
@@ -60,8 +60,8 @@ def train(
     """Train the Kalman-trend + diffusion-residual generator, measure its gate on held-out data, write it."""
     from twinstream.datasets import series
     from twinstream.models.generator import sha256_file
-    from twinstream.settings import Settings
     from twinstream.models.generator_fit import train_generator
+    from twinstream.settings import Settings
 
     if csv_path is not None:
         dataset = csv_dataset_or_exit(csv_path, time_column, columns, train_fraction)
@@ -78,11 +78,12 @@ def train(
     for name, value in {**manifest.gate, **manifest.metrics}.items():
         console.print(f"  {name}: {value:.4f}")
     failures = Settings().synth_gate().failures(manifest.gate)
-    console.print("[green]passes the configured gate[/]" if not failures else f"[yellow]fails the configured gate:[/] {'; '.join(failures)}")
+    console.print("[green]passes the configured gate[/]" if not failures
+                  else f"[yellow]fails the configured gate:[/] {'; '.join(failures)}")
 
 
 @app.command("show")
-def show(directory: Optional[Path] = typer.Argument(None, help="Artifact directory (default: the bundled one).")) -> None:
+def show(directory: Path | None = typer.Argument(None, help="Artifact directory (default: the bundled one).")) -> None:
     """Verify an artifact (sha256, schema) and print its manifest; the gate is reported, not enforced."""
     from twinstream.models.generator import load_generator
     from twinstream.schemas.generator import GateThresholds
