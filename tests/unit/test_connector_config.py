@@ -95,3 +95,27 @@ def test_unreadable_file_is_a_config_error(tmp_path: Path) -> None:
     broken.write_text("sources: [\n")
     with pytest.raises(ConfigError, match="broken.yaml"):
         load_config(broken)
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "connectors.md"
+
+
+def test_every_example_in_the_docs_is_valid() -> None:
+    text = DOCS.read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```yaml\n")[1:]]
+    kinds = set()
+    for block in blocks:
+        config = parse_config(yaml.safe_load(block))
+        kinds |= {s.type for s in config.sources}
+    assert kinds == {"mqtt", "opcua", "modbus", "file"}, "one complete example per protocol"
+
+
+def test_docs_throughput_table_is_the_benchmark_result() -> None:
+    import json
+
+    results = json.loads((DOCS.parents[1] / "benchmarks" / "results" / "connectors.json").read_text())
+    text = DOCS.read_text()
+    assert results["lost"] == 0
+    for protocol in ("mqtt", "opcua", "modbus", "file"):
+        for key in ("values_per_s", "bare_client_values_per_s"):
+            assert f"{round(results[protocol][key]):,}" in text, (protocol, key)
