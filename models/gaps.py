@@ -291,6 +291,9 @@ class GapDetector:
 
     def _gap(self, kind: GapKind, sensors: list[str], first: int | None, last: int | None,
              start: datetime, end: datetime, samples: int, is_open: bool, now: datetime) -> Gap:
+        # A source whose clock stepped back can put a gap's end before its start; the
+        # gap is still real, so it is reported as an instant rather than refused.
+        end = max(start, end)
         return Gap(entity_id=self.entity_id, kind=kind, sensors=sensors, first_seq=first, last_seq=last,
                    start_time=start, end_time=end, samples=samples, open=is_open, detected_at=now, detector=DETECTOR)
 

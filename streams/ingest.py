@@ -119,6 +119,7 @@ class IngestAgent:
         app.agent(self.inputs, name="twinstream.ingest")(self._agent)
         app.timer(max(settings.checkpoint_interval_s, 0.05))(self._on_timer)
         app.on_partitions_revoked.connect(self._on_revoked)
+        app.on_partitions_assigned.connect(self._on_assigned)
         app.on_rebalance_complete.connect(self._on_rebalance_complete)
 
     # --- Faust callbacks ---------------------------------------------------------
@@ -158,6 +159,10 @@ class IngestAgent:
         self.rewound.clear()
         log.info("rebalance: revoked partitions=%s, dropped %d cached twins; unacked events will be redelivered",
                  sorted(partitions), dropped)
+
+    async def _on_assigned(self, app: faust.App, assigned: set[Any], **_: Any) -> None:
+        partitions = sorted({tp.partition for tp in assigned if tp.topic in self.input_topics})
+        log.info("rebalance: assigned partitions=%s; recovering their twins before consuming", partitions)
 
     async def _on_rebalance_complete(self, app: faust.App, **_: Any) -> None:
         """Tables are recovered and consuming has not resumed: align committed offsets to the markers."""
