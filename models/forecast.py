@@ -9,14 +9,16 @@ Why this design (measured on public series; docs/any-fleet.md):
   large values or steps. RLS with a forgetting factor solves the least-squares problem
   exactly at every step (no learning rate), on inputs divided by the series' own typical
   h-step change and clipped, so one spike cannot throw the weights.
-* **Direct h-step regression.** Inputs: the last ``order`` one-step changes, the gap
-  between the value and a fast moving mean, and a bias. Once the twin's own history
-  shows a season ``s`` (:mod:`~twinstream.models.seasonality`), a second regression
-  also gets the change one season ago over the same horizon (``y[t+h-s] - y[t-s]``),
-  the gap to the value one season ago (``y[t+h-s] - y[t]``) and the gap to a slow mean
-  (the level the cycle swings around).
+* **Two direct h-step regressions.** The plain one reads the last ``order`` one-step
+  changes, the gap between the value and a fast moving mean, and a bias. The extended
+  one also reads the gap to a slow mean (the level a mean-reverting series, or a cycle,
+  swings around) and, once the twin's own history shows a season ``s``
+  (:mod:`~twinstream.models.seasonality`), the change one season ago over the same
+  horizon (``y[t+h-s] - y[t-s]``) and the gap to the value one season ago
+  (``y[t+h-s] - y[t]``). More inputs fit more structure and more noise; which one is
+  better differs by series, so both run and the guard below chooses.
 * **Shrinkage and a divergence guard.** The twin tracks the recent absolute error of
-  each regression (its own, its seasonal one, a frozen prior's inside the prior's
+  each regression (plain, extended, a frozen prior's inside the prior's
   domain) and of persistence, all on the same forecasts. It takes the regression with
   the smallest error, shrinks its predicted change by the least-squares weight of that
   prediction against what happened (0 = persistence, 1 = the regression as is), and
@@ -49,7 +51,7 @@ from twinstream.models.rls import RLS, ForecastPrior
 from twinstream.models.seasonality import MIN_CYCLES, detect_season
 
 DOMAIN_FEATURES = ("level", "level_dev", "change_1", "change_h")
-REGRESSIONS = ("model", "seasonal", "prior")
+REGRESSIONS = ("model", "extended", "prior")
 EARLY_WINDOWS = 3.0
 SOURCES = (*REGRESSIONS, "shrunk", "persistence")
 
@@ -67,7 +69,7 @@ class Forecast:
     upper: float
     in_domain: bool
     domain_score: float
-    source: str  # "persistence", or the regression whose shrunk change was published: "model", "seasonal", "prior"
+    source: str  # "persistence", or the regression whose shrunk change was published: "model", "extended", "prior"
 
 
 class OnlineForecaster:
@@ -125,12 +127,12 @@ class OnlineForecaster:
         self.fast = self.slow = NAN
         self.scale = NAN
         self.rls = RLS(self.n_base, forgetting) if prior is None else prior.rls.copy(forgetting)
-        self.rls_s = self._fresh_seasonal()
-        if prior is not None and prior.rls_seasonal is not None and self.season == prior.season:
-            self.rls_s = prior.rls_seasonal.copy(forgetting)
+        self.rls_x = self._fresh_extended()
+        if prior is not None and prior.rls_extended is not None and self.season == prior.season:
+            self.rls_x = prior.rls_extended.copy(forgetting)
         self.err = dict.fromkeys(SOURCES, NAN)
         if prior is not None:
-            self.err["prior"] = self.err["model"] = self.err["seasonal"] = self.err["shrunk"] = prior.train_mae_scaled
+            self.err["prior"] = self.err["model"] = self.err["extended"] = self.err["shrunk"] = prior.train_mae_scaled
             self.err["persistence"] = prior.train_persistence_mae_scaled
         self.band = ConformalBand(coverage, window=interval_window)
         self.domain_bounds = prior.domain if prior is not None else None
@@ -151,11 +153,11 @@ class OnlineForecaster:
 
     @property
     def n_inputs(self) -> int:
-        """Inputs of the seasonal regression: the plain ones, two seasonal ones, the gap to the slow mean."""
+        """Inputs of the extended regression: the plain ones, two seasonal ones (0 without a season), the slow-mean gap."""
         return self.order + 5
 
-    def _fresh_seasonal(self) -> RLS:
-        """A seasonal regression that knows nothing yet.
+    def _fresh_extended(self) -> RLS:
+        """An extended regression that knows nothing yet (at start, and when the season changes).
 
         Not warm-started from the plain regression: its inputs are strongly collinear with
         the seasonal ones, and a confident start pins the shared weights where the plain
@@ -202,7 +204,7 @@ class OnlineForecaster:
             if np.isfinite(ahead) and np.isfinite(back):
                 x[self.order + 2] = ahead - back
                 x[self.order + 3] = ahead - y0
-            x[self.order + 4] = y0 - self.slow  # the level the cycle swings around
+        x[self.order + 4] = y0 - self.slow  # the level the series (or its cycle) swings around
         return np.clip(x / self.scale, -self.clip, self.clip)
 
     def _domain_vector(self, y0: float) -> list[float]:
@@ -231,11 +233,11 @@ class OnlineForecaster:
         self._next_detect = self.n + max(self.max_season // 2, 50)
         found = detect_season(self.history(), self.horizon, self.max_season, threshold=self.season_threshold)
         if found is not None and self.season is not None and abs(found - self.season) <= max(1, self.season // 20):
-            return  # the same season, its peak moved by noise: keep what the seasonal regression learned
+            return  # the same season, its peak moved by noise: keep what the extended regression learned
         if found != self.season:
             self.season = found
-            self.rls_s = self._fresh_seasonal()
-            self.err["seasonal"] = NAN
+            self.rls_x = self._fresh_extended()
+            self.err["extended"] = NAN
 
     # -- the step ----------------------------------------------------------------
     def step(self, seq: int, value: float | None) -> Forecast:
@@ -279,8 +281,7 @@ class OnlineForecaster:
         if x is not None and self.learn:
             target = float(np.clip((y - base) / scale, -self.target_clip, self.target_clip))
             self.rls.update(x[: self.n_base], target)
-            if self.season is not None:
-                self.rls_s.update(x, target)
+            self.rls_x.update(x, target)
 
     def _forecast(self, seq: int) -> Forecast:
         base = self.last_value
@@ -300,8 +301,7 @@ class OnlineForecaster:
             cands["persistence"] = base
             if x is not None:
                 cands["model"] = base + self.rls.predict(x[: self.n_base]) * scale
-                if self.season is not None:
-                    cands["seasonal"] = base + self.rls_s.predict(x) * scale
+                cands["extended"] = base + self.rls_x.predict(x) * scale
                 if self.prior is not None:
                     cands["prior"] = base + self._prior_change(x) * scale
                 best = self._best_regression(cands, in_domain)
@@ -322,11 +322,11 @@ class OnlineForecaster:
         return Forecast(seq, seq + self.horizon, float(value), float(lower), float(upper), in_domain, float(score), source)
 
     def _prior_change(self, x: np.ndarray) -> float:
-        """The frozen prior's predicted change (its seasonal regression when the season is the prior's)."""
+        """The frozen prior's predicted change (its extended regression when the twin's season is the prior's)."""
         prior = self.prior
         assert prior is not None
-        if prior.rls_seasonal is not None and self.season is not None and self.season == prior.season:
-            return prior.rls_seasonal.predict(x)
+        if prior.rls_extended is not None and self.season == prior.season:
+            return prior.rls_extended.predict(x)
         return prior.rls.predict(x[: self.n_base])
 
     def _shrink(self, name: str) -> float:
@@ -337,7 +337,7 @@ class OnlineForecaster:
     def _best_regression(self, cands: dict[str, float], in_domain: bool) -> str:
         """The regression with the smallest recent error; a prior only inside its domain."""
         best, best_err = "model", self.err["model"]
-        for name in ("seasonal", "prior"):
+        for name in ("extended", "prior"):
             if name not in cands or (name == "prior" and not in_domain):
                 continue
             e = self.err[name]

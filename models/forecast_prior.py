@@ -46,41 +46,41 @@ def fit_forecast_prior(
         longest = max(series, key=len)
         season = detect_season(longest, horizon, max_season)
     shared: RLS | None = None
-    shared_seasonal: RLS | None = None
+    shared_extended: RLS | None = None
     domain_rows: list[list[float]] = []
-    err_model: list[float] = []
+    err: dict[str, list[float]] = {"model": [], "extended": []}
     err_persist: list[float] = []
     for values in series:
         fc = OnlineForecaster(horizon, season=season, max_season=0, **forecaster_params)  # type: ignore[arg-type]
         if shared is not None:
             fc.rls = shared
-        if shared_seasonal is not None:
-            fc.rls_s = shared_seasonal
-        pending: dict[int, tuple[float, float, float]] = {}
+        if shared_extended is not None:
+            fc.rls_x = shared_extended
+        pending: dict[int, tuple[dict[str, float], float, float]] = {}
         for t, y in enumerate(values):
             label = pending.pop(t, None)
             if label is not None and np.isfinite(y):
-                model, base, scale = label
-                err_model.append(abs(y - model) / scale)
+                guesses, base, scale = label
+                for name, guess in guesses.items():
+                    err[name].append(abs(y - guess) / scale)
                 err_persist.append(abs(y - base) / scale)
             out = fc.step(t, None if not np.isfinite(y) else float(y))
             if fc.pending and fc.pending[-1][0] == out.target_seq:
                 _, x, base, scale, cands, *_ = fc.pending[-1]
-                best = "seasonal" if "seasonal" in cands else "model"
-                if best in cands:
-                    pending[out.target_seq] = (cands[best], base, scale)
+                if "model" in cands and "extended" in cands:
+                    pending[out.target_seq] = ({k: cands[k] for k in err}, base, scale)
             if np.isfinite(y):
                 domain_rows.append(fc._domain_vector(float(y)))
-        shared, shared_seasonal = fc.rls, fc.rls_s
+        shared, shared_extended = fc.rls, fc.rls_x
     assert shared is not None
-    if not err_model:
+    if not err["model"]:
         raise ValueError("training series too short to learn anything (need more than order + horizon samples)")
     domain = DomainBounds.fit(domain_rows, DOMAIN_FEATURES)
     return ForecastPrior(
         rls=shared.copy(),
-        rls_seasonal=shared_seasonal.copy() if season is not None and shared_seasonal is not None else None,
+        rls_extended=shared_extended.copy() if shared_extended is not None else None,
         season=season,
         domain=domain,
-        train_mae_scaled=float(np.mean(err_model)),
+        train_mae_scaled=float(min(np.mean(err["model"]), np.mean(err["extended"]))),
         train_persistence_mae_scaled=float(np.mean(err_persist)),
     )

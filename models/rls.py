@@ -95,4 +95,4 @@ class ForecastPrior:
     train_mae_scaled: float
     train_persistence_mae_scaled: float
     version: str = "history-v1"
-    rls_seasonal: RLS | None = None  # the seasonal regression, when the history had a season
+    rls_extended: RLS | None = None  # the extended regression (slow-mean gap, seasonal inputs for ``season``)
