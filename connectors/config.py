@@ -28,7 +28,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from twinstream.schemas.telemetry import EntityId, MetricName
+from twinstream.schemas.telemetry import MAX_METRICS, MAX_NAME_CHARS, EntityId, MetricName
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 
@@ -100,7 +100,7 @@ class MqttDevice(_Strict):
     time: Literal["receive", "payload"] = "receive"
     time_path: str | None = None
     time_unit: Literal["iso", "s", "ms", "ns"] = "iso"
-    values: list[MqttValue] = Field(min_length=1)
+    values: list[MqttValue] = Field(min_length=1, max_length=MAX_METRICS)
 
     @model_validator(mode="after")
     def _check(self) -> MqttDevice:
@@ -115,7 +115,7 @@ class MqttDevice(_Strict):
 
 class MqttSource(_Strict):
     type: Literal["mqtt"]
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME, max_length=MAX_NAME_CHARS)
     host: str
     port: int = Field(default=1883, ge=1, le=65535)
     username: str | None = None
@@ -150,7 +150,7 @@ class OpcuaDevice(_Strict):
     entity_from_path: EntityPattern | None = Field(
         default=None, description="One device per child of `path` whose browse name matches; the group is the entity id."
     )
-    values: list[OpcuaValue] = Field(min_length=1)
+    values: list[OpcuaValue] = Field(min_length=1, max_length=MAX_METRICS)
 
     @model_validator(mode="after")
     def _check(self) -> OpcuaDevice:
@@ -171,7 +171,7 @@ class OpcuaSecurity(_Strict):
 
 class OpcuaSource(_Strict):
     type: Literal["opcua"]
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME, max_length=MAX_NAME_CHARS)
     url: str = Field(pattern=r"^opc\.tcp://")
     username: str | None = None
     password: str | None = None
@@ -227,7 +227,7 @@ class ModbusDevice(_Strict):
     entity_id: EntityId | None = None
     entity_from: ModbusString | None = None
     unit_id: int = Field(default=1, ge=0, le=255)
-    values: list[ModbusValue] = Field(min_length=1)
+    values: list[ModbusValue] = Field(min_length=1, max_length=MAX_METRICS)
 
     @model_validator(mode="after")
     def _check(self) -> ModbusDevice:
@@ -238,7 +238,7 @@ class ModbusDevice(_Strict):
 
 class ModbusSource(_Strict):
     type: Literal["modbus"]
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME, max_length=MAX_NAME_CHARS)
     host: str
     port: int = Field(default=502, ge=1, le=65535)
     timeout_s: float = Field(default=2.0, gt=0)
@@ -258,7 +258,7 @@ class FileValue(_Value):
 
 class FileSource(_Strict):
     type: Literal["file"]
-    name: str = Field(pattern=_NAME)
+    name: str = Field(pattern=_NAME, max_length=MAX_NAME_CHARS)
     path: Path
     format: Literal["csv", "parquet", "auto"] = "auto"
     entity_column: str | None = None
