@@ -88,15 +88,31 @@ def _value(text: str) -> float:
     return v if math.isfinite(v) else math.nan
 
 
-def load_series(path: Path, value_column: str, time_column: str, entity_column: str | None) -> dict[str, np.ndarray]:
-    """Per entity, the value column in time order (ties keep file order); NaN for gaps."""
+def load_timed_series(
+    path: Path, value_column: str, time_column: str, entity_column: str | None
+) -> dict[str, tuple[list[tuple[int, float | str]], np.ndarray]]:
+    """Per entity, (time keys, values) in time order (ties keep file order); NaN for gaps."""
     columns = [time_column, value_column] + ([entity_column] if entity_column else [])
     table = read_table(path, columns)
     entities = table[entity_column] if entity_column else ["series"] * len(table[time_column])
     rows: dict[str, list[tuple[tuple[int, float | str], int, float]]] = {}
     for i, (entity, t, v) in enumerate(zip(entities, table[time_column], table[value_column])):
         rows.setdefault(entity, []).append((_time_key(t), i, _value(v)))
-    return {e: np.array([v for _, _, v in sorted(r)]) for e, r in rows.items()}
+    out = {}
+    for e, r in rows.items():
+        r.sort()
+        out[e] = ([k for k, _, _ in r], np.array([v for _, _, v in r]))
+    return out
+
+
+def time_key(text: str) -> tuple[int, float | str]:
+    """Sort key of a time cell: numbers and ISO date-times as seconds, anything else as text."""
+    return _time_key(text)
+
+
+def load_series(path: Path, value_column: str, time_column: str, entity_column: str | None) -> dict[str, np.ndarray]:
+    """Per entity, the value column in time order (ties keep file order); NaN for gaps."""
+    return {e: values for e, (_, values) in load_timed_series(path, value_column, time_column, entity_column).items()}
 
 
 class PlainRlsAr:
@@ -235,16 +251,24 @@ def split_history(series: Mapping[str, np.ndarray], fraction: float) -> tuple[di
 
 
 def run_stream_eval(
-    csv_path: Path, cfg: StreamEvalConfig, train_csv: Path | None = None, train_fraction: float | None = None
+    csv_path: Path,
+    cfg: StreamEvalConfig,
+    train_csv: Path | None = None,
+    train_fraction: float | None = None,
+    anomaly_windows: Path | None = None,
+    anomaly_threshold: float = 0.995,
 ) -> dict[str, Any]:
     """The whole command: load, optionally fit a prior on history, score, return the JSON report.
 
     History is ``train_csv`` (other entities or an earlier period), or with ``train_fraction``
-    the first part of each series in ``csv_path`` (then only the rest is scored).
+    the first part of each series in ``csv_path`` (then only the rest is scored). With
+    ``anomaly_windows`` the residual anomaly score is also replayed and scored against
+    those labelled windows (:mod:`twinstream.evaluation.anomaly_eval`).
     """
     if train_csv is not None and train_fraction is not None:
         raise ValueError("give either a training file or a training fraction, not both")
-    series = load_series(csv_path, cfg.forecast, cfg.time_column, cfg.entity_column)
+    timed = load_timed_series(csv_path, cfg.forecast, cfg.time_column, cfg.entity_column)
+    series = {e: values for e, (_, values) in timed.items()}
     prior = None
     report: dict[str, Any] = {"data": {"csv": Path(csv_path).name, "train_csv": Path(train_csv).name if train_csv else None,
                                        "train_fraction": train_fraction}}
@@ -260,4 +284,10 @@ def run_stream_eval(
                            "train_persistence_mae_scaled": prior.train_persistence_mae_scaled,
                            "domain": prior.domain.to_manifest()}
     report["forecast"] = evaluate_series(series, cfg, prior)
+    if anomaly_windows is not None:
+        from twinstream.evaluation.anomaly_eval import evaluate_anomaly, read_windows
+
+        windows = read_windows(anomaly_windows, Path(csv_path).name, list(timed))
+        scored = {e: (times[len(times) - len(series[e]):], series[e]) for e, (times, _) in timed.items()}
+        report["anomaly"] = evaluate_anomaly(scored, windows, anomaly_threshold)
     return report

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from twinstream.models.forecast import OnlineForecaster
+from twinstream.models.forecast import Forecast, OnlineForecaster
 
 
 class ResidualAnomaly:
@@ -27,6 +27,7 @@ class ResidualAnomaly:
     def __init__(self, horizon: int = 1, threshold: float = 0.99, **forecaster_params: object) -> None:
         self.threshold = float(threshold)
         self.forecaster = OnlineForecaster(horizon, **forecaster_params)  # type: ignore[arg-type]
+        self.last: Forecast | None = None  # the forecast made at the latest step (carries in_domain)
 
     def step(self, seq: int, value: float | None) -> tuple[float, bool]:
         fc = self.forecaster
@@ -41,5 +42,5 @@ class ResidualAnomaly:
                         r = abs(value - guess) / scale
                         score = float(np.mean(fc.band._buf[:n] < r))
                     break
-        fc.step(seq, value)
+        self.last = fc.step(seq, value)
         return score, score >= self.threshold

@@ -116,10 +116,10 @@ class KindTwin:
             elif isinstance(task, AnomalyTask):
                 assert isinstance(model, ResidualAnomaly)
                 score, flagged = model.step(seq, metrics.get(task.metric))
-                inner = model.forecaster
-                in_domain, dscore = inner.own_domain.check(inner._domain_vector(inner._lag(0)))
+                last = model.last
+                in_domain, dscore = (last.in_domain, last.domain_score) if last is not None else (False, 1.0)
                 out.append(TaskPrediction(self.kind, "anomaly", task.metric, seq, score, 0.0, 1.0, in_domain, dscore,
-                                          f"residual-anomaly-{inner.model_version}", None, flagged))
+                                          f"residual-anomaly-{model.forecaster.model_version}", None, flagged))
             else:
                 assert isinstance(task, LabelTask)
                 learner, domain = model  # type: ignore[misc]

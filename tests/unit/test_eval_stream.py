@@ -94,3 +94,21 @@ def test_nab_machine_temperature_acceptance(tmp_path: Path) -> None:
     assert twin["mae"] < forecast["rls_ar"]["mae"]  # better than the plain RLS AR(6) on the same events
     assert max(twin["block_mae_ratio_last_value"]) < 1.0  # never diverges: better than persistence in every fifth
     assert abs(twin["coverage"] - 0.9) <= 0.05
+
+
+def test_anomaly_windows_are_scored(tmp_path: Path) -> None:
+    """A burst of wild samples inside a labelled window is flagged; the quiet rest mostly is not."""
+    rng = np.random.default_rng(3)
+    values = 20.0 + np.sin(np.arange(3000) / 30.0) + rng.normal(0, 0.05, 3000)
+    values[2000:2030] += rng.normal(0, 3.0, 30)  # the incident
+    data, windows, out = tmp_path / "m.csv", tmp_path / "w.json", tmp_path / "r.json"
+    data.write_text("t,v\n" + "".join(f"{t},{v:.5f}\n" for t, v in enumerate(values)))
+    windows.write_text(json.dumps({"some/dir/m.csv": [[1990, 2060]]}))
+    result = CliRunner().invoke(app, ["eval", "stream", "--csv", str(data), "--time-column", "t", "--forecast", "v", "--horizon", "3",
+                                      "--anomaly-windows", str(windows), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    anomaly = json.loads(out.read_text())["anomaly"]
+    assert anomaly["windows"] == 1 and anomaly["windows_flagged"] == 1
+    assert anomaly["first_flag_position_median"] < 0.3  # flagged as the incident starts
+    assert anomaly["flag_share_inside"] > 5 * anomaly["false_flags_per_1000_outside"] / 1000.0
+    assert anomaly["false_flags_per_1000_outside"] < 15.0

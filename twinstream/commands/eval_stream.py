@@ -31,6 +31,10 @@ def print_report(report: dict) -> None:
                       f"{a['coverage']:.3f}" if "coverage" in a else "", f"{a['in_domain_share']:.3f}" if "in_domain_share" in a else "")
     Console(width=max(Console().width, 100)).print(table)
     console.print(f"season used by seasonal naive: {fc['seasonal_naive']['season']}")
+    anomaly = report.get("anomaly")
+    if anomaly:
+        console.print(f"anomaly (threshold {anomaly['threshold']}): {anomaly['windows_flagged']}/{anomaly['windows']} windows flagged, "
+                      f"{anomaly['false_flags_per_1000_outside']:.2f} flags per 1000 samples outside, AUC {anomaly['auc']:.3f}")
     blocks = fc["twin"]["block_mae_ratio_last_value"]
     console.print("twin MAE / last value by fifth of the series: " + ", ".join(f"{r:.3f}" for r in blocks))
 
@@ -46,6 +50,10 @@ def stream(
     train_fraction: Annotated[
         float | None, typer.Option(min=0.01, max=0.99, help="Fit a prior on this first share of each series; score the rest.")
     ] = None,
+    anomaly_windows: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="JSON of labelled windows: also score the anomaly twin.")
+    ] = None,
+    anomaly_threshold: Annotated[float, typer.Option(min=0.5, max=0.9999, help="Anomaly flag threshold on the score.")] = 0.995,
     season: Annotated[int | None, typer.Option(min=2, help="Season length in samples (default: detected by each twin).")] = None,
     max_season: Annotated[int, typer.Option(min=0, help="Longest season a twin looks for (0: none).")] = 512,
     coverage: Annotated[float, typer.Option(min=0.5, max=0.999, help="Nominal coverage of the intervals.")] = 0.9,
@@ -64,7 +72,7 @@ def stream(
     cfg = StreamEvalConfig(forecast=forecast, horizon=horizon, time_column=time_column, entity_column=entity_column,
                            coverage=coverage, season=season, max_season=max_season)
     try:
-        report = run_stream_eval(csv_file, cfg, train_csv, train_fraction)
+        report = run_stream_eval(csv_file, cfg, train_csv, train_fraction, anomaly_windows, anomaly_threshold)
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
