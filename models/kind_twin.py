@@ -57,6 +57,19 @@ class TaskPrediction:
     prior_version: str | None = None
     flagged: bool | None = None  # anomaly tasks: score >= threshold
 
+    def prediction_fields(self) -> dict[str, object]:
+        """The fields of a published Prediction this answer fills (the worker adds entity, time, seq, counters).
+
+        >>> TaskPrediction("pump", "forecast", "flow", 12, 5.0, 4.0, 6.0, True, 0.0, "rls-forecast-v1").prediction_fields()["task"]
+        'forecast'
+        """
+        return {
+            "kind": self.kind, "task": self.task, "target": self.target, "target_seq": self.target_seq,
+            "value": self.value, "lower": self.lower, "upper": self.upper, "in_domain": self.in_domain,
+            "domain_score": self.domain_score, "model_version": self.model_version, "prior_version": self.prior_version,
+            "flagged": self.flagged,
+        }
+
 
 OOD_WIDEN = 1.5  # label tasks: interval half-width factor out of domain
 
