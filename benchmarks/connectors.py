@@ -14,6 +14,9 @@ the connector, whose values are counted only when Kafka acknowledged their sampl
           (one block read per unit), polled as fast as it answers, for ``--seconds``
   file    a CSV of ``--file-rows`` rows x 10 metrics, replayed as fast as possible
 
+``buffer`` is the disk buffer alone: samples per second through ``put`` (validation and
+one SQLite commit each), with and without the schema validation.
+
 ``lost`` counts samples the connectors accepted but that are not on the topic (read
 back, deduplicated by (entity, seq)), plus MQTT messages published but not turned into
 a sample; it must be 0. The asyncua and pymodbus servers share the benchmark's process
@@ -33,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +261,24 @@ async def bench_file(broker: EmbeddedBroker, workdir: Path, rows: int) -> dict[s
     return result
 
 
+async def bench_buffer(workdir: Path, samples: int = 5000) -> dict[str, Any]:
+    """The per-sample cost every source pays: schema validation and one SQLite commit (no Kafka)."""
+    from twinstream.connectors.buffer import DiskBuffer
+
+    result: dict[str, Any] = {}
+    moment = datetime.now(UTC)
+    values = {f"v{j}": j * 1.5 for j in range(VALUES)}
+    for validate in (True, False):
+        buffer = DiskBuffer(workdir / f"buffer-{validate}.sqlite", max_bytes=10**9, max_age_s=1e9, validate=validate)
+        started = time.perf_counter()
+        for i in range(samples):
+            await buffer.put("bench", f"e{i % UNITS}", moment, values)
+        rate = samples / (time.perf_counter() - started)
+        buffer.close()
+        result["puts_per_s" if validate else "puts_per_s_without_validation"] = round(rate, 1)
+    return result
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-connectors-") as tmp, EmbeddedBroker() as broker:
@@ -270,6 +292,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 results[name] = await bench()
                 console.print(f"  {name}: {results[name]}")
     results["lost"] = sum(r["lost"] for r in results.values() if isinstance(r, dict))
+    with tempfile.TemporaryDirectory(prefix="bench-buffer-") as tmp:
+        results["buffer"] = await bench_buffer(Path(tmp))
     results["setup"] = {"python": platform.python_version(), "machine": platform.machine(), "broker": "embedded Tansu (memory)",
                         "values_per_sample": VALUES, "devices": UNITS, "seconds": args.seconds,
                         "mqtt_messages": args.mqtt_messages, "file_rows": args.file_rows}

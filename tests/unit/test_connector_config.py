@@ -119,3 +119,5 @@ def test_docs_throughput_table_is_the_benchmark_result() -> None:
     for protocol in ("mqtt", "opcua", "modbus", "file"):
         for key in ("values_per_s", "bare_client_values_per_s"):
             assert f"{round(results[protocol][key]):,}" in text, (protocol, key)
+    for key in ("puts_per_s", "puts_per_s_without_validation"):
+        assert f"{round(results['buffer'][key]):,}" in text, key
