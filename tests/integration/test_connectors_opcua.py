@@ -9,10 +9,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 from asyncua import Server, ua
 from connector_harness import Topic, assert_exactly_once, running_connectors, telemetry_topic, until
+from typer.testing import CliRunner
 
 from twinstream.broker import EmbeddedBroker, free_port
+from twinstream.cli import app
 from twinstream.connectors.config import OpcuaSource
 from twinstream.connectors.opcua import browse_candidates
 
@@ -180,6 +183,12 @@ def test_opcua_polling_and_browse(kafka_broker: EmbeddedBroker, tmp_path: Path) 
         await plant.start()
         candidates = await browse_candidates(OpcuaSource.model_validate(config["sources"][0]))
         assert ("0:Objects/2:Plant/2:Machine2/2:Speed", "ns=2;s=Machine2.Speed", "Int32") in candidates
+        config_file = tmp_path / "connectors.yaml"
+        config_file.write_text(yaml.safe_dump(config))
+        check = await asyncio.to_thread(CliRunner().invoke, app, ["connect", "--check", str(config_file), "--browse"],
+                                        env={"COLUMNS": "200"})
+        assert check.exit_code == 0, check.output
+        assert "0:Objects/2:Plant/2:Machine3/2:Temperature" in check.output and "ns=2;s=Machine3.Temperature" in check.output
         async with running_connectors(config, kafka_broker.bootstrap_servers, topic, tmp_path):
             await out.wait_for(lambda s: any(x.metrics.get("temp") == 20.0 for x in s), 15, "initial state")
             for k in range(1, 6):
