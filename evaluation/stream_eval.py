@@ -31,6 +31,7 @@ import numpy as np
 from twinstream.models.forecast import OnlineForecaster
 from twinstream.models.forecast_prior import fit_forecast_prior
 from twinstream.models.rls import RLS, ForecastPrior
+from twinstream.schemas.twin_spec import AnomalyTask, ForecastTask, KindSpec
 
 BLOCKS = 5
 MISSING = {"", "nan", "NaN", "null", "NULL", "None", "NA", "na"}
@@ -257,6 +258,7 @@ def run_stream_eval(
     train_fraction: float | None = None,
     anomaly_windows: Path | None = None,
     anomaly_threshold: float = 0.995,
+    anomaly_horizon: int = 1,
 ) -> dict[str, Any]:
     """The whole command: load, optionally fit a prior on history, score, return the JSON report.
 
@@ -289,5 +291,21 @@ def run_stream_eval(
 
         windows = read_windows(anomaly_windows, Path(csv_path).name, list(timed))
         scored = {e: (times[len(times) - len(series[e]):], series[e]) for e, (times, _) in timed.items()}
-        report["anomaly"] = evaluate_anomaly(scored, windows, anomaly_threshold)
+        report["anomaly"] = evaluate_anomaly(scored, windows, anomaly_threshold, anomaly_horizon)
     return report
+
+
+def kind_configs(kind: KindSpec, time_column: str, entity_column: str | None) -> tuple[list[StreamEvalConfig], AnomalyTask | None]:
+    """The replays a declared kind asks for: one per forecast task, and its anomaly task (if any).
+
+    >>> from twinstream.schemas.twin_spec import parse_spec
+    >>> kind = parse_spec("kinds: [{name: m, tasks: [{type: forecast, metric: v, horizon: 12}, {type: anomaly, metric: v}]}]").kinds[0]
+    >>> cfgs, anomaly = kind_configs(kind, "t", None)
+    >>> [(c.forecast, c.horizon) for c in cfgs], anomaly.threshold
+    ([('v', 12)], 0.99)
+    """
+    cfgs = [StreamEvalConfig(forecast=t.metric, horizon=t.horizon, time_column=time_column, entity_column=entity_column,
+                             coverage=t.coverage, season=t.season, max_season=t.max_season)
+            for t in kind.tasks if isinstance(t, ForecastTask)]
+    anomaly = next((t for t in kind.tasks if isinstance(t, AnomalyTask)), None)
+    return cfgs, anomaly

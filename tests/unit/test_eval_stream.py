@@ -112,3 +112,18 @@ def test_anomaly_windows_are_scored(tmp_path: Path) -> None:
     assert anomaly["first_flag_position_median"] < 0.3  # flagged as the incident starts
     assert anomaly["flag_share_inside"] > 5 * anomaly["false_flags_per_1000_outside"] / 1000.0
     assert anomaly["false_flags_per_1000_outside"] < 15.0
+
+
+def test_spec_drives_the_replay_and_a_bad_spec_stops_it(tmp_path: Path) -> None:
+    data, spec, out = tmp_path / "live.csv", tmp_path / "twins.yaml", tmp_path / "r.json"
+    write_csv(data, n=600, entities=2)
+    spec.write_text("kinds:\n  - name: machine\n    metrics: [{name: temp}]\n    tasks:\n"
+                    "      - {type: forecast, metric: temp, horizon: 4}\n      - {type: forecast, metric: temp, horizon: 8}\n")
+    args = ["eval", "stream", "--spec", str(spec), "--csv", str(data), "--time-column", "ts", "--entity-column", "machine"]
+    result = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["forecast"]["horizon"] == 4 and sorted(report["forecasts"]) == ["temp@4", "temp@8"]
+    spec.write_text("kinds:\n  - name: machine\n    tasks:\n      - {type: forecast, metric: temp, horizon: -1}\n")
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and ":4: kinds[0].tasks[0].horizon" in " ".join(result.output.split())

@@ -42,8 +42,12 @@ def print_report(report: dict) -> None:
 def stream(
     csv_file: Annotated[Path, typer.Option("--csv", exists=True, dir_okay=False, help="Series to replay (CSV or Parquet).")],
     time_column: Annotated[str, typer.Option(help="Column giving each row's time (ISO date-time or number).")],
-    forecast: Annotated[str, typer.Option(help="Metric (column) to forecast.")],
+    forecast: Annotated[str | None, typer.Option(help="Metric (column) to forecast (required without --spec).")] = None,
     horizon: Annotated[int, typer.Option(min=1, help="Forecast this many samples ahead.")] = 1,
+    spec: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="twins.yaml: replay a kind's forecast and anomaly tasks.")
+    ] = None,
+    kind: Annotated[str | None, typer.Option(help="The kind of --spec to replay (default: its only kind).")] = None,
     entity_column: Annotated[str | None, typer.Option(help="Column naming the entity; one twin per entity.")] = None,
     metrics: Annotated[str | None, typer.Option(help="Comma-separated metric columns of the kind (checked to exist).")] = None,
     train_csv: Annotated[Path | None, typer.Option(exists=True, dir_okay=False, help="History for a prior (adds prior arms).")] = None,
@@ -60,22 +64,44 @@ def stream(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the report as JSON here.")] = None,
 ) -> None:
     """Replay a table through forecasting twins in stream order and compare them with persistence and seasonal naive."""
-    from twinstream.evaluation.stream_eval import StreamEvalConfig, read_table, run_stream_eval
+    from twinstream.evaluation.stream_eval import StreamEvalConfig, kind_configs, read_table, run_stream_eval
+    from twinstream.schemas.twin_spec import SpecError, load_spec
 
-    if metrics:
-        wanted = [m.strip() for m in metrics.split(",") if m.strip()]
+    def fail(message: str) -> typer.Exit:
+        console.print(f"[red]{message}[/red]")
+        return typer.Exit(2)
+
+    wanted = [m.strip() for m in (metrics or "").split(",") if m.strip()]
+    anomaly_horizon = 1
+    if spec is not None:
         try:
-            read_table(csv_file, wanted)  # fail early, naming a missing column
-        except ValueError as exc:
-            console.print(f"[red]{exc}[/red]")
-            raise typer.Exit(2) from None
-    cfg = StreamEvalConfig(forecast=forecast, horizon=horizon, time_column=time_column, entity_column=entity_column,
-                           coverage=coverage, season=season, max_season=max_season)
+            kinds = load_spec(spec).kinds
+        except SpecError as exc:
+            raise fail(str(exc)) from None
+        chosen = [k for k in kinds if k.name == kind] if kind else kinds
+        if len(chosen) != 1:
+            raise fail(f"{spec}: pass --kind, one of {', '.join(k.name for k in kinds)}" if not kind else f"{spec}: no kind {kind!r}")
+        cfgs, anomaly = kind_configs(chosen[0], time_column, entity_column)
+        if not cfgs:
+            raise fail(f"kind {chosen[0].name!r} has no forecast task to replay")
+        if anomaly is not None:
+            anomaly_threshold, anomaly_horizon = anomaly.threshold, anomaly.horizon
+        wanted = wanted or chosen[0].metric_names
+    elif forecast is None:
+        raise fail("pass --forecast METRIC (or --spec twins.yaml)")
+    else:
+        cfgs = [StreamEvalConfig(forecast=forecast, horizon=horizon, time_column=time_column, entity_column=entity_column,
+                                 coverage=coverage, season=season, max_season=max_season)]
     try:
-        report = run_stream_eval(csv_file, cfg, train_csv, train_fraction, anomaly_windows, anomaly_threshold)
+        if wanted:
+            read_table(csv_file, wanted)  # fail early, naming a missing column
+        reports = [run_stream_eval(csv_file, cfg, train_csv, train_fraction, anomaly_windows if i == 0 else None,
+                                   anomaly_threshold, anomaly_horizon) for i, cfg in enumerate(cfgs)]
     except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+        raise fail(str(exc)) from None
+    report = reports[0]
+    if len(reports) > 1:  # a kind with several forecast tasks: all of them, the first also as "forecast"
+        report["forecasts"] = {f"{r['forecast']['metric']}@{r['forecast']['horizon']}": r["forecast"] for r in reports}
     print_report(report)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
