@@ -151,8 +151,11 @@ class OpcuaPlantSource(PlantSource):
             if event is None:
                 continue
             batch = [event]
-            while not sub._event_queue.empty():  # the rest of the same publish response
-                batch.append(sub._event_queue.get_nowait())
+            # The rest of the same publish response: asyncua queues all its notifications at once
+            # (asyncua 2.x keeps the queue private; without it each notification is its own window).
+            queue = getattr(sub, "_event_queue", None)
+            while queue is not None and not queue.empty():
+                batch.append(queue.get_nowait())
             await self._window(batch, owner)
 
     async def _window(self, events: list, owner: dict[str, BoundDevice]) -> None:
