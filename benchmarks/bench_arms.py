@@ -23,12 +23,12 @@ from bench_profile import start_py_spy, stop_py_spy
 from rich.progress import Progress
 
 from twinstream.connectors.producer import send_all
+from twinstream.processes import stop_process
 from twinstream.schemas.topics import TopicSpec, topic_catalog
 from twinstream.settings import Settings
 from twinstream.streams.metrics import WorkerMetrics
 from twinstream.streams.processor import Record, TwinProcessor
 from twinstream.streams.topic_admin import ensure_topics
-from twinstream.processes import stop_process
 
 
 class Bench:

@@ -141,7 +141,7 @@ def arrays_from_artifact(weights: dict[str, np.ndarray], norm: Normalization) ->
 
 
 def starting_arrays(cfg: RoundConfig, norm: Normalization, url: str,
-                    client: "RegistryClient | None" = None) -> tuple[list[np.ndarray], str]:
+                    client: RegistryClient | None = None) -> tuple[list[np.ndarray], str]:
     """Fresh weights, or the registry's latest prior of the family when it has this model's shape.
 
     The latest prior is verified like a twin verifies it (signature, sha256) under
@@ -175,7 +175,7 @@ def starting_arrays(cfg: RoundConfig, norm: Normalization, url: str,
 
 
 def run_federated(grid: Grid, cfg: RoundConfig, registry_url: str = "",
-                  registry: "RegistryClient | None" = None) -> FederatedOutcome:
+                  registry: RegistryClient | None = None) -> FederatedOutcome:
     """Steps 1-5 of the module doc (everything but writing and publishing); ``registry`` as in :func:`starting_arrays`."""
     strategy_cfg = cfg.strategy
     nodes = wait_for_nodes(grid, strategy_cfg.min_nodes or 1, cfg.node_wait_s)
@@ -224,7 +224,8 @@ def write_and_publish(outcome: FederatedOutcome, cfg: RoundConfig, run_id: int, 
         raise PublishError(f"publishing to {url} needs {TOKEN_ENV} in the ServerApp's (SuperLink's) environment")
     from twinstream.models.prior_train import VERSION as BUNDLED_VERSION
 
-    version = cfg.version or (next_version(registry_versions(url, cfg.family, http=http), floor=BUNDLED_VERSION) if publishing else f"run{run_id}")
+    version = cfg.version or (next_version(registry_versions(url, cfg.family, http=http), floor=BUNDLED_VERSION) if publishing
+                              else f"run{run_id}")
     target = out_dir or (Path(cfg.out_dir) if cfg.out_dir else Path(tempfile.mkdtemp(prefix="twinstream-federated-")))
     artifact = target / cfg.family / version
     manifest = write_prior_artifact(

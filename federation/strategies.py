@@ -51,14 +51,17 @@ class StrategyConfig(BaseModel):
     beta_2: float = Field(0.99, ge=0.0, lt=1.0, description="FedAdam: second-moment decay.")
     tau: float = Field(1e-3, gt=0.0, description="FedAdam: adaptivity (epsilon).")
     num_malicious: int = Field(0, ge=0, description="Krum: number of sites assumed Byzantine.")
-    dp_clip_norm: float | None = Field(None, gt=0.0, description="Server-side DP with fixed clipping: L2 clip norm of each site's update (None = no DP).")
-    dp_noise_multiplier: float = Field(0.0, ge=0.0, description="Server-side DP: Gaussian noise std = multiplier * clip norm / sampled sites.")
+    dp_clip_norm: float | None = Field(
+        None, gt=0.0, description="Server-side DP with fixed clipping: L2 clip norm of each site's update (None = no DP).")
+    dp_noise_multiplier: float = Field(
+        0.0, ge=0.0, description="Server-side DP: Gaussian noise std = multiplier * clip norm / sampled sites.")
     fraction_train: float = Field(1.0, gt=0.0, le=1.0, description="Share of connected sites asked to train each round.")
-    fraction_evaluate: float = Field(0.0, ge=0.0, le=1.0, description="Share of sites asked to evaluate each round (0 = no federated evaluation).")
+    fraction_evaluate: float = Field(
+        0.0, ge=0.0, le=1.0, description="Share of sites asked to evaluate each round (0 = no federated evaluation).")
     min_nodes: int | None = Field(None, ge=1, description="Sites that must be connected (and trained) per round; default: all sites.")
 
     @model_validator(mode="after")
-    def _dp_needs_clip(self) -> "StrategyConfig":
+    def _dp_needs_clip(self) -> StrategyConfig:
         if self.dp_noise_multiplier > 0.0 and self.dp_clip_norm is None:
             raise ValueError("dp_noise_multiplier needs dp_clip_norm (server-side DP with fixed clipping)")
         return self
@@ -66,7 +69,8 @@ class StrategyConfig(BaseModel):
     @property
     def label(self) -> str:
         """Short name for reports, e.g. ``fedprox(mu=0.01)+dp(clip=1,noise=0.5)``."""
-        base = {"fedavgm": f"fedavgm(m={self.server_momentum:g})", "fedprox": f"fedprox(mu={self.proximal_mu:g})", "fedadam": f"fedadam(lr={self.server_lr:g})",
+        base = {"fedavgm": f"fedavgm(m={self.server_momentum:g})", "fedprox": f"fedprox(mu={self.proximal_mu:g})",
+                "fedadam": f"fedadam(lr={self.server_lr:g})",
                 "krum": f"krum(f={self.num_malicious})"}.get(self.name, self.name)
         if self.dp_clip_norm is not None:
             base += f"+dp(clip={self.dp_clip_norm:g},noise={self.dp_noise_multiplier:g})"

@@ -122,7 +122,7 @@ class TwinLearner(abc.ABC):
         """Constructor parameters, for :meth:`clone` (override when they differ from attributes)."""
         return {}
 
-    def clone(self) -> "TwinLearner":
+    def clone(self) -> TwinLearner:
         """A fresh, untrained learner with the same parameters."""
         return type(self)(**copy.deepcopy(self.params()))
 
@@ -131,7 +131,7 @@ class TwinLearner(abc.ABC):
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
-    def restore(blob: bytes) -> "TwinLearner":
+    def restore(blob: bytes) -> TwinLearner:
         return unpickle_as(blob, TwinLearner, "snapshot")
 
     def state_bytes(self) -> int:

@@ -110,7 +110,7 @@ class Denoiser:
         return arrays
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray], manifest: Any = None, steps: int | None = None) -> "Denoiser":
+    def from_arrays(cls, arrays: dict[str, np.ndarray], manifest: Any = None, steps: int | None = None) -> Denoiser:
         shape = [int(v) for v in arrays["_shape"]]
         net = ResidualNet(shape[0], shape[1], tuple(shape[2:]))
         net.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in arrays.items() if not k.startswith("_")})

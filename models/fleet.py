@@ -24,7 +24,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-_FLEETS: dict[str, "FleetModel"] = {}
+_FLEETS: dict[str, FleetModel] = {}
 
 
 class FleetModel:

@@ -120,7 +120,7 @@ def residual_pool(series: Sequence[np.ndarray], kalman: KalmanLLT, window: int, 
             items.append((full, masked if rng.random() < 0.5 else masked[-window:], mask))
         levels, variances = trend(kalman, [masked for _, masked, _ in items])
         wins, lvls, vrs, truths = [], [], [], []
-        for (full, masked, mask), level, var in zip(items, levels, variances):
+        for (full, masked, _mask), level, var in zip(items, levels, variances):
             wins.append(masked[-window:])
             lvls.append(level[-window:])
             vrs.append(var[-window:])
@@ -136,7 +136,7 @@ def residual_pool(series: Sequence[np.ndarray], kalman: KalmanLLT, window: int, 
 
 def train_denoiser(x0: np.ndarray, cond: np.ndarray, missing: np.ndarray, *, scale: np.ndarray | None = None, steps: int = 50,
                    epochs: int = 20, batch: int = 64, channels: int = 48, lr: float = 2e-3, seed: int = 0,
-                   progress: Callable[[str], None] = lambda _: None) -> "Denoiser":
+                   progress: Callable[[str], None] = lambda _: None) -> Denoiser:
     """Fit the residual network on a pool from :func:`residual_pool` (Adam, cosine-decayed learning rate).
 
     ``scale`` (per sensor, e.g. the Kalman noise ``sqrt(r)``) standardizes the residuals the network sees.

@@ -67,7 +67,8 @@ class Net:
         self.w2 = np.asarray(weights[f"{prefix}_w2"], dtype=np.float64)
         self.b2 = float(np.asarray(weights[f"{prefix}_b2"]).reshape(-1)[0])
         if self.w1.shape != (self.w2.shape[0], self.mean.shape[0]):
-            raise PriorMismatchError(f"{prefix} head: weight shapes {self.w1.shape} and {self.w2.shape} do not fit {self.mean.shape[0]} inputs")
+            raise PriorMismatchError(f"{prefix} head: weight shapes {self.w1.shape} and {self.w2.shape} "
+                                     f"do not fit {self.mean.shape[0]} inputs")
 
     def __call__(self, x: np.ndarray) -> float:
         """Output for one input vector (modified in place: missing values imputed)."""
@@ -109,7 +110,8 @@ class FleetPrior:
         self.prior_net = Net(weights, "prior")
         self.twin_net = Net(weights, "twin")
         if self.prior_net.mean.shape[0] != len(self.prior_cols) or self.twin_net.mean.shape[0] != self.n_features + 1:
-            raise PriorMismatchError(f"prior {directory}: weights do not fit {len(self.prior_cols)} prior inputs and {self.n_features} features")
+            raise PriorMismatchError(f"prior {directory}: weights do not fit {len(self.prior_cols)} prior inputs "
+                                     f"and {self.n_features} features")
         self.cap = float(manifest.target_cap) if manifest.target_cap is not None else float("inf")
         self._edges = list(manifest.calibration.get("edges", []))
         self._half = {head: list(manifest.calibration.get(f"{head}_halfwidth", [])) for head in HEADS}

@@ -72,7 +72,7 @@ def hot_swap(learners: Iterable[object], prior: FleetPrior) -> int:
     use it too. Raises :class:`PriorMismatchError` (before touching any twin) when the
     prior's feature schema is not the learners'.
     """
-    learners = [l for l in learners if isinstance(l, PriorTwin) and l.prior_family == prior.manifest.family]
+    learners = [learner for learner in learners if isinstance(learner, PriorTwin) and learner.prior_family == prior.manifest.family]
     for learner in learners:
         problems = prior.manifest.feature_schema.differences(learner.feature_schema())
         if problems:

@@ -145,6 +145,6 @@ class Twin:
         return pickle.dumps(self, protocol=pickle.HIGHEST_PROTOCOL)
 
     @staticmethod
-    def from_bytes(blob: bytes) -> "Twin":
+    def from_bytes(blob: bytes) -> Twin:
         return unpickle_as(blob, Twin, "twin table value")
 

@@ -29,7 +29,7 @@ pydantic_core._pydantic_core.ValidationError: 1 validation error for Gap
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
@@ -63,13 +63,13 @@ class Gap(BaseModel):
     samples: int = Field(ge=1, description="Samples missing (missed_samples) or affected so far (sensor gaps).")
     open: bool = Field(default=False, description="True while a sensor gap continues; a closing message follows.")
     detected_at: AwareDatetime = Field(
-        default_factory=lambda: datetime.now(timezone.utc), description="Wall-clock time of detection."
+        default_factory=lambda: datetime.now(UTC), description="Wall-clock time of detection."
     )
     detector: str = Field(default="unknown", max_length=128, description="Detector name and version.")
     schema_version: Literal[1] = GAP_SCHEMA_VERSION
 
     @model_validator(mode="after")
-    def _check(self) -> "Gap":
+    def _check(self) -> Gap:
         if (self.first_seq is None) != (self.last_seq is None):
             raise ValueError("first_seq and last_seq are given together or not at all")
         if self.first_seq is not None and self.last_seq is not None and self.last_seq < self.first_seq:

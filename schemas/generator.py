@@ -78,13 +78,14 @@ class GeneratorManifest(BaseModel):
     weights_sha256: str = Field(pattern=SHA256_PATTERN)
     training_data: dict[str, str] = Field(description="File name -> sha256 of the data the generator was trained on.")
     gate: dict[str, float] = Field(
-        default_factory=dict, description="Gate metrics measured on held-out data at training time (mae_ratio_block, discriminative_score, ...)."
+        default_factory=dict,
+        description="Gate metrics measured on held-out data at training time (mae_ratio_block, discriminative_score, ...).",
     )
     metrics: dict[str, float] = Field(default_factory=dict, description="Other held-out metrics (MAE per method and mask, ...).")
     training: dict[str, float | int | str] = Field(default_factory=dict, description="Training hyperparameters and data split.")
 
     @model_validator(mode="after")
-    def _same_length(self) -> "GeneratorManifest":
+    def _same_length(self) -> GeneratorManifest:
         if not len(self.sensors) == len(self.mean) == len(self.std):
             raise ValueError("sensors, mean and std need the same length")
         if any(not s > 0 for s in self.std):

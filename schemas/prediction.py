@@ -51,7 +51,7 @@ class Prediction(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "Prediction":
+    def _check(self) -> Prediction:
         for name in ("value", "lower", "upper"):
             number = getattr(self, name)
             if number is not None and not math.isfinite(number):

@@ -45,7 +45,7 @@ class FeatureSchema(BaseModel):
         blob = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def differences(self, expected: "FeatureSchema") -> list[str]:
+    def differences(self, expected: FeatureSchema) -> list[str]:
         """Human-readable reasons why this (artifact) schema is not ``expected`` (the learner's)."""
         problems: list[str] = []
         if (self.extractor, self.extractor_version) != (expected.extractor, expected.extractor_version):

@@ -48,10 +48,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -151,7 +152,7 @@ class FillMethod:
     _calls: _OneCall = field(default_factory=_OneCall, compare=False, repr=False)
 
     @staticmethod
-    def baseline(reason: str) -> "FillMethod":
+    def baseline(reason: str) -> FillMethod:
         return FillMethod("baseline", BASELINE_VERSION, reason)
 
     @property

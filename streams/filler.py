@@ -215,7 +215,7 @@ class GapFiller:
         if not jobs:
             return []
         windows, columns, layouts = [], [], []
-        for entity_id, state, wanted in jobs:
+        for _entity_id, state, wanted in jobs:
             window, cols, seq_index = self._window(state, wanted)
             windows.append(window)
             columns.append(cols)

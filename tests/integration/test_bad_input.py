@@ -4,25 +4,24 @@ handled as documented), and the worker keeps serving good events afterwards."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from kafka import KafkaProducer
+from worker_harness import TopicReader, WorkerProcess, prediction_keys, wait_until
 
 from twinstream.broker import EmbeddedBroker
+from twinstream.processes import settings_env
 from twinstream.schemas import DeadLetter, RejectReason
 from twinstream.schemas.topics import PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
-from twinstream.processes import settings_env
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
-
-from worker_harness import TopicReader, WorkerProcess, prediction_keys, wait_until
 
 
 def good(entity: str, seq: int, **patch: object) -> bytes:
     body = {
         "entity_id": entity,
-        "event_time": (datetime.now(timezone.utc) - timedelta(seconds=5)).isoformat(),
+        "event_time": (datetime.now(UTC) - timedelta(seconds=5)).isoformat(),
         "seq": seq,
         "metrics": {"temp": 20.0 + seq, "pressure": None},
     }
@@ -36,7 +35,7 @@ def test_bad_input_goes_to_dlq_and_worker_keeps_running(kafka_broker: EmbeddedBr
                         data_dir=tmp_path / "state")
     ensure_topics(settings)
     topic = TELEMETRY.in_namespace(namespace).name
-    far_future = (datetime.now(timezone.utc) + timedelta(days=2)).isoformat()
+    far_future = (datetime.now(UTC) + timedelta(days=2)).isoformat()
     # (key, value, expected reason); None = handled without a dead letter (documented)
     cases: list[tuple[str, bytes | None, bytes, RejectReason | None]] = [
         ("bad json", b"pump-1", b'{"entity_id": "pump-1", "seq": ', RejectReason.BAD_JSON),

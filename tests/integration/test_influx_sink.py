@@ -16,22 +16,22 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from tsdb_servers import InfluxDB1Server, VictoriaMetricsServer
+from worker_harness import wait_until
 
 from twinstream.broker import EmbeddedBroker, free_port
 from twinstream.connectors.influx import InfluxWriteError, InfluxWriter
 from twinstream.schemas.prediction import Prediction
 from twinstream.settings import Settings
-from tsdb_servers import InfluxDB1Server, VictoriaMetricsServer
-from worker_harness import wait_until
 
 PARTITIONS = 4
-BASE_TIME = datetime(2026, 1, 1, tzinfo=timezone.utc)
+BASE_TIME = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def make_predictions(prefix: str, count: int, entities: int = 20, first_seq: int = 0) -> list[Prediction]:

@@ -12,16 +12,15 @@ import time
 from pathlib import Path
 
 from kafka import KafkaProducer
+from registry_harness import RegistryThread, assert_swapped_v2_to_v3, telemetry
+from worker_harness import TopicReader, WorkerProcess, wait_until
 
 from twinstream.broker import EmbeddedBroker
 from twinstream.federation.signing import public_key_b64
-from twinstream.schemas.topics import PREDICTIONS, TELEMETRY
 from twinstream.processes import settings_env
+from twinstream.schemas.topics import PREDICTIONS, TELEMETRY
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
-
-from registry_harness import RegistryThread, assert_swapped_v2_to_v3, telemetry
-from worker_harness import TopicReader, WorkerProcess, wait_until
 
 
 def test_worker_swaps_in_a_newly_published_prior(kafka_broker: EmbeddedBroker, app_id: str, tmp_path: Path) -> None:

@@ -8,14 +8,6 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from twinstream.broker import EmbeddedBroker
-from twinstream.connectors.cmapss_replay import cmapss_events
-from twinstream.connectors.producer import send_all
-from twinstream.schemas.topics import PREDICTIONS, TELEMETRY
-from twinstream.processes import settings_env
-from twinstream.settings import Settings
-from twinstream.streams.topic_admin import ensure_topics
-
 from worker_harness import (
     TopicReader,
     WorkerProcess,
@@ -24,6 +16,14 @@ from worker_harness import (
     prediction_keys,
     wait_until,
 )
+
+from twinstream.broker import EmbeddedBroker
+from twinstream.connectors.cmapss_replay import cmapss_events
+from twinstream.connectors.producer import send_all
+from twinstream.processes import settings_env
+from twinstream.schemas.topics import PREDICTIONS, TELEMETRY
+from twinstream.settings import Settings
+from twinstream.streams.topic_admin import ensure_topics
 
 RATE = 2000.0  # events/s: the FD001 replay (33,727 events) lasts ~17 s plus the hold below
 
@@ -70,7 +70,7 @@ def test_sigkill_twice_mid_replay_loses_nothing(kafka_broker: EmbeddedBroker, ap
         for kill_after in (3000, 3000):
             # kill once this worker has published `kill_after` more predictions
             target = predictions.poll() + kill_after
-            wait_until(lambda: predictions.poll() >= target, 90, f"{target} predictions")
+            wait_until(lambda target=target: predictions.poll() >= target, 90, f"{target} predictions")
             if progress["sent"] < len(events):
                 kills_mid_replay += 1
             worker.kill()

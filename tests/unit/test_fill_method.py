@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC
 
 import numpy as np
 import pytest
@@ -110,14 +111,14 @@ def test_over_budget_batch_is_filled_by_the_baseline_within_the_budget(generator
 
 def test_a_budget_of_a_microsecond_through_the_filler_gives_baseline_fills(generator) -> None:
     """End to end through GapFiller: the fills of an over-budget batch say the baseline's version."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
     from twinstream.schemas import Gap, Telemetry
 
     g = generator
     method = FillMethod("generator", g.version, "test", generator=g, budget_s=1e-6)
     filler = GapFiller(method, window=32)
-    t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
     rng = np.random.default_rng(0)
     sensors = g.sensors[:4]
     for seq in range(24):
@@ -161,7 +162,7 @@ def test_budget_setting_is_validated_and_reaches_the_fill_method(monkeypatch: py
 
 
 def test_sidecar_counts_and_logs_fallbacks_with_the_entities(generator, caplog: pytest.LogCaptureFixture) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from twinstream.schemas import Telemetry
     from twinstream.streams.metrics import WorkerMetrics
@@ -172,7 +173,7 @@ def test_sidecar_counts_and_logs_fallbacks_with_the_entities(generator, caplog: 
     sidecar.metrics = WorkerMetrics()
     sidecar._fallbacks_reported = {}
     sidecar.method._calls.fallback("timeout", "timeout: budget 1 s, waited 1.00 s; 1 windows, 5 generator cells")
-    t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 3, 1, tzinfo=UTC)
     fills = [Telemetry(entity_id=e, event_time=t0, seq=1, metrics={s: 1.0}, synthetic=True, generator=BASELINE_VERSION,
                        confidence={s: 1.0}) for e, s in (("engine-7", generator.sensors[0]), ("pump-1", "flow"))]
     with caplog.at_level("INFO", logger="twinstream.streams.sidecar"):

@@ -13,7 +13,7 @@ import pickle
 import numpy as np
 import pytest
 
-from twinstream.models.imputation import DIFFUSE, BASELINES, KalmanLLT, LastValue, LinearInterpolation, mae_rmse
+from twinstream.models.imputation import BASELINES, DIFFUSE, KalmanLLT, LastValue, LinearInterpolation, mae_rmse
 
 NAN = np.nan
 

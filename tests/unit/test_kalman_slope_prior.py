@@ -14,13 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_imputation import dense_posterior  # one dense-conditioning reference for both smoothers
 
 from twinstream.models.generator import KALMAN_KEYS, bundled_generator_dir, load_generator
 from twinstream.models.imputation import KalmanLLT, llt_filter, slope_prior_sd
 from twinstream.models.prior import sha256_file
 from twinstream.schemas.generator import GateThresholds
-
-from test_imputation import dense_posterior  # one dense-conditioning reference for both smoothers
 
 NAN = np.nan
 OPEN = GateThresholds(max_mae_ratio=None, max_discriminative=None)

@@ -4,7 +4,7 @@ documented skip, and twins apply each sequence number once."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -14,7 +14,7 @@ from twinstream.schemas import DeadLetter, Prediction, RejectReason
 from twinstream.settings import Settings
 from twinstream.streams.processor import Record, TwinProcessor
 
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 
 
 def telemetry(entity: str = "e1", seq: int = 0, **patch: object) -> bytes:

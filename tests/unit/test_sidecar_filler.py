@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,7 +15,7 @@ from twinstream.streams.fill_method import FillMethod, choose_fill_method
 from twinstream.streams.filler import GapFiller
 from twinstream.streams.sidecar import Sidecar
 
-T0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def truth(seq: int) -> dict[str, float]:
