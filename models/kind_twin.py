@@ -115,9 +115,32 @@ class KindTwin:
                 raise TypeError(type(task).__name__)
             self.tasks.append((task, model))
         self.metrics = metrics
+        self.ranges = {m.name: m.range for m in kind.metrics if m.range is not None}
+
+    def plausible(self, metrics: Mapping[str, float | None]) -> Mapping[str, float | None]:
+        """``metrics`` with values outside their declared valid range read as missing (a gap, never learned).
+
+        >>> from twinstream.schemas.twin_spec import parse_spec
+        >>> kind = parse_spec("kinds: [{name: p, metrics: [{name: t, range: [0, 100]}],"
+        ...                   " tasks: [{type: forecast, metric: t, horizon: 1}]}]").kinds[0]
+        >>> KindTwin(kind).plausible({"t": 250.0, "x": 3.0})
+        {'t': None, 'x': 3.0}
+        """
+        if not self.ranges:
+            return metrics
+        out = dict(metrics)
+        for name, (low, high) in self.ranges.items():
+            v = out.get(name)
+            if v is not None and not low <= v <= high:
+                out[name] = None
+        return out
 
     def step(self, metrics: Mapping[str, float | None], seq: int, targets: Mapping[str, float] | None = None) -> list[TaskPrediction]:
-        """Apply one sample to every task (predict, then learn) and return their predictions."""
+        """Apply one sample to every task (predict, then learn) and return their predictions.
+
+        Values outside a metric's declared valid range are gaps (:meth:`plausible`).
+        """
+        metrics = self.plausible(metrics)
         out: list[TaskPrediction] = []
         for task, model in self.tasks:
             if isinstance(task, ForecastTask):
@@ -137,9 +160,11 @@ class KindTwin:
                 assert isinstance(task, LabelTask)
                 learner, domain = model  # type: ignore[misc]
                 x = learner.observe_one(metrics)
-                vector = [float("nan") if (v := metrics.get(m)) is None else float(v) for m in self.metrics]
-                in_domain, dscore = domain.check(vector)
-                if isinstance(domain, OnlineDomain):
+                if isinstance(domain, DomainBounds):  # a prior's ranges: over its features (or raw metrics) by name
+                    in_domain, dscore = domain.check_named({**metrics, **x})
+                else:  # the twin's own history of raw metrics
+                    vector = [float("nan") if (v := metrics.get(m)) is None else float(v) for m in self.metrics]
+                    in_domain, dscore = domain.check(vector)
                     domain.observe(vector)
                 interval = learner.predict_interval(x)
                 label = (targets or {}).get(task.target)

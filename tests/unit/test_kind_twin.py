@@ -86,3 +86,31 @@ def test_kind_twin_pickles() -> None:
     copy = pickle.loads(pickle.dumps(twin))
     sample = pump_sample(1, 80, rng)
     assert copy.step(sample, 80) == twin.step(sample, 80)
+
+
+def test_values_outside_the_declared_range_are_gaps() -> None:
+    spec = parse_spec("kinds:\n  - name: probe\n    match: {entity_id: ['*']}\n    metrics: [{name: t, range: [0, 100]}]\n"
+                      "    tasks: [{type: forecast, metric: t, horizon: 1}]\n")
+    twin = TwinFactory(KindRegistry(spec)).new("probe-1")
+    for seq in range(100):
+        twin.step({"t": 50.0 + (seq % 5)}, seq)
+    labels = twin.tasks[0][1].labels
+    pred = twin.step({"t": 1e6}, 100)[0]  # a broken sensor, not a temperature
+    assert twin.tasks[0][1].labels == labels  # not learned as a label
+    assert 40.0 < pred.value < 60.0  # the forecast still comes from the plausible past
+
+
+def test_a_prior_domain_over_feature_names_is_checked_on_the_learner_features() -> None:
+    from twinstream.models.features import RulFeatures
+
+    names = RulFeatures(sensors=("s2", "s3")).schema().names
+    rows = np.random.default_rng(0).normal(size=(500, len(names)))
+    rows[:, 0] = np.arange(500.0)  # age
+    bounds = DomainBounds.fit(rows, names)
+    spec = parse_spec(ENGINES_ONLY.replace("{family: river-linear}", "{family: prior-twin, params: {prior: null}}"))
+    factory = TwinFactory(KindRegistry(spec), label_domains={"turbofan": bounds})
+    twin = factory.new("fd001-train-003")
+    pred = twin.step({"s2": 0.1, "s3": -0.2}, 0, {"rul": 100.0})[0]
+    assert pred.in_domain
+    pred = twin.step({"s2": 50.0, "s3": -0.2}, 1, {"rul": 99.0})[0]
+    assert not pred.in_domain and pred.domain_score > 0.0
