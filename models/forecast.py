@@ -245,8 +245,13 @@ class OnlineForecaster:
         y = NAN if value is None or not np.isfinite(value) else float(value)
         if seq <= self.last_seq:
             raise ValueError(f"seq {seq} is not after the last applied seq {self.last_seq}")
-        for _ in range(seq - self.last_seq - 1 if self.last_seq >= 0 else 0):
-            self._update_state(NAN)  # samples that never arrived are gaps
+        missing = seq - self.last_seq - 1 if self.last_seq >= 0 else 0
+        if missing >= self._hist_len:  # a jump longer than the memory: all of it is a gap, in O(1)
+            self._hist[:] = np.nan
+            self.n += missing
+        else:
+            for _ in range(missing):
+                self._update_state(NAN)  # samples that never arrived are gaps
         self.last_seq = seq
         if np.isfinite(y):
             self._settle(seq, y)

@@ -142,3 +142,12 @@ def test_anomaly_score_flags_a_spike_and_not_the_usual() -> None:
     assert np.mean(np.array(scores[500:]) >= 0.995) < 0.02
     score, flagged = det.step(1500, float(ys[-1]) + 20.0)
     assert flagged and score > 0.995
+
+
+def test_a_huge_jump_in_seq_is_a_gap_not_a_loop() -> None:
+    fc = OnlineForecaster(2, max_season=0)
+    for t in range(50):
+        fc.step(t, float(t % 3))
+    out = fc.step(10**12, 1.0)
+    assert out.target_seq == 10**12 + 2 and out.source == "persistence"
+    assert fc.step(10**12 + 1, 2.0).value == 2.0  # history is gone: no regression inputs until it refills
