@@ -168,6 +168,9 @@ class TwinSpec(_Strict):
         names = [k.name for k in self.kinds]
         if len(set(names)) != len(names):
             raise ValueError(f"kind declared twice: {sorted({n for n in names if names.count(n) > 1})}")
+        fields = [k.match.kind or k.name for k in self.kinds]
+        if len(set(fields)) != len(fields):
+            raise ValueError(f"two kinds answer to the same kind field: {sorted({f for f in fields if fields.count(f) > 1})}")
         return self
 
 

@@ -67,3 +67,10 @@ def test_bad_spec_names_line_and_field(text: str, expected: str) -> None:
 def test_missing_file_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="cannot read"):
         load_spec(tmp_path / "twins.yaml")
+
+
+def test_two_kinds_cannot_answer_to_the_same_kind_field() -> None:
+    text = ("kinds:\n  - {name: a, match: {kind: pump}, tasks: [{type: label, target: y}]}\n"
+            "  - {name: pump, tasks: [{type: label, target: y}]}\n")
+    with pytest.raises(SpecError, match="same kind field"):
+        parse_spec(text)
