@@ -18,23 +18,27 @@ from the prior, learning online). Errors are in the series' own units.
 
 from __future__ import annotations
 
-import csv
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from twinstream.datasets.history import (  # noqa: F401  (read_table, time_key, load_series: part of this API)
+    MISSING,
+    load_series,
+    load_timed_series,
+    read_table,
+    time_key,
+)
 from twinstream.models.forecast import OnlineForecaster
 from twinstream.models.forecast_prior import fit_forecast_prior
 from twinstream.models.rls import RLS, ForecastPrior
 from twinstream.schemas.twin_spec import AnomalyTask, ForecastTask, KindSpec
 
 BLOCKS = 5
-MISSING = {"", "nan", "NaN", "null", "NULL", "None", "NA", "na"}
 
 
 @dataclass(frozen=True)
@@ -49,71 +53,6 @@ class StreamEvalConfig:
     season: int | None = None
     max_season: int = 512
     forecaster: Mapping[str, Any] = field(default_factory=dict)
-
-
-def read_table(path: Path, columns: Sequence[str]) -> dict[str, list[str]]:
-    """The named columns of a CSV (or Parquet) file as lists of strings (no pandas needed)."""
-    path = Path(path)
-    if path.suffix.lower() in (".parquet", ".pq"):
-        import pyarrow.parquet as pq  # optional: only Parquet input needs it
-
-        table = pq.read_table(path, columns=list(columns))
-        return {c: ["" if v is None else str(v) for v in table.column(c).to_pylist()] for c in columns}
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in columns if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ValueError(f"{path}: no column {', '.join(missing)} (columns: {', '.join(reader.fieldnames or [])})")
-        out: dict[str, list[str]] = {c: [] for c in columns}
-        for row in reader:
-            for c in columns:
-                out[c].append(row[c] or "")
-        return out
-
-
-def _time_key(text: str) -> tuple[int, float | str]:
-    try:
-        return (0, float(text))
-    except ValueError:
-        pass
-    try:
-        return (0, datetime.fromisoformat(text).timestamp())
-    except ValueError:
-        return (1, text)
-
-
-def _value(text: str) -> float:
-    if text.strip() in MISSING:
-        return math.nan
-    v = float(text)
-    return v if math.isfinite(v) else math.nan
-
-
-def load_timed_series(
-    path: Path, value_column: str, time_column: str, entity_column: str | None
-) -> dict[str, tuple[list[tuple[int, float | str]], np.ndarray]]:
-    """Per entity, (time keys, values) in time order (ties keep file order); NaN for gaps."""
-    columns = [time_column, value_column] + ([entity_column] if entity_column else [])
-    table = read_table(path, columns)
-    entities = table[entity_column] if entity_column else ["series"] * len(table[time_column])
-    rows: dict[str, list[tuple[tuple[int, float | str], int, float]]] = {}
-    for i, (entity, t, v) in enumerate(zip(entities, table[time_column], table[value_column])):
-        rows.setdefault(entity, []).append((_time_key(t), i, _value(v)))
-    out = {}
-    for e, r in rows.items():
-        r.sort()
-        out[e] = ([k for k, _, _ in r], np.array([v for _, _, v in r]))
-    return out
-
-
-def time_key(text: str) -> tuple[int, float | str]:
-    """Sort key of a time cell: numbers and ISO date-times as seconds, anything else as text."""
-    return _time_key(text)
-
-
-def load_series(path: Path, value_column: str, time_column: str, entity_column: str | None) -> dict[str, np.ndarray]:
-    """Per entity, the value column in time order (ties keep file order); NaN for gaps."""
-    return {e: values for e, (_, values) in load_timed_series(path, value_column, time_column, entity_column).items()}
 
 
 class PlainRlsAr:
