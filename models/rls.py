@@ -26,6 +26,7 @@ import numpy as np
 from twinstream.models.domain import DomainBounds
 
 P0 = 10.0
+HOUSEKEEPING_EVERY = 16  # symmetrize and cap P this often: per update it cost as much as the update itself
 
 
 class RLS:
@@ -48,22 +49,34 @@ class RLS:
         x = np.asarray(x, dtype=float)
         px = self.P @ x
         denom = self.forgetting + float(x @ px)
-        if not np.isfinite(denom) or denom <= 0.0:
+        if not (denom > 0.0 and denom < np.inf):  # also catches NaN
             self.reset_inputs(range(len(self.w)))
             return
         gain = px / denom
-        w = self.w + gain * (y - float(self.w @ x))
-        P = (self.P - np.outer(gain, px)) / self.forgetting
-        if not (np.isfinite(w).all() and np.isfinite(P.trace())):
-            self.reset_inputs(range(len(self.w)))  # numerical trouble: start over rather than publish garbage
+        err = y - float(self.w @ x)
+        if not -np.inf < err < np.inf:
+            self.reset_inputs(range(len(self.w)))
             return
-        P = 0.5 * (P + P.T)
+        P = self.P - np.outer(gain, px)
+        P *= 1.0 / self.forgetting
+        self.n += 1
+        if self.n % HOUSEKEEPING_EVERY == 0 and not self._housekeeping(P):
+            return
+        self.w = self.w + gain * err
+        self.P = P
+
+    def _housekeeping(self, P: np.ndarray) -> bool:
+        """Every few updates: symmetrize P, cap its diagonal (windup), start over on numerical trouble."""
+        if not (np.isfinite(self.w).all() and np.isfinite(P).all()):
+            self.reset_inputs(range(len(self.w)))  # numerical trouble: start over rather than publish garbage
+            return False
+        P += P.T
+        P *= 0.5
         diag = np.diag(P)
         if diag.max() > self.p_max:
             shrink = np.sqrt(np.minimum(1.0, self.p_max / np.maximum(diag, 1e-300)))
-            P = P * shrink[:, None] * shrink[None, :]
-        self.w, self.P = w, P
-        self.n += 1
+            P *= shrink[:, None] * shrink[None, :]
+        return True
 
     def reset_inputs(self, indices: Sequence[int] | range) -> None:
         """Forget what was learned about these inputs (their weights and covariance)."""
