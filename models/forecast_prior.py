@@ -84,3 +84,55 @@ def fit_forecast_prior(
         train_mae_scaled=float(min(np.mean(err["model"]), np.mean(err["extended"]))),
         train_persistence_mae_scaled=float(np.mean(err_persist)),
     )
+
+
+ARRAY_KEYS = ("w", "P", "w_extended", "P_extended", "meta", "domain_low", "domain_high")
+
+
+def forecast_prior_arrays(prior: ForecastPrior) -> dict[str, np.ndarray]:
+    """Everything in a forecast prior as named arrays (an artifact's weights file, pinned by its sha256).
+
+    ``meta`` holds: forgetting, p0, p_max, season (0 = none), training MAE and persistence
+    MAE (scaled), number of extended inputs (0 = none). Domain bounds keep their order of
+    :data:`~twinstream.models.forecast.DOMAIN_FEATURES`.
+    """
+    ext = prior.rls_extended
+    meta = [prior.rls.forgetting, prior.rls.p0, prior.rls.p_max, float(prior.season or 0),
+            prior.train_mae_scaled, prior.train_persistence_mae_scaled, float(0 if ext is None else ext.w.size)]
+    return {
+        "w": prior.rls.w, "P": prior.rls.P,
+        "w_extended": ext.w if ext is not None else np.zeros(0), "P_extended": ext.P if ext is not None else np.zeros((0, 0)),
+        "meta": np.asarray(meta, dtype=float),
+        "domain_low": np.asarray(prior.domain.low, dtype=float), "domain_high": np.asarray(prior.domain.high, dtype=float),
+    }
+
+
+def forecast_prior_from_arrays(arrays: dict[str, np.ndarray], version: str = "history-v1") -> ForecastPrior:
+    """The inverse of :func:`forecast_prior_arrays` (e.g. from ``numpy.load`` of a verified artifact).
+
+    >>> import math
+    >>> prior = fit_forecast_prior([[math.sin(t / 5.0) for t in range(400)]], horizon=2, max_season=0)
+    >>> again = forecast_prior_from_arrays(forecast_prior_arrays(prior))
+    >>> bool((again.rls.w == prior.rls.w).all()), again.season == prior.season, again.domain == prior.domain
+    (True, True, True)
+    """
+    missing = [k for k in ARRAY_KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"forecast prior arrays lack {', '.join(missing)}")
+    forgetting, p0, p_max, season, mae, persistence, n_ext = (float(v) for v in arrays["meta"][:7])
+
+    def rls(w: np.ndarray, P: np.ndarray) -> RLS:
+        out = RLS(w.size, forgetting, p0, p_max)
+        out.w, out.P = np.array(w, dtype=float), np.array(P, dtype=float)
+        return out
+
+    return ForecastPrior(
+        rls=rls(arrays["w"], arrays["P"]),
+        rls_extended=rls(arrays["w_extended"], arrays["P_extended"]) if n_ext else None,
+        season=int(season) or None,
+        domain=DomainBounds(DOMAIN_FEATURES, tuple(float(v) for v in arrays["domain_low"]),
+                            tuple(float(v) for v in arrays["domain_high"])),
+        train_mae_scaled=mae,
+        train_persistence_mae_scaled=persistence,
+        version=version,
+    )

@@ -151,3 +151,15 @@ def test_a_huge_jump_in_seq_is_a_gap_not_a_loop() -> None:
     out = fc.step(10**12, 1.0)
     assert out.target_seq == 10**12 + 2 and out.source == "persistence"
     assert fc.step(10**12 + 1, 2.0).value == 2.0  # history is gone: no regression inputs until it refills
+
+
+def test_prior_survives_an_npz_file_and_starts_twins_identically(tmp_path) -> None:
+    from twinstream.models.forecast_prior import forecast_prior_arrays, forecast_prior_from_arrays
+
+    prior = fit_forecast_prior([series("cycle", 20, 1200)], H, max_season=200)
+    np.savez(tmp_path / "prior.npz", **forecast_prior_arrays(prior))
+    with np.load(tmp_path / "prior.npz") as data:
+        loaded = forecast_prior_from_arrays(dict(data))
+    a, b = OnlineForecaster(H, max_season=200, prior=prior), OnlineForecaster(H, max_season=200, prior=loaded)
+    for t, y in enumerate(series("cycle", 21, 300)):
+        assert a.step(t, float(y)) == b.step(t, float(y))
