@@ -90,7 +90,12 @@ class TopicReader:
             await consumer.stop()
 
     async def read_outputs(self, topic: str, start: dict[int, int], timeout_s: float = 120.0) -> OutputStats:
-        """Read ``topic`` from ``start`` until nothing more comes; dedupe by (entity_id, seq)."""
+        """Read ``topic`` from ``start`` until nothing more comes; dedupe by (entity_id, seq).
+
+        "Nothing more" = two empty polls *after* every partition was read up to its reported
+        end offset: a broker on durable storage may answer the first fetches slower than a
+        poll lasts, and the reported end (short by one batch on Tansu) is still a lower bound.
+        """
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
             max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
@@ -102,16 +107,20 @@ class TopicReader:
             consumer.assign(tps)
             for tp in tps:
                 consumer.seek(tp, start.get(tp.partition, 0))
+            reported_end = await self.end_offsets(consumer, topic)
+            next_offset = {p: start.get(p, 0) for p in range(self.partitions)}
             first: dict[tuple[str, int], int] = {}
             records = 0
             empty_polls = 0
             deadline = time.monotonic() + timeout_s
-            while empty_polls < 2:
+            while empty_polls < 2 or any(next_offset[p] < end for p, end in reported_end.items()):
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"reading back {topic} took more than {timeout_s:.0f} s")
                 batches = await consumer.getmany(timeout_ms=200, max_records=20000)
                 empty_polls = 0 if any(batches.values()) else empty_polls + 1
-                for recs in batches.values():
+                for tp, recs in batches.items():
+                    if recs:
+                        next_offset[tp.partition] = max(next_offset[tp.partition], recs[-1].offset + 1)
                     records += len(recs)
                     for rec in recs:
                         d = orjson.loads(rec.value)

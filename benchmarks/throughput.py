@@ -29,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +54,35 @@ from twinstream.streams.app import quiet_library_loggers  # noqa: E402
 
 
 # --------------------------------------------------------------------------- main
-async def run(args: argparse.Namespace, broker_url: str, workdir: Path, broker_pid: int | None) -> dict[str, Any]:
+@dataclass
+class Target:
+    """One broker the arms run against; ``label`` names its storage when several are compared."""
+
+    broker_url: str
+    workdir: Path
+    broker_pids: list[int] = field(default_factory=list)  # their CPU is the broker's, not "other processes"
+    label: str = ""
+
+
+async def run(args: argparse.Namespace, targets: list[Target]) -> list[dict[str, Any]]:
+    """Every arm on every target; with several targets the arms alternate between them
+    (r0 a on each, then r0 b on each, ...), so a change in the machine's load meanwhile
+    hits every target alike. One summary per target, in order."""
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=False,
     )
     arms = ["a", "b", "c"] + (["d"] if args.two_workers else [])
     with progress:
-        bench = Bench(args, broker_url, workdir, progress, broker_pid)
-        console.print(f"broker {broker_url}  namespace {bench.namespace}  input {bench.input_topic}  "
-                      f"partitions {args.partitions}")
-        bench.create_topics()
+        benches: list[Bench] = []
+        for target in targets:
+            bench = Bench(args, target.broker_url, target.workdir, progress,
+                          target.broker_pids[0] if target.broker_pids else None)
+            bench.own_pids.extend(target.broker_pids[1:])
+            console.print(f"{target.label + ': ' if target.label else ''}broker {target.broker_url}  namespace "
+                          f"{bench.namespace}  input {bench.input_topic}  partitions {args.partitions}")
+            bench.create_topics()
+            benches.append(bench)
         t0 = time.monotonic()
         messages = make_messages(args.messages, args.entities, seed=args.seed)
         avg_size = sum(len(m.value) for m in messages) / len(messages)
@@ -71,39 +90,42 @@ async def run(args: argparse.Namespace, broker_url: str, workdir: Path, broker_p
             Telemetry.model_validate_json(m.value)
         console.print(f"{len(messages):,} messages built in {time.monotonic() - t0:.1f} s "
                       f"(avg {avg_size:.0f} B, {args.entities:,} entities, 14 sensors, rul target)")
-        producer_rate = await bench.produce_input(messages)
-        heap_per_twin = twin_heap_bytes(bench.settings, messages, args.entities)
-        results: list[ArmResult] = []
+        producer_rates = [await bench.produce_input(messages) for bench in benches]
+        heap_per_twin = twin_heap_bytes(benches[0].settings, messages, args.entities)
+        results: list[list[ArmResult]] = [[] for _ in targets]
         for repeat in range(args.repeat):
             for arm in arms:
-                profile = None
-                if args.profile and repeat == 0 and arm == "c":
-                    profile = Path(args.profile)
-                for attempt in range(args.retries + 1):
-                    busy = await wait_quiet(args.wait_quiet)
-                    if busy > 0.10:
-                        progress.console.print(f"[yellow]r{repeat} {arm}: other processes keep {busy:.0%} of the "
-                                               "CPUs busy; rates will be low[/yellow]")
-                    if arm in ("a", "b"):
-                        result = await bench.bare_loop(arm, repeat)
-                    else:
-                        result = await bench.worker_arm(arm, repeat, 2 if arm == "d" else 1, profile)
-                    result.background_busy = busy
-                    if (result.foreign_busy or 0.0) <= args.max_foreign or attempt == args.retries:
-                        break
+                for index, (target, bench) in enumerate(zip(targets, benches, strict=True)):
+                    name = f"{target.label} " if target.label else ""
+                    profile = None
+                    if args.profile and repeat == 0 and arm == "c" and index == 0:
+                        profile = Path(args.profile)
+                    for attempt in range(args.retries + 1):
+                        busy = await wait_quiet(args.wait_quiet)
+                        if busy > 0.10:
+                            progress.console.print(f"[yellow]{name}r{repeat} {arm}: other processes keep {busy:.0%} "
+                                                   "of the CPUs busy; rates will be low[/yellow]")
+                        if arm in ("a", "b"):
+                            result = await bench.bare_loop(arm, repeat)
+                        else:
+                            result = await bench.worker_arm(arm, repeat, 2 if arm == "d" else 1, profile)
+                        result.background_busy = busy
+                        if (result.foreign_busy or 0.0) <= args.max_foreign or attempt == args.retries:
+                            break
+                        progress.console.print(
+                            f"[yellow]{name}r{repeat} {arm}: {result.rate:,.0f} ev/s discarded, other processes used "
+                            f"{result.foreign_busy:.0%} of the CPUs meanwhile (> {args.max_foreign:.0%}); again[/yellow]")
+                    results[index].append(result)
                     progress.console.print(
-                        f"[yellow]r{repeat} {arm}: {result.rate:,.0f} ev/s discarded, other processes used "
-                        f"{result.foreign_busy:.0%} of the CPUs meanwhile (> {args.max_foreign:.0%}); again[/yellow]")
-                results.append(result)
-                progress.console.print(
-                    f"r{repeat} {arm}: {result.rate:,.0f} ev/s over {result.span_s:.2f} s"
-                    + (f" (in-loop {result.loop_rate:,.0f} ev/s)" if result.loop_rate else "")
-                    + (f", start-up {result.startup_s:.1f} s excluded" if result.startup_s is not None else "")
-                    + (f", {result.duplicates} duplicate outputs" if result.duplicates else "")
-                    + f"; other processes used {result.foreign_busy:.0%} of the CPUs meanwhile"
-                )
-    return build_summary(args, bench.settings, bench.twin_bytes, results, arms, avg_size, producer_rate,
-                         heap_per_twin)
+                        f"{name}r{repeat} {arm}: {result.rate:,.0f} ev/s over {result.span_s:.2f} s"
+                        + (f" (in-loop {result.loop_rate:,.0f} ev/s)" if result.loop_rate else "")
+                        + (f", start-up {result.startup_s:.1f} s excluded" if result.startup_s is not None else "")
+                        + (f", {result.duplicates} duplicate outputs" if result.duplicates else "")
+                        + f"; other processes used {result.foreign_busy:.0%} of the CPUs meanwhile"
+                    )
+    return [build_summary(args, bench.settings, bench.twin_bytes, arm_results, arms, avg_size, producer_rate,
+                          heap_per_twin)
+            for bench, arm_results, producer_rate in zip(benches, results, producer_rates, strict=True)]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -113,6 +135,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--partitions", type=int, default=4, help="partitions of every topic (default 4)")
     p.add_argument("--repeat", type=int, default=1, help="run every arm K times; medians are reported")
     p.add_argument("--broker", default=None, help="kafka://host:port; default: start an embedded Tansu broker")
+    p.add_argument("--broker-storage", action="append", default=[], metavar="SPEC",
+                   help="run every arm on an embedded broker with this storage: memory://, dir (a fresh directory "
+                        "in the temporary folder), a directory path or s3://bucket/. Repeat it to compare "
+                        "storages side by side in one run (one broker each, one after the other); the JSON then "
+                        "holds one summary per storage and their rate ratios. Default: one memory broker")
     p.add_argument("--json", default=None, help="write the results as JSON to this path")
     p.add_argument("--two-workers", action=argparse.BooleanOptionalAction, default=True,
                    help="run arm d (two worker processes); default on")
@@ -136,7 +163,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.arm_timeout = max(300.0, args.messages / 500.0)
     if args.messages < args.entities:
         p.error("--messages must be >= --entities")
+    if args.broker_storage and args.broker is not None:
+        p.error("--broker-storage is for the embedded broker; not with --broker")
     return args
+
+
+def start_embedded(storages: list[str], workdir: Path) -> tuple[list[EmbeddedBroker], list[Target]]:
+    """One embedded broker per storage spec (``dir``: a fresh directory in ``workdir``), all running."""
+    brokers: list[EmbeddedBroker] = []
+    targets: list[Target] = []
+    try:
+        for index, storage in enumerate(storages):
+            where = workdir / f"storage-{index}"
+            where.mkdir(parents=True, exist_ok=True)
+            broker = EmbeddedBroker(log_path=where / "tansu.log",
+                                    storage=str(where / "broker-data") if storage == "dir" else storage).start()
+            brokers.append(broker)
+            pids = [p.pid for p in (getattr(broker, "_process", None),
+                                    broker.object_store.process if broker.object_store else None) if p is not None]
+            targets.append(Target(broker.url, where, pids, storage))
+    except BaseException:
+        for broker in brokers:
+            broker.stop()
+        raise
+    return brokers, targets
+
+
+def compare_storages(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One document for several storages: each summary, and every arm's rate relative to the first storage's.
+
+    >>> compare_storages({"memory://": {"rates": {"a": 100.0, "c": 50.0}}, "dir": {"rates": {"a": 80.0, "c": None}}})["relative_rates"]
+    {'dir': {'a': 0.8, 'c': None}}
+    """
+    baseline_name, baseline = next(iter(summaries.items()))
+    relative = {
+        name: {arm: (round(rate / baseline["rates"][arm], 3) if rate and baseline["rates"].get(arm) else None)
+               for arm, rate in summary["rates"].items()}
+        for name, summary in list(summaries.items())[1:]
+    }
+    return {
+        "timing": "each storage ran every arm on its own embedded broker, one after the other, in one run",
+        "baseline": baseline_name,
+        "rates": {name: summary["rates"] for name, summary in summaries.items()},
+        "relative_rates": relative,
+        "storages": summaries,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,23 +219,36 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[key] = value
     quiet_library_loggers()
     workdir = Path(tempfile.mkdtemp(prefix="twinstream-bench-"))
-    broker: EmbeddedBroker | None = None
+    brokers: list[EmbeddedBroker] = []
     try:
-        if args.broker is None:
-            broker = EmbeddedBroker(log_path=workdir / "tansu.log").start()
-            broker_url = broker.url
-            process = getattr(broker, "_process", None)
-            broker_pid = process.pid if process is not None else None
+        if args.broker_storage:
+            brokers, targets = start_embedded(args.broker_storage, workdir)
+        elif args.broker is None:
+            brokers, targets = start_embedded(["memory://"], workdir)
+            targets[0].label = ""
+            targets[0].workdir = workdir
         else:
-            broker_url = Settings(broker=args.broker).broker or args.broker
-            broker_pid = None  # its CPU counts as "other processes" if it runs on this machine
-        summary = asyncio.run(run(args, broker_url, workdir, broker_pid))
-        report(summary)
+            # an outside broker: its CPU counts as "other processes" if it runs on this machine
+            targets = [Target(Settings(broker=args.broker).broker or args.broker, workdir)]
+        summaries = asyncio.run(run(args, targets))
+        for target, summary in zip(targets, summaries, strict=True):
+            if args.broker_storage:
+                summary["config"]["broker_storage"] = target.label
+                console.print(f"[bold]broker storage {target.label}[/bold]")
+            report(summary)
+        if len(summaries) > 1:
+            combined = compare_storages({t.label: s for t, s in zip(targets, summaries, strict=True)})
+            for name, ratios in combined["relative_rates"].items():
+                console.print(f"{name} vs {combined['baseline']}: " + ", ".join(
+                    f"{arm} {ratio:.2f}x" for arm, ratio in ratios.items() if ratio is not None))
+            output: dict[str, Any] = combined
+        else:
+            output = summaries[0]
         if args.json:
-            write_json(summary, args.json)
+            write_json(output, args.json)
         return 0
     finally:
-        if broker is not None:
+        for broker in brokers:
             broker.stop()
         if args.keep:
             console.print(f"kept {workdir}")
