@@ -135,7 +135,7 @@ class EmbeddedBroker:
             "--cluster-id", self.cluster_id,
         ]
 
-    def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         if self.running:
             return self
         if not port_is_free(self.host, self.port):
@@ -175,7 +175,7 @@ class EmbeddedBroker:
         if self.object_store is not None:
             self.object_store.stop()
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

@@ -108,7 +108,8 @@ class Store:
         with self.lock:
             self.path(bucket, key).unlink(missing_ok=True)
 
-    def list(self, bucket: str, prefix: str, delimiter: str, after: str, limit: int) -> tuple[list[tuple[str, os.stat_result]], list[str], str | None]:
+    def list(self, bucket: str, prefix: str, delimiter: str, after: str, limit: int
+             ) -> tuple[list[tuple[str, os.stat_result]], list[str], str | None]:
         """(objects, common prefixes, next key to continue after or None), keys in order."""
         base = self.path(bucket)
         # Start the walk at the deepest directory the prefix names, not at the bucket.
@@ -253,7 +254,9 @@ class Handler(BaseHTTPRequestHandler):
         self._send(200, xml.encode(), {"Content-Type": "application/xml"})
 
     def _list(self, bucket: str, query: dict[str, list[str]]) -> None:
-        first = lambda name, default="": query.get(name, [default])[0]
+        def first(name: str, default: str = "") -> str:
+            return query.get(name, [default])[0]
+
         prefix, delimiter = first("prefix"), first("delimiter")
         after = first("continuation-token") or first("start-after")
         limit = max(1, min(int(first("max-keys", "1000") or 1000), 1000))

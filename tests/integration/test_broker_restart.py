@@ -19,6 +19,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from tsdb_servers import VictoriaMetricsServer
+from worker_harness import (
+    TopicReader,
+    WorkerProcess,
+    committed_all,
+    latest_twins_from_changelog,
+    prediction_keys,
+    wait_until,
+)
 
 from twinstream.broker import EmbeddedBroker
 from twinstream.connectors.cmapss_replay import cmapss_events
@@ -30,16 +39,6 @@ from twinstream.settings import Settings
 from twinstream.streams.influx_sink import sink_app_id
 from twinstream.streams.sidecar import sidecar_app_id
 from twinstream.streams.topic_admin import ensure_topics
-
-from tsdb_servers import VictoriaMetricsServer
-from worker_harness import (
-    TopicReader,
-    WorkerProcess,
-    committed_all,
-    latest_twins_from_changelog,
-    prediction_keys,
-    wait_until,
-)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
