@@ -174,3 +174,44 @@ def test_broker_sigkill_and_restart_on_durable_storage_loses_nothing(
     applied = {entity: twin.updates for entity, twin in twins.items()}
     assert applied == dict(sent_per_entity), "twin update counts differ from events sent (lost or double-applied)"
     assert set(prediction_keys(predictions.values())) == {(e.entity_id, e.seq) for e in events}
+
+
+def test_broker_command_sigkilled_leaves_nothing_and_restarts_with_its_data(tmp_path: Path) -> None:
+    """``twinstream broker --storage DIR`` SIGKILLed: its broker and store die with it (the
+    port is free again), and a new command on the same directory serves the old records."""
+    import signal
+    import subprocess
+    import sys
+
+    from kafka import KafkaProducer
+
+    from twinstream.broker import free_port, port_is_free, wait_for_port
+
+    port, data = free_port(), tmp_path / "data"
+    command = [sys.executable, "-m", "twinstream", "broker", "--port", str(port), "--storage", str(data)]
+
+    def start() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=(tmp_path / "cli.log").open("ab"))
+        wait_for_port("127.0.0.1", port, 30, process)
+        return process
+
+    first = start()
+    try:
+        producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}", acks="all")
+        for n in range(50):
+            producer.send("restart-probe", key=b"k", value=str(n).encode())
+        producer.flush(30)
+        producer.close()
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=10)
+    wait_until(lambda: port_is_free("127.0.0.1", port), 15, "the SIGKILLed command's broker to release its port")
+    second = start()
+    try:
+        reader = TopicReader(f"127.0.0.1:{port}", "restart-probe")
+        wait_until(lambda: reader.poll() >= 50, 30, "the 50 records sent before the kill")
+        assert [int(m.value) for m in reader.messages] == list(range(50))
+        reader.close()
+    finally:
+        second.terminate()
+        second.wait(timeout=20)
