@@ -28,6 +28,7 @@ from enum import StrEnum
 from twinstream.models.base import Features, IntervalPrediction, TwinLearner, unpickle_as
 from twinstream.models.fills import FillBook
 from twinstream.models.gaps import GapDetector
+from twinstream.models.kind_twin import KindTwin
 
 MAX_REMEMBERED_GAPS = 64
 AGE_FEATURE = "age"
@@ -43,10 +44,15 @@ class SeqStatus(StrEnum):
 
 @dataclass(slots=True)
 class Twin:
-    """Per-entity state: learner, last applied sequence, counters."""
+    """Per-entity state: learner, last applied sequence, counters.
+
+    ``learner`` answers the entity kind's label task (None for a kind without one);
+    ``kind`` names the declared kind (twins.yaml) and ``tasks`` holds its forecast and
+    anomaly tasks (None when it has none, and for twins of a worker without a spec).
+    """
 
     entity_id: str
-    learner: TwinLearner
+    learner: TwinLearner | None
     last_seq: int = -1
     updates: int = 0
     labelled: int = 0
@@ -57,6 +63,8 @@ class Twin:
     detector: GapDetector | None = None
     fills: FillBook = field(default_factory=FillBook)
     absorbed: list[int] = field(default_factory=list)  # missed seqs whose synthetic fill was absorbed
+    kind: str | None = None
+    tasks: KindTwin | None = None
 
     def __setstate__(self, state: object) -> None:
         """Restore a pickled twin; a twin pickled before a field existed gets its default."""
@@ -65,7 +73,8 @@ class Twin:
             raise TypeError(f"unexpected pickled Twin state {type(state).__name__}")
         for name, value in slots.items():
             object.__setattr__(self, name, value)
-        for name, make in (("detector", lambda: None), ("fills", FillBook), ("absorbed", list)):
+        for name, make in (("detector", lambda: None), ("fills", FillBook), ("absorbed", list), ("kind", lambda: None),
+                           ("tasks", lambda: None)):
             if not hasattr(self, name):
                 object.__setattr__(self, name, make())
 
@@ -99,11 +108,30 @@ class Twin:
         """
         if seq <= self.last_seq:
             raise ValueError(f"{self.entity_id}: seq {seq} is not after last applied seq {self.last_seq}")
+        if self.learner is None:
+            raise ValueError(f"{self.entity_id}: a twin of kind {self.kind!r} has no label task to step")
         x = self.learner.observe_one(self.features(metrics), synthetic)
         prediction = self.learner.predict_interval(x)
         if target is not None:
             self.learner.learn_one(x, target, w=weight)
             self.labelled += 1
+        self.advance(seq)
+        return prediction
+
+    def advance(self, seq: int) -> None:
+        """The sequence bookkeeping of a NEW event (gaps, last seq, update count), without a learner.
+
+        :meth:`step` ends with it; a twin whose kind has no label task (forecast and
+        anomaly tasks only, applied by :attr:`tasks`) calls it alone, so duplicates and
+        late events are recognised the same way for every kind.
+
+        >>> twin = Twin(entity_id="pump-0", learner=None, kind="pump")
+        >>> twin.advance(0); twin.advance(3)
+        >>> twin.updates, twin.gaps, twin.classify(2), twin.classify(3)
+        (2, 2, <SeqStatus.LATE: 'late'>, <SeqStatus.DUPLICATE: 'duplicate'>)
+        """
+        if seq <= self.last_seq:
+            raise ValueError(f"{self.entity_id}: seq {seq} is not after last applied seq {self.last_seq}")
         if self.last_seq >= 0 and seq > self.last_seq + 1:
             skipped = range(max(self.last_seq + 1, seq - MAX_REMEMBERED_GAPS), seq)
             self.gaps += seq - self.last_seq - 1
@@ -111,7 +139,6 @@ class Twin:
             del self.missing[:-MAX_REMEMBERED_GAPS]
         self.last_seq = seq
         self.updates += 1
-        return prediction
 
     def absorb(self, seq: int, metrics: Features) -> bool:
         """Apply a synthetic sample for ``seq``, a sample that never arrived, after later ones were applied.
@@ -133,7 +160,8 @@ class Twin:
         """
         if seq not in self.missing:
             return False
-        self.learner.observe_one(self.features(metrics), frozenset(k for k, v in metrics.items() if v is not None))
+        if self.learner is not None:
+                self.learner.observe_one(self.features(metrics), frozenset(k for k, v in metrics.items() if v is not None))
         self.missing.remove(seq)
         self.absorbed.append(seq)
         del self.absorbed[:-MAX_REMEMBERED_GAPS]

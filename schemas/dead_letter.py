@@ -41,6 +41,7 @@ class RejectReason(StrEnum):
     FUTURE_TIMESTAMP = "future_timestamp"
     OUT_OF_ORDER = "out_of_order"
     TWIN_ERROR = "twin_error"
+    UNKNOWN_KIND = "unknown_kind"
     SINK_REJECTED = "sink_rejected"
 
 

@@ -1,8 +1,10 @@
 """Prediction: what a twin says about its entity after applying one telemetry event.
 
-``(entity_id, seq)`` identifies a prediction: consumers and the InfluxDB sink can
-de-duplicate on it, because after a crash a prediction may be published twice
-(at-least-once delivery) but never with a different meaning.
+``(entity_id, seq, task, target)`` identifies a prediction: consumers and the InfluxDB
+sink can de-duplicate on it, because after a crash a prediction may be published twice
+(at-least-once delivery) but never with a different meaning. A twin of a kind with
+several tasks (twins.yaml) publishes one prediction per task for each sample, so one
+``(entity_id, seq)`` may carry a label prediction, a forecast and an anomaly score.
 
 >>> p = Prediction(entity_id="engine-7", event_time="2026-01-01T00:00:00Z", seq=3,
 ...                target="rul", value=112.5, lower=90.0, upper=130.0, model_version="river-linreg-v1")
@@ -23,6 +25,8 @@ the share is above 0 (or the event itself was synthetic).
 from __future__ import annotations
 
 import math
+
+from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -49,6 +53,24 @@ class Prediction(BaseModel):
         default=0.0, ge=0.0, le=1.0,
         description="Synthetic values / (measured + synthetic values) in the sensor input of this event (module doc).",
     )
+    kind: str | None = Field(default=None, max_length=64, description="Twin kind of the entity (twins.yaml); None without a spec.")
+    task: Literal["label", "forecast", "anomaly"] = Field(
+        default="label",
+        description="label: a target delivered in telemetry (e.g. rul); forecast: target's value at target_seq; "
+        "anomaly: a score in [0, 1] of this sample's surprise.",
+    )
+    target_seq: int | None = Field(
+        default=None, ge=0, description="Sample the prediction is about: seq + horizon for a forecast, seq otherwise."
+    )
+    in_domain: bool | None = Field(
+        default=None,
+        description="False when the input lies outside what the model knows (its prior's training ranges, or the twin's own "
+        "history); the interval is then widened and the prior not relied on. None: not checked.",
+    )
+    domain_score: float | None = Field(
+        default=None, ge=0.0, le=1.0, description="Share of the checked features outside their known range (0 = all inside)."
+    )
+    flagged: bool | None = Field(default=None, description="Anomaly tasks: the score reached the kind's threshold.")
 
     @model_validator(mode="after")
     def _check(self) -> Prediction:

@@ -78,6 +78,7 @@ EntityId = Annotated[
     StringConstraints(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:\-]*$"),
 ]
 MetricName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")]
+KindField = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
 
 class Telemetry(BaseModel):
@@ -107,6 +108,11 @@ class Telemetry(BaseModel):
     confidence: dict[MetricName, float] = Field(
         default_factory=dict,
         description="Synthetic samples: standard deviation of each filled value (same units as the value).",
+    )
+    kind: KindField | None = Field(
+        default=None,
+        description="Twin kind of the entity (a kind's match.kind or name in the worker's twins.yaml); "
+        "None: the kind is found from the entity id.",
     )
 
     @field_validator("metrics")
