@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from twinstream.datasets.cmapss import CmapssSubset, load_subset, subset_files
+from twinstream.models.domain import DomainBounds
 from twinstream.models.features import RulFeatures, feature_names, stateless_names
 from twinstream.models.prior import load_prior, sha256_file
 from twinstream.schemas.prior import MANIFEST_FILE, PriorManifest
@@ -136,15 +137,61 @@ def fold_members(prefix: str, members: list[dict[str, np.ndarray]], mean: np.nda
             f"{prefix}_w2": w2.astype(np.float32), f"{prefix}_b2": b2}
 
 
-def _halfwidths(pred: np.ndarray, residual: np.ndarray) -> list[float]:
-    bins = np.digitize(pred, CALIBRATION_EDGES)
+def _halfwidths(pred: np.ndarray, residual: np.ndarray, edges: tuple[float, ...] = CALIBRATION_EDGES) -> list[float]:
+    bins = np.digitize(pred, edges)
     overall = float(np.quantile(residual, 0.9))
-    return [float(np.quantile(residual[bins == b], 0.9)) if (bins == b).sum() >= 20 else overall for b in range(len(CALIBRATION_EDGES) + 1)]
+    return [float(np.quantile(residual[bins == b], 0.9)) if (bins == b).sum() >= 20 else overall for b in range(len(edges) + 1)]
 
 
 def _standardize(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     mean, std = standardize_stats(x)
     return np.where(np.isnan(x), 0.0, (x - mean) / std), mean, std
+
+
+# Training-feature ranges recorded in every manifest (``domain``): per-feature quantiles padded by a share of
+# their band, and how many features may be outside before an input is out of domain. Chosen by engine-level
+# cross-validation on FD001's training engines only (benchmarks/transfer.py, ``domain_cv`` in its JSON): the
+# tightest setting under which held-out training engines stay in domain on at least DOMAIN_TARGET_SHARE of rows.
+DOMAIN_QUANTILES = (0.005, 0.995)
+DOMAIN_MARGIN = 0.0
+DOMAIN_MAX_OUTSIDE = 0.1
+DOMAIN_TARGET_SHARE = 0.95
+
+
+def training_domain(x: np.ndarray, names: list[str], margin: float = DOMAIN_MARGIN,
+                    max_outside: float = DOMAIN_MAX_OUTSIDE) -> DomainBounds:
+    """The ranges of the training features (rows of ``x`` in ``names`` order) that a manifest records."""
+    return DomainBounds.fit(x, names, DOMAIN_QUANTILES, margin, max_outside)
+
+
+def fit_heads(
+    x: np.ndarray, y: np.ndarray, units: np.ndarray, names: list[str], prior_inputs: list[str], *,
+    cap: float | None, folds: int, hidden: int, prior_hidden: int, epochs: int, lr: float, seed: int,
+    edges: tuple[float, ...], progress: Callable[[str], None] | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, list[float]], np.ndarray, np.ndarray]:
+    """Both heads as k-fold ensembles split by entity: (weights arrays, calibration, out-of-fold prior, out-of-fold twin).
+
+    ``y`` is the (capped) target, ``units`` the entity of every row; predictions are
+    clipped to ``[0, cap]`` as the loader does.
+    """
+    hi = math.inf if cap is None else cap
+    unit_ids = np.unique(units)
+    fold_of = {u: i % folds for i, u in enumerate(np.random.default_rng(seed).permutation(unit_ids))}
+    fold = np.array([fold_of[u] for u in units])
+    # Head 1, the prior: one event alone (age, current readings).
+    xa = x[:, [names.index(n) for n in prior_inputs]]
+    za, mean_a, std_a = _standardize(xa)
+    members_a, oof_a = fit_ensemble(za, y, fold, folds, prior_hidden, epochs, lr, seed, progress, "prior head")
+    oof_a = np.clip(oof_a, 0.0, hi)
+    # Head 2, the twin: correction of the prior from the personal state, on out-of-fold prior values.
+    xb = np.column_stack([x, oof_a])
+    zb, mean_b, std_b = _standardize(xb)
+    members_b, oof_r = fit_ensemble(zb, y - oof_a, fold, folds, hidden, epochs, lr, seed + 1, progress, "twin head")
+    oof_b = np.clip(oof_a + oof_r, 0.0, hi)
+    weights = {**fold_members("prior", members_a, mean_a, std_a), **fold_members("twin", members_b, mean_b, std_b)}
+    calibration = {"edges": list(edges), "prior_halfwidth": _halfwidths(oof_a, np.abs(y - oof_a), edges),
+                   "twin_halfwidth": _halfwidths(oof_b, np.abs(y - oof_b), edges)}
+    return weights, calibration, oof_a, oof_b
 
 
 def train_prior(
@@ -161,38 +208,35 @@ def train_prior(
     threads: int = 1,
     fx_params: dict[str, Any] | None = None,
     progress: Callable[[str], None] | None = None,
+    units: set[int] | None = None,
 ) -> PriorManifest:
-    """Train both heads on ``subset``'s training engines and write the artifact to ``out``."""
+    """Train both heads on ``subset``'s training engines (or only ``units`` of them) and write the artifact to ``out``."""
     import torch
 
     torch.set_num_threads(threads)
     data = load_subset(subset, data_dir)
+    if units is not None:
+        data = CmapssSubset(data.name, [r for r in data.train if r.unit in units], [], {}, data.train_life)
     fx = RulFeatures(**(fx_params or {}))
     names = feature_names(fx.sensors)
     prior_inputs = stateless_names(fx.sensors)
-    x, y, units = engine_features(data, fx_params, cap)
+    x, y, row_units = engine_features(data, fx_params, cap)
     true = np.array([float(data.train_rul_at(r)) for r in sorted(data.train, key=lambda r: (r.unit, r.cycle))])
-    unit_ids = np.unique(units)
-    fold_of = {u: i % folds for i, u in enumerate(np.random.default_rng(seed).permutation(unit_ids))}
-    fold = np.array([fold_of[u] for u in units])
-    # Head 1, the prior: one event alone (age, current readings).
-    xa = x[:, [names.index(n) for n in prior_inputs]]
-    za, mean_a, std_a = _standardize(xa)
-    members_a, oof_a = fit_ensemble(za, y, fold, folds, prior_hidden, epochs, lr, seed, progress, "prior head")
-    oof_a = np.clip(oof_a, 0.0, cap)
-    # Head 2, the twin: correction of the prior from the personal state, on out-of-fold prior values.
-    xb = np.column_stack([x, oof_a])
-    zb, mean_b, std_b = _standardize(xb)
-    members_b, oof_r = fit_ensemble(zb, y - oof_a, fold, folds, hidden, epochs, lr, seed + 1, progress, "twin head")
-    oof_b = np.clip(oof_a + oof_r, 0.0, cap)
+    weights, calibration, oof_a, oof_b = fit_heads(
+        x, y, row_units, names, prior_inputs, cap=cap, folds=folds, hidden=hidden, prior_hidden=prior_hidden,
+        epochs=epochs, lr=lr, seed=seed, edges=CALIBRATION_EDGES, progress=progress)
     out.mkdir(parents=True, exist_ok=True)
     weights_path = out / WEIGHTS_FILE
-    write_weights(weights_path, {**fold_members("prior", members_a, mean_a, std_a), **fold_members("twin", members_b, mean_b, std_b)})
+    write_weights(weights_path, weights)
     in_range = (true >= 5) & (true <= 145)  # the range of test RULs: a test-like validation slice
-    metrics: dict[str, float] = {"train_rows": float(len(y)), "train_engines": float(len(unit_ids))}
+    metrics: dict[str, float] = {"train_rows": float(len(y)), "train_engines": float(len(np.unique(row_units)))}
     for head, pred in (("prior", oof_a), ("twin", oof_b)):
         metrics[f"{head}_oof_rmse"] = float(np.sqrt(np.mean((y - pred) ** 2)))
         metrics[f"{head}_oof_rmse_true_rul_5_145"] = float(np.sqrt(np.mean((true[in_range] - pred[in_range]) ** 2)))
+    training: dict[str, float | int | str] = {"subset": subset, "folds": folds, "hidden": hidden, "prior_hidden": prior_hidden,
+                                              "epochs": epochs, "lr": lr, "seed": seed, "torch": torch.__version__}
+    if units is not None:
+        training["units"] = ",".join(str(u) for u in sorted(units))
     manifest = PriorManifest(
         family=FAMILY,
         version=VERSION,
@@ -204,10 +248,9 @@ def train_prior(
         target="rul",
         target_cap=cap,
         metrics=metrics,
-        calibration={"edges": list(CALIBRATION_EDGES), "prior_halfwidth": _halfwidths(oof_a, np.abs(y - oof_a)),
-                     "twin_halfwidth": _halfwidths(oof_b, np.abs(y - oof_b))},
-        training={"subset": subset, "folds": folds, "hidden": hidden, "prior_hidden": prior_hidden, "epochs": epochs,
-                  "lr": lr, "seed": seed, "torch": torch.__version__},
+        calibration=calibration,
+        training=training,
+        domain=training_domain(x, names).to_manifest(),
     )
     (out / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
     load_prior(out, fx.schema())  # refuse to hand back an artifact that does not load

@@ -10,8 +10,10 @@ can refuse a mismatch with a message naming it.
 >>> m = PriorManifest(family="rul-mlp", version="1", feature_schema=schema,
 ...                   training_data={"train_FD001.txt": "ab" * 32}, weights_file="weights.npz",
 ...                   weights_sha256="cd" * 32, target="rul", target_cap=125.0)
->>> m.prior_version
-'rul-mlp-v1'
+>>> m.prior_version, m.domain is None  # a manifest without training ranges (older artifacts) still loads
+('rul-mlp-v1', True)
+>>> m.model_copy(update={"domain": {"names": ["age"], "low": [0.0], "high": [400.0]}}).domain["high"]
+[400.0]
 >>> schema.fingerprint() == FeatureSchema.model_validate(schema.model_dump()).fingerprint()
 True
 >>> schema.differences(schema.model_copy(update={"names": ["age", "s2_ew"]}))  # artifact vs learner
@@ -23,8 +25,9 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
 
 MANIFEST_FILE = "manifest.json"
 SHA256_PATTERN = r"^[0-9a-f]{64}$"
@@ -96,6 +99,29 @@ class PriorManifest(BaseModel):
         description="Split-conformal |residual| quantiles: 'edges' (predicted-value bins), '<head>_halfwidth' per bin.",
     )
     training: dict[str, float | int | str] = Field(default_factory=dict, description="Training hyperparameters.")
+    domain: dict[str, Any] | None = Field(
+        default=None,
+        description="Ranges of the training features (models.domain.DomainBounds.to_manifest(): names, low, high, "
+                    "max_outside); an input outside them is out of the prior's domain. None: not recorded (older artifacts).",
+    )
+    forecast_tasks: list[str] = Field(
+        default_factory=list,
+        description="Forecast task keys ('metric@horizon') whose forecast priors the weights file holds, as arrays "
+                    "'forecast.<key>.<name>' (models.forecast_prior.forecast_prior_arrays).",
+    )
+
+    @field_validator("domain")
+    @classmethod
+    def _domain_shape(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        missing = [k for k in ("names", "low", "high") if k not in value]
+        if missing:
+            raise ValueError(f"domain lacks {', '.join(missing)}")
+        n = len(value["names"])
+        if len(value["low"]) != n or len(value["high"]) != n:
+            raise ValueError(f"domain has {n} names but {len(value['low'])} low and {len(value['high'])} high bounds")
+        return value
 
     @property
     def prior_version(self) -> str:
