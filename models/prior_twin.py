@@ -14,6 +14,19 @@ Intervals are split-conformal from the prior's calibration until the twin has it
 residuals (then an online quantile of them). A Page-Hinkley detector on the base
 prediction flags changes in the degradation course; ``drift_alarms`` exposes them.
 
+Knowing when it does not know: each event's features are checked against the ranges of
+the prior's training features (``domain`` in its manifest, :class:`~.domain.DomainBounds`).
+When more than the manifest's ``max_outside`` share of them lie outside, the event is out
+of the prior's domain (``domain_state``) and the interval is widened by ``OOD_WIDEN``.
+When more than ``abandon_prior_above`` of them lie outside (an engine unlike any the
+fleet showed, not a slightly unusual reading), the prior's estimate is not used at all:
+the twin answers from what it learned itself (its own latest label carried forward, or
+the middle of the range when it has none) with the whole range [0, cap] as interval, so
+such an engine never gets a confident near-failure prediction. Why two levels: on FD001's
+own test engines the manifest's tolerance flags a few percent of events (their value is
+kept, so in-domain accuracy is unchanged), while a whole engine shifted away from the
+fleet lies far above the second level (tests/unit/test_processor_kinds.py).
+
 >>> learner = PriorTwin()
 >>> x = learner.observe_one({"s2": 642.0, "s3": 1590.0})
 >>> p = learner.predict_interval(x)
@@ -35,6 +48,7 @@ from typing import Any
 from river import drift, linear_model, optim, stats
 
 from twinstream.models.base import Features, IntervalPrediction, TwinLearner, check_weight
+from twinstream.models.domain import DomainBounds
 from twinstream.models.features import RulFeatures, feature_names
 from twinstream.models.fleet import FleetModel, get_fleet
 from twinstream.models.prior import FleetPrior, PriorMismatchError, bundled_prior_dir, load_prior
@@ -42,6 +56,43 @@ from twinstream.schemas.prior import FeatureSchema
 
 BASE_KEY = "base_rul"
 MIN_OWN_RESIDUALS = 20
+OOD_WIDEN = 1.5  # interval half-width factor out of the prior's domain (as a kind twin's label task)
+
+
+class _FeatureDomain:
+    """A prior's training ranges, as positions in the learner's feature vector (checked per event)."""
+
+    __slots__ = ("idx", "low", "high", "max_outside")
+
+    def __init__(self, bounds: DomainBounds, names: list[str]) -> None:
+        known = [(names.index(n), lo, hi) for n, lo, hi in zip(bounds.names, bounds.low, bounds.high) if n in names]
+        self.idx = [k for k, _, _ in known]
+        self.low = [lo for _, lo, _ in known]
+        self.high = [hi for _, _, hi in known]
+        self.max_outside = bounds.max_outside
+
+    def score(self, vector: list[float]) -> float:
+        seen = out = 0
+        for k, lo, hi in zip(self.idx, self.low, self.high):
+            v = vector[k]
+            if v == v:
+                seen += 1
+                if v < lo or v > hi:
+                    out += 1
+        return out / seen if seen else 0.0
+
+
+_DOMAINS: dict[str, DomainBounds | None] = {}  # by weights digest: one fit or parse per prior and process
+
+
+def prior_domain(prior: FleetPrior) -> DomainBounds | None:
+    """The training ranges of ``prior``'s features (its manifest's ``domain``); None for an artifact without them."""
+    key = prior.digest
+    if key not in _DOMAINS:
+        recorded = getattr(prior.manifest, "domain", None)
+        _DOMAINS[key] = DomainBounds.from_manifest(recorded) if recorded else None
+    return _DOMAINS[key]
+
 
 # Priors swapped in at run time (pulled from a registry), by prior family. Process-wide,
 # like the prior cache: a twin restored from its pickled state (which holds only its
@@ -89,7 +140,8 @@ class PriorTwin(TwinLearner):
     twin's personal state and learn a residual from own labels; False = prior head
     alone), ``coverage`` (interval target), ``lr`` (personal SGD
     rate), ``cap`` (largest RUL predicted; the prior's cap when it has one), feature
-    parameters (must match the prior's manifest), ``seed``.
+    parameters (must match the prior's manifest), ``seed``, ``abandon_prior_above`` (share of
+    features outside the prior's training ranges above which the prior is not used).
 
     Sample weight ``w`` in :meth:`learn_one`: the personal own-label model's SGD step is
     scaled by ``w`` (River's ``LinearRegression.learn_one(x, y, w)``, with the gradient
@@ -115,9 +167,17 @@ class PriorTwin(TwinLearner):
         slow_span: int = 60,
         baseline_n: int = 20,
         seed: int = 0,
+        abandon_prior_above: float = 0.3,
     ) -> None:
         if not 0.0 < coverage < 1.0:
             raise ValueError("coverage must be in (0, 1)")
+        if not 0.0 <= abandon_prior_above < 1.0:
+            raise ValueError("abandon_prior_above must be in [0, 1)")
+        self.abandon_prior_above = abandon_prior_above
+        self._in_domain = True
+        self._far = False  # beyond abandon_prior_above: the prior is not used
+        self._domain_score = 0.0
+        self._last_label: tuple[float, float] | None = None  # (label, age) of the latest full-weight label
         self.prior = None if prior in (None, "", "none") else str(prior)
         self.fleet = fleet
         self.personal = personal
@@ -147,18 +207,29 @@ class PriorTwin(TwinLearner):
             if active is not None and not active.manifest.feature_schema.differences(self._fx.schema()):
                 self._prior = active
             self.cap = self._prior.cap
+        self._attach_domain()
         self._fleet: FleetModel | None = (
             get_fleet(self.fleet, residual=self._prior is not None, cap=self.cap) if self.fleet else None
         )
+
+    def _attach_domain(self) -> None:
+        bounds = prior_domain(self._prior) if self._prior is not None else None
+        self._domain = _FeatureDomain(bounds, self._names) if bounds is not None else None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_prior", None)
         state.pop("_fleet", None)
         state.pop("_names", None)
+        state.pop("_domain", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state.setdefault("abandon_prior_above", 0.3)  # a twin pickled before the domain check
+        state.setdefault("_in_domain", True)
+        state.setdefault("_far", False)
+        state.setdefault("_domain_score", 0.0)
+        state.setdefault("_last_label", None)
         self.__dict__.update(state)
         self._names = feature_names(self._fx.sensors)
         self._attach()
@@ -167,12 +238,17 @@ class PriorTwin(TwinLearner):
         return {
             "prior": self.prior, "fleet": self.fleet, "personal": self.personal, "coverage": self.coverage,
             "lr": self.lr, "cap": self.cap, "fast_span": self.fast_span, "slow_span": self.slow_span,
-            "baseline_n": self.baseline_n, "seed": self.seed,
+            "baseline_n": self.baseline_n, "seed": self.seed, "abandon_prior_above": self.abandon_prior_above,
         }
 
     @property
     def prior_version(self) -> str | None:
         return self._prior.manifest.prior_version if self._prior is not None else None
+
+    @property
+    def domain_state(self) -> tuple[bool, float] | None:
+        """(in the prior's domain, share of features outside) for the latest event; None without a domain check."""
+        return (self._in_domain, self._domain_score) if self._domain is not None else None
 
     @property
     def fleet_prior(self) -> FleetPrior | None:
@@ -200,6 +276,7 @@ class PriorTwin(TwinLearner):
             raise PriorMismatchError(f"prior {prior.manifest.prior_version}: feature schema mismatch: {'; '.join(problems)}")
         self._prior = prior
         self.cap = prior.cap
+        self._attach_domain()
         return True
 
     # -- the contract -------------------------------------------------------------------
@@ -219,6 +296,11 @@ class PriorTwin(TwinLearner):
 
     def observe_one(self, x: Features, synthetic: Collection[str] = ()) -> Features:
         vector = self._fx.update_vector(x, synthetic)  # synthetic fills stay out of the personal baseline
+        if self._domain is not None:
+            score = self._domain.score(vector)
+            self._domain_score = score
+            self._in_domain = score <= self._domain.max_outside
+            self._far = score > self.abandon_prior_above
         features: dict[str, float | None] = dict(zip(self._names, vector))
         base = self.base_from_vector(vector, features)
         features[BASE_KEY] = base
@@ -241,6 +323,20 @@ class PriorTwin(TwinLearner):
         return {"base": base / self.cap, "age": min(age, 400.0) / self.cap}
 
     def predict_one(self, x: Features) -> float:
+        if self._far:
+            return self._own_estimate(x)
+        return self._with_prior(x)
+
+    def _own_estimate(self, x: Features) -> float:
+        """Out of the prior's domain: the twin's own latest label carried forward by its age, else mid-range."""
+        if self._last_label is None:
+            return self.cap / 2.0
+        label, at_age = self._last_label
+        age = x.get("age")
+        elapsed = float(age) - at_age if age is not None and math.isfinite(age) else 0.0
+        return min(max(label - max(elapsed, 0.0), 0.0), self.cap)
+
+    def _with_prior(self, x: Features) -> float:
         base = self._base(x)
         value = base
         if self.personal and self._labels:
@@ -251,6 +347,8 @@ class PriorTwin(TwinLearner):
 
     def predict_interval(self, x: Features) -> IntervalPrediction:
         value = self.predict_one(x)
+        if self._far:  # nothing here is calibrated for inputs like these: the whole range
+            return IntervalPrediction(value=value, lower=0.0, upper=self.cap)
         half = math.nan
         if self._full_labels >= MIN_OWN_RESIDUALS:
             half = self._abs_residual.get() or math.nan
@@ -258,6 +356,8 @@ class PriorTwin(TwinLearner):
             half = self._prior.halfwidth(value, "twin" if self.personal else "prior")
         if not math.isfinite(half):
             half = self.cap / 2.0  # nothing calibrated yet: say so with a wide interval
+        if not self._in_domain:
+            half *= OOD_WIDEN
         return IntervalPrediction(value=value, lower=max(0.0, value - half), upper=value + half)
 
     def release(self, history: Sequence[tuple[Features, float]]) -> int:
@@ -291,8 +391,11 @@ class PriorTwin(TwinLearner):
         target = min(float(y), self.cap)
         base = self._base(x)
         if w == 1.0:
-            self._abs_residual.update(abs(target - self.predict_one(x)))
+            self._abs_residual.update(abs(target - self._with_prior(x)))
             self._n_full = self._full_labels + 1
+            age = x.get("age")
+            if age is not None and math.isfinite(age):
+                self._last_label = (target, float(age))
         if self.personal:
             own, clip = self._own, self._own.clip_gradient
             own.clip_gradient = clip * w  # River clips the weighted gradient: clip at w * clip = weight the clipped one

@@ -20,6 +20,15 @@ sequence number) is absorbed by the twin late (:meth:`Twin.absorb`): its age and
 smoothing state advance as if the sample had come, without a prediction. Synthetic
 values never enter a twin's personal baseline.
 
+Twin kinds (twins.yaml, ``twins_spec``; docs/any-fleet.md): each sample's entity is
+matched to a declared kind (its ``kind`` field, or its id against the kinds' globs; the
+answer is cached per entity). A sample no kind matches is a dead letter ``unknown_kind``.
+A kind's label task (e.g. ``rul``) is the twin's learner, as before; its forecast and
+anomaly tasks (``Twin.tasks``) each add one prediction per sample, tagged with ``kind``
+and ``task``, computed from the measured values only (fills never teach a forecaster).
+A kind without a label task keeps only the sequence bookkeeping (``Twin.advance``).
+With ``twins_spec=none`` every entity is a twin of ``learner`` predicting ``target``.
+
 No input stops the batch: any exception while handling one record (loading the twin,
 the learner's step, a prediction that is not finite, encoding) makes that record a
 dead letter ``twin_error`` with the error text, and the outputs it had produced are
@@ -46,7 +55,9 @@ from twinstream.models.twin import SeqStatus, Twin
 from twinstream.schemas.dead_letter import MAX_KEY_BYTES, DeadLetter, RejectReason
 from twinstream.schemas.telemetry import Telemetry
 from twinstream.schemas.topics import SYNTHETIC
+from twinstream.schemas.twin_spec import KindSpec
 from twinstream.settings import Settings
+from twinstream.streams.kinds import TargetCounts, WorkerKinds, encode_task_prediction
 from twinstream.streams.metrics import WorkerMetrics
 from twinstream.streams.twin_journal import NEW_TWIN, TwinJournal
 from twinstream.streams.validation import MAX_ERROR_CHARS, Rejection, decode_telemetry
@@ -76,14 +87,22 @@ class BatchOutput:
 
 
 def encode_prediction(
-    telemetry: Telemetry, twin: Twin, target: str, value: float, lower: float, upper: float, synthetic_share: float = 0.0
+    telemetry: Telemetry, twin: Twin, target: str, value: float, lower: float, upper: float, synthetic_share: float = 0.0,
+    kind: str | None = None,
 ) -> bytes:
     """JSON of a :class:`~twinstream.schemas.prediction.Prediction`, built without a model instance.
 
     Hot path: ~1 per event. A unit test checks the output validates as ``Prediction``.
+    With a ``kind`` (a twin of a declared kind) it is the kind's label task, and says so,
+    with the learner's domain check when it has one (``PriorTwin.domain_state``).
     """
+    tagged = {} if kind is None else {"kind": kind, "task": "label", "target_seq": telemetry.seq}
+    domain = getattr(twin.learner, "domain_state", None)
+    if domain is not None:
+        tagged["in_domain"], tagged["domain_score"] = domain
     return orjson.dumps(
         {
+            **tagged,
             "entity_id": telemetry.entity_id,
             "event_time": telemetry.event_time,
             "seq": telemetry.seq,
@@ -147,16 +166,22 @@ class TwinProcessor:
         self.journal = TwinJournal()
         self._skew = timedelta(seconds=settings.max_future_skew_s)
         self.synthetic_topic = SYNTHETIC.in_namespace(settings.topic_namespace).name
+        # Raises SpecError for a bad spec: the worker stops before it consumes anything.
+        self.kinds = WorkerKinds.load(settings.twins_spec)
 
-    def new_twin(self, entity_id: str) -> Twin:
+    def new_twin(self, entity_id: str, spec: KindSpec | None = None) -> Twin:
+        if spec is not None and self.kinds is not None:
+            return self.kinds.new_twin(entity_id, spec)
         learner = make_learner(self.settings.learner, **self.settings.learner_params)
         return Twin(entity_id=entity_id, learner=learner)
 
-    def twin(self, entity_id: str, partition: int) -> Twin:
+    def twin(self, entity_id: str, partition: int, spec: KindSpec | None = None) -> Twin:
         twin = self.twins.get(entity_id)
         if twin is None:
             blob = self.load_twin(entity_id)
-            twin = Twin.from_bytes(blob) if blob else self.new_twin(entity_id)
+            twin = Twin.from_bytes(blob) if blob else self.new_twin(entity_id, spec)
+            if spec is not None and twin.kind != spec.name and self.kinds is not None:
+                self.kinds.adopt(twin, spec)
             self.journal.loaded(entity_id, blob)
             self.twins[entity_id] = twin
             self.partition_of[entity_id] = partition
@@ -167,8 +192,9 @@ class TwinProcessor:
         """Handle a batch; never raises for anything in a record (see the module docstring)."""
         out = BatchOutput()
         now = self.clock()
-        abs_error = self.metrics.abs_error.labels(self.settings.target)  # one label lookup per batch, not per event
+        counts = TargetCounts(self.metrics)  # one label lookup per target and batch, not per event
         last_event_time: datetime | None = None
+        applied = 0
         for record in records:
             decoded: Telemetry | Rejection | None = None
             marks = (len(out.predictions), len(out.dead_letters), len(out.gaps))
@@ -184,21 +210,31 @@ class TwinProcessor:
                 if isinstance(decoded, Rejection):
                     self._reject(out, record, decoded.reason, decoded.error, decoded.entity_id)
                     continue
-                if self._apply(out, record, decoded, now, abs_error):
+                if self._apply(out, record, decoded, now, counts):
                     last_event_time = decoded.event_time
+                    applied += 1
             except Exception as exc:  # noqa: BLE001 - one record's failure must not lose the batch
                 del out.predictions[marks[0]:], out.dead_letters[marks[1]:], out.gaps[marks[2]:]
+                counts.withdraw(marks[0])
                 self._twin_error(out, record, decoded if isinstance(decoded, Telemetry) else None, exc, now)
-        if out.predictions:
-            self.metrics.events_applied.inc(len(out.predictions))
-            self.metrics.predictions.labels(self.settings.target).inc(len(out.predictions))
+        if applied:
+            self.metrics.events_applied.inc(applied)
+        counts.publish()
         if last_event_time is not None:
             self.metrics.lag_seconds.set((now - last_event_time).total_seconds())
         return out
 
-    def _apply(self, out: BatchOutput, record: Record, decoded: Telemetry, now: datetime, abs_error) -> bool:
-        """One valid record onto its twin; True when it produced a prediction. May raise (see process)."""
-        twin = self.twin(decoded.entity_id, record.partition)
+    def _apply(self, out: BatchOutput, record: Record, decoded: Telemetry, now: datetime, counts: TargetCounts) -> bool:
+        """One valid record onto its twin; True when it was applied (predictions published). May raise (see process)."""
+        spec: KindSpec | None = None
+        if self.kinds is not None:
+            spec = self.kinds.match(decoded.entity_id, decoded.kind)
+            if spec is None:
+                named = "" if decoded.kind is None else f" with kind {decoded.kind!r}"
+                self._reject(out, record, RejectReason.UNKNOWN_KIND,
+                             f"no kind in {self.kinds.path} matches entity {decoded.entity_id!r}{named}", decoded.entity_id)
+                return False
+        twin = self.twin(decoded.entity_id, record.partition, spec)
         if record.topic == self.synthetic_topic:
             self._offer_fill(out, record, decoded, twin)
             self.journal.applied(decoded.entity_id, record, decoded, twin)
@@ -223,9 +259,34 @@ class TwinProcessor:
                 f"seq {decoded.seq} arrived after seq {twin.last_seq} was applied", decoded.entity_id,
             )
             return False
-        target = self.settings.target
-        label = decoded.targets.get(target)
         gaps_before = twin.gaps
+        self.dirty.add(decoded.entity_id)  # before the step: a half-done step changed the twin too
+        if twin.learner is None:  # a kind with forecast/anomaly tasks only
+            twin.advance(decoded.seq)
+            share = 1.0 if decoded.synthetic and any(v is not None for v in decoded.metrics.values()) else 0.0
+        else:
+            share = self._label_step(out, record, decoded, twin, spec, counts)
+        if twin.tasks is not None:
+            for p in twin.tasks.step(decoded.metrics, decoded.seq, decoded.targets):
+                if not (math.isfinite(p.value) and (p.lower is None or math.isfinite(p.lower))
+                        and (p.upper is None or math.isfinite(p.upper))):
+                    raise BadPrediction(f"{p.task} of {p.target}: value={p.value!r} lower={p.lower!r} upper={p.upper!r}")
+                out.predictions.append((record.key or b"", encode_task_prediction(decoded, twin, p, share)))
+                counts.predicted(p.target)
+        if self.settings.gap_detection and not decoded.synthetic:
+            self._detect_or_reset(out, decoded, twin, now)
+        self.journal.applied(decoded.entity_id, record, decoded, twin)
+        if twin.gaps != gaps_before:
+            self.metrics.sequence_gaps.inc(twin.gaps - gaps_before)
+        return True
+
+    def _label_step(
+        self, out: BatchOutput, record: Record, decoded: Telemetry, twin: Twin, spec: KindSpec | None, counts: TargetCounts
+    ) -> float:
+        """The label task (the twin's learner): predict, learn, publish; returns the input's synthetic share."""
+        label_task = self.kinds.label_task(spec) if spec is not None and self.kinds is not None else None
+        target = label_task.target if label_task is not None else self.settings.target
+        label = decoded.targets.get(target)
         inputs, share = self._inputs(decoded, twin)
         synthetic: frozenset[str] = frozenset()
         weight = 1.0
@@ -239,22 +300,18 @@ class TwinProcessor:
                     label = None
                 else:
                     weight = learn_weight
-        self.dirty.add(decoded.entity_id)  # before the step: a half-done step changed the twin too
         interval = twin.step(decoded.seq, inputs, label, synthetic, weight=weight)
         if not (math.isfinite(interval.value) and math.isfinite(interval.lower) and math.isfinite(interval.upper)
                 and interval.lower <= interval.upper):
             raise BadPrediction(f"learner predicted value={interval.value!r} lower={interval.lower!r} "
                                 f"upper={interval.upper!r}")
-        if self.settings.gap_detection and not decoded.synthetic:
-            self._detect_or_reset(out, decoded, twin, now)
-        prediction = encode_prediction(decoded, twin, target, interval.value, interval.lower, interval.upper, share)
-        self.journal.applied(decoded.entity_id, record, decoded, twin)
-        if twin.gaps != gaps_before:
-            self.metrics.sequence_gaps.inc(twin.gaps - gaps_before)
+        prediction = encode_prediction(decoded, twin, target, interval.value, interval.lower, interval.upper, share,
+                                       None if spec is None else spec.name)
         if label is not None:
-            abs_error.observe(abs(interval.value - label))
+            counts.error(target, abs(interval.value - label))
         out.predictions.append((record.key or b"", prediction))
-        return True
+        counts.predicted(target)
+        return share
 
     def _twin_error(self, out: BatchOutput, record: Record, decoded: Telemetry | None, exc: Exception, now: datetime) -> None:
         """Dead-letter a record whose handling raised, and undo what it did to its twin."""
@@ -271,12 +328,14 @@ class TwinProcessor:
         """The twin as it was before the failed record: checkpoint bytes + the records applied since."""
         base = self.journal.base.get(entity_id, NEW_TWIN)
         done = self.journal.records.pop(entity_id, [])
+        kind = self.twins[entity_id].kind
+        spec = self.kinds.kind(kind) if kind is not None and self.kinds is not None else None
         metrics, self.metrics = self.metrics, WorkerMetrics()  # the replay counts nothing twice
         try:
-            self.twins[entity_id] = Twin.from_bytes(base) if base else self.new_twin(entity_id)
+            self.twins[entity_id] = Twin.from_bytes(base) if base else self.new_twin(entity_id, spec)
             scratch = BatchOutput()
             for record, decoded in done:
-                self._apply(scratch, record, decoded, now, self.metrics.abs_error.labels(self.settings.target))
+                self._apply(scratch, record, decoded, now, TargetCounts(self.metrics))
             log.warning("twin restored entity=%s: checkpoint state + %d records replayed", entity_id, len(done))
         except Exception:
             log.exception("twin restore failed entity=%s: back to its last checkpoint, %d records since then "

@@ -20,6 +20,10 @@ if TYPE_CHECKING:
     from twinstream.schemas.generator import GateThresholds
 
 
+BUNDLED_TWINS_SPEC = "bundled:cmapss"  # twinstream/specs/cmapss.yaml, the same file as examples/cmapss/twins.yaml
+NO_TWINS_SPEC = "none"
+
+
 class Settings(BaseSettings):
     """Runtime configuration (env prefix ``TWINSTREAM_``)."""
 
@@ -75,6 +79,15 @@ class Settings(BaseSettings):
         default_factory=dict, description="Learner constructor parameters (JSON in env), e.g. {\"prior\": \"bundled\"}."
     )
     target: str = Field(default="rul", description="What twins predict; learned from telemetry targets of that name.")
+    twins_spec: str = Field(
+        default=BUNDLED_TWINS_SPEC,
+        min_length=1,
+        description=(
+            "Twin kinds this worker serves (twins.yaml, docs/any-fleet.md): a file path, or bundled:cmapss (the C-MAPSS "
+            "turbofan spec shipped with the package). A sample of an entity no kind matches goes to the DLQ as unknown_kind. "
+            "none: no kinds; every entity is a twin of `learner` predicting `target`."
+        ),
+    )
 
     # --- gaps and synthetic samples (docs/sidecar.md) --------------------------------
     gap_detection: bool = Field(
