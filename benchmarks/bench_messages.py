@@ -65,6 +65,7 @@ def make_messages(n: int, entities: int, sensors: int = 14, seed: int = 7) -> li
                 "metrics": dict(zip(names, np.round(row, 4).tolist())),
                 "targets": {"rul": float(life[e] - seq)},
                 "source": "benchmark",
+                "kind": "turbofan",  # C-MAPSS-like engines: the default twins spec's turbofan kind
                 "schema_version": 1,
                 "synthetic": True,
             }

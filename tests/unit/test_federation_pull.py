@@ -94,7 +94,7 @@ class Setup:
         self.registry = TestClient(create_registry_app(PriorStore(tmp_path / "registry", self.key), TOKEN))
         self.table: dict[str, bytes] = {}
         self.metrics = WorkerMetrics()
-        self.processor = TwinProcessor(Settings(), self.table.get, self.metrics, clock=lambda: NOW)
+        self.processor = TwinProcessor(Settings(twins_spec="none"), self.table.get, self.metrics, clock=lambda: NOW)
         self.offset = 0
         self.puller = self.make_puller(tmp_path, RegistryClient("http://registry", transport=self.registry._transport))
 

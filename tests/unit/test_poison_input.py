@@ -39,7 +39,7 @@ class Run:
     def __init__(self, **settings: Any) -> None:
         self.table: dict[str, bytes] = {}
         self.metrics = WorkerMetrics()
-        self.processor = TwinProcessor(Settings(**settings), lambda e: self.table.get(e), self.metrics,
+        self.processor = TwinProcessor(Settings(**{"twins_spec": "none", **settings}), lambda e: self.table.get(e), self.metrics,
                                        clock=lambda: NOW)
         self.offset = 0
         self.predictions: list[Prediction] = []

@@ -32,7 +32,8 @@ def telemetry(entity: str = "e1", seq: int = 0, **patch: object) -> bytes:
 class Harness:
     def __init__(self, **settings: object) -> None:
         self.table: dict[str, bytes] = {}
-        self.processor = TwinProcessor(Settings(**settings), self.table.get, clock=lambda: NOW)
+        # the single-learner mode: these tests' entities ("e1") are of no declared kind
+        self.processor = TwinProcessor(Settings(**{"twins_spec": "none", **settings}), self.table.get, clock=lambda: NOW)
         self.offset = 0
 
     def feed(self, value: bytes | None, key: bytes | None = b"e1"):

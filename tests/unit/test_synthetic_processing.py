@@ -48,7 +48,8 @@ class Harness:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, **settings: object) -> None:
         self.table: dict[str, bytes] = {}
-        self.processor = TwinProcessor(Settings(learner="river-linear", **settings), self.table.get, clock=lambda: NOW)
+        settings = {"learner": "river-linear", "twins_spec": "none", **settings}  # single-learner mode: "e1" has no kind
+        self.processor = TwinProcessor(Settings(**settings), self.table.get, clock=lambda: NOW)
         self.offset = 0
         self.inputs: dict[int, dict[str, float | None]] = {}
         original = Twin.step
