@@ -49,7 +49,7 @@ import numpy as np
 
 from twinstream.datasets.cmapss import CmapssSubset, load_subset
 from twinstream.models.domain import DomainBounds
-from twinstream.models.features import RulFeatures, feature_names
+from twinstream.models.features import feature_names
 from twinstream.models.prior_train import DOMAIN_QUANTILES, engine_features, train_prior
 from twinstream.models.prior_twin import PriorTwin
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -88,3 +89,80 @@ def time_key(text: str) -> tuple[int, float | str]:
 def load_series(path: Path, value_column: str, time_column: str, entity_column: str | None) -> dict[str, np.ndarray]:
     """Per entity, the value column in time order (ties keep file order); NaN for gaps."""
     return {e: values for e, (_, values) in load_timed_series(path, value_column, time_column, entity_column).items()}
+
+
+@dataclass(frozen=True)
+class EntityHistory:
+    """One entity's rows in time order: its metric columns and (optionally) its label, NaN where missing."""
+
+    entity: str
+    times: list[tuple[int, float | str]]
+    metrics: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def rows(self) -> list[dict[str, float]]:
+        """The metrics of every row as a mapping (NaN = missing), in time order: what a twin receives per sample."""
+        names = list(self.metrics)
+        columns = [self.metrics[n] for n in names]
+        return [{n: float(c[i]) for n, c in zip(names, columns)} for i in range(len(self.times))]
+
+
+def remaining_samples(n: int) -> np.ndarray:
+    """Labels of a run-to-failure history of ``n`` rows: samples left until its last row (which has 0).
+
+    >>> remaining_samples(3).tolist()
+    [2.0, 1.0, 0.0]
+    """
+    return np.arange(n - 1, -1, -1, dtype=float)
+
+
+def load_history(
+    path: Path,
+    entity_column: str,
+    time_column: str,
+    metrics: Sequence[str],
+    label_column: str | None = None,
+    rul_from_end: bool = False,
+) -> dict[str, EntityHistory]:
+    r"""Per entity (in order of first appearance), its rows sorted by time (ties keep file order).
+
+    Metric and label cells that are empty or not numbers (``nan``, ``NA``, ...) are NaN,
+    never zeros. ``rul_from_end`` labels each row with the samples left until the
+    entity's last row (a run-to-failure history) instead of reading ``label_column``.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "h.csv"
+    >>> _ = path.write_text("unit,t,flow,rul\nb,1,5.0,9\na,2,2.0,\na,1,1.0,3\nb,2,,8\n")
+    >>> h = load_history(path, "unit", "t", ["flow"], "rul")
+    >>> list(h), h["a"].metrics["flow"].tolist(), h["a"].labels.tolist(), h["b"].metrics["flow"].tolist()
+    (['b', 'a'], [1.0, 2.0], [3.0, nan], [5.0, nan])
+    >>> load_history(path, "unit", "t", ["flow"], rul_from_end=True)["b"].labels.tolist()
+    [1.0, 0.0]
+    """
+    if label_column is not None and rul_from_end:
+        raise ValueError("give a label column or rul_from_end, not both")
+    metrics = list(dict.fromkeys(metrics))
+    if not metrics:
+        raise ValueError("no metric columns to read")
+    columns = list(dict.fromkeys([entity_column, time_column, *metrics, *([label_column] if label_column else [])]))
+    table = read_table(path, columns)
+    order: dict[str, list[tuple[tuple[int, float | str], int]]] = {}
+    for i, (entity, t) in enumerate(zip(table[entity_column], table[time_column])):
+        order.setdefault(entity, []).append((_time_key(t), i))
+    out: dict[str, EntityHistory] = {}
+    for entity, keyed in order.items():
+        keyed.sort()
+        idx = [i for _, i in keyed]
+        values = {m: np.array([_value(table[m][i]) for i in idx]) for m in metrics}
+        labels = None
+        if label_column is not None:
+            labels = np.array([_value(table[label_column][i]) for i in idx])
+        elif rul_from_end:
+            labels = remaining_samples(len(idx))
+        out[entity] = EntityHistory(entity, [k for k, _ in keyed], values, labels)
+    if not out:
+        raise ValueError(f"{path}: no rows")
+    return out
