@@ -66,7 +66,7 @@ def test_bad_input_goes_to_dlq_and_worker_keeps_running(kafka_broker: EmbeddedBr
 
     dlq = TopicReader(kafka_broker.bootstrap_servers, TELEMETRY_DLQ.in_namespace(namespace).name)
     predictions = TopicReader(kafka_broker.bootstrap_servers, PREDICTIONS.in_namespace(namespace).name)
-    worker = WorkerProcess(settings_env(settings), tmp_path / "worker.log").start()
+    worker = WorkerProcess(settings_env(settings.model_copy(update={"twins_spec": "none"})), tmp_path / "worker.log").start()
     expected_dlq = [case for case in cases if case[3] is not None]
     try:
         wait_until(lambda: dlq.poll() >= len(expected_dlq) and predictions.poll() >= 3, 90,

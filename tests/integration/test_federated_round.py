@@ -108,7 +108,7 @@ def test_round_publishes_a_prior_that_the_running_worker_swaps_in(federation: Fe
     registry = federation.registry
     assert registry.versions() == []
     worker = WorkerProcess({
-        **settings_env(settings.model_copy(update={"data_dir": tmp_path / "state"})),
+        **settings_env(settings.model_copy(update={"data_dir": tmp_path / "state", "twins_spec": "none"})),
         "TWINSTREAM_PRIOR_REGISTRY_URL": registry.url,
         "TWINSTREAM_PRIOR_REGISTRY_PUBLIC_KEY": public_key_b64(registry.key),
         "TWINSTREAM_PRIOR_POLL_INTERVAL_S": "1.0",

@@ -56,7 +56,7 @@ def fuzz_worker(kafka_broker: EmbeddedBroker, app_id: str, tmp_path: Path, count
     ensure_topics(settings)
     bootstrap = kafka_broker.bootstrap_servers
     prefix = f"fz{seed}"
-    worker = WorkerProcess(settings_env(settings), tmp_path / "worker.log").start()
+    worker = WorkerProcess(settings_env(settings.model_copy(update={"twins_spec": "none"})), tmp_path / "worker.log").start()
     dlq = TopicReader(bootstrap, TELEMETRY_DLQ.in_namespace(namespace).name)
     predictions = TopicReader(bootstrap, PREDICTIONS.in_namespace(namespace).name)
     try:

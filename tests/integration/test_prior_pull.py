@@ -38,7 +38,7 @@ def test_worker_swaps_in_a_newly_published_prior(kafka_broker: EmbeddedBroker, a
 
     with RegistryThread(tmp_path / "registry") as registry:
         worker = WorkerProcess({
-            **settings_env(settings.model_copy(update={"data_dir": tmp_path / "state"})),
+            **settings_env(settings.model_copy(update={"data_dir": tmp_path / "state", "twins_spec": "none"})),
             "TWINSTREAM_PRIOR_REGISTRY_URL": registry.url,
             "TWINSTREAM_PRIOR_REGISTRY_PUBLIC_KEY": public_key_b64(registry.key),
             "TWINSTREAM_PRIOR_POLL_INTERVAL_S": "1.0",

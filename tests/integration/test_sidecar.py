@@ -77,7 +77,8 @@ class Source:
 def setup(kafka_broker: EmbeddedBroker, app_id: str, tmp_path: Path) -> tuple[Settings, dict[str, str], str]:
     namespace = app_id.replace("-", "_")
     settings = Settings(broker=kafka_broker.url, app_id=app_id, topic_namespace=namespace, partitions=2,
-                        data_dir=tmp_path / "state", sidecar_window=64)
+                        data_dir=tmp_path / "state", sidecar_window=64,
+                        twins_spec="none")  # single-learner mode: pumps of no declared kind
     ensure_topics(settings)
     return settings, settings_env(settings), namespace
 
