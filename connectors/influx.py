@@ -2,8 +2,9 @@
 
 Point layout (one point per :class:`~twinstream.schemas.prediction.Prediction`)::
 
-    prediction,entity_id=<id>,model_version=<v>[,prior_version=<p>],synthetic=<true|false>,target=<t>
-        [lower=<f>,]seq=<n>i,[synthetic_share=<f>,]updates=<n>i,[upper=<f>,]value=<f> <event time, ns>
+    prediction,entity_id=<id>[,kind=<k>],model_version=<v>[,prior_version=<p>],synthetic=<true|false>,target=<t>[,task=<t>]
+        [domain_score=<f>,][flagged=<0|1>i,][in_domain=<0|1>i,][lower=<f>,]seq=<n>i,[synthetic_share=<f>,]
+        [target_seq=<n>i,]updates=<n>i,[upper=<f>,]value=<f> <event time, ns>
 
 ``synthetic=true`` tags a prediction with synthetic input behind it (a sensor filled by
 the sidecar, ``synthetic_share > 0``; see :mod:`twinstream.schemas.prediction`),
@@ -32,6 +33,13 @@ Why these choices:
   a prediction recomputed after a crash can (rarely) differ in ``synthetic`` and land
   in the other series for the same time. Readers that need one point per event
   de-duplicate on ``(entity_id, seq)``.
+* **kind and task** (twins of declared kinds, twins.yaml): ``kind`` is a tag when the
+  prediction has one, ``task`` only when it is not ``label``, so a twin's forecast and
+  anomaly score of one metric at one event are two series, not one point overwriting
+  the other, and the points of a worker without kinds are unchanged. ``target_seq`` (a
+  forecast's target sample) is written only when it differs from ``seq``; ``in_domain``
+  and ``flagged`` are 0/1 integer fields (one type for InfluxDB and VictoriaMetrics).
+  A point is thus identified by ``(entity_id, seq, task, target)``, as a prediction is.
 * **time = event time in ns**. Two predictions of one entity and target with the
   same event time share a timestamp, so the later one wins (InfluxDB's data model;
   VictoriaMetrics stores milliseconds, so there the window is 1 ms).
@@ -101,6 +109,18 @@ def prediction_point(prediction: Prediction) -> Point:
         point.field("upper", float(prediction.upper))
     if prediction.synthetic_share > 0.0:
         point.field("synthetic_share", float(prediction.synthetic_share))
+    if prediction.kind is not None:
+        point.tag("kind", prediction.kind)
+    if prediction.task != "label":
+        point.tag("task", prediction.task)
+    if prediction.target_seq is not None and prediction.target_seq != prediction.seq:
+        point.field("target_seq", int(prediction.target_seq))
+    if prediction.in_domain is not None:
+        point.field("in_domain", int(prediction.in_domain))
+    if prediction.domain_score is not None:
+        point.field("domain_score", float(prediction.domain_score))
+    if prediction.flagged is not None:
+        point.field("flagged", int(prediction.flagged))
     return point
 
 
@@ -269,7 +289,7 @@ class InfluxWriter:
             self._write_api.close()
         self._client.close()
 
-    def __enter__(self) -> "InfluxWriter":
+    def __enter__(self) -> InfluxWriter:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:

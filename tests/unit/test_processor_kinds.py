@@ -202,3 +202,15 @@ def test_prior_twin_domain_check_keeps_fd001_predictions() -> None:
     for r in [r for r in load_subset("FD001").test if r.unit == 3]:
         a, b = with_check.observe_one(dict(r.sensors)), without.observe_one(dict(r.sensors))
         assert with_check.predict_one(a) == without.predict_one(b)
+
+
+def test_points_of_one_event_are_keyed_by_task_and_target(tmp_path: Path) -> None:
+    """A forecast and an anomaly score of one metric at one event are two InfluxDB series, not one point."""
+    from twinstream.connectors.influx import to_line
+
+    proc = processor(tmp_path, TWO_KINDS)
+    out = proc.process([message("pump-0", s, {"flow": pump_flow(s)}) for s in range(3)])
+    lines = [to_line(Prediction.model_validate_json(v)) for _, v in out.predictions[-2:]]
+    series = {line.split(" ")[0] for line in lines}
+    assert len(series) == 2 and {"task=forecast" in s for s in series} == {True, False}
+    assert all(",kind=pump," in s for s in series) and "target_seq=4i" in lines[0]
