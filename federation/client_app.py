@@ -4,7 +4,10 @@ A site's SuperNode starts this app for every message of a run. The site's data i
 named by the SuperNode's node config (``twinstream federation site --data DIR``), never
 by the server: ``data-dir`` (a folder in NASA's C-MAPSS layout; empty = the bundled
 FD001), ``site`` (empty = every engine in the folder; ``site-k`` = that block of the
-lifetime split, for demos), ``subset``, ``n-sites``, ``max-engines`` (0 = all).
+lifetime split, for demos), ``subset``, ``n-sites``, ``max-engines`` (0 = all). Or the
+site's own history table (``federation site --csv FILE``): ``csv``, ``entity-column``,
+``time-column``, ``label-column`` or ``rul-from-end``, and optionally ``spec`` and
+``kind`` (:mod:`.site_history`).
 
 Message handlers (each a pure function of the received records and the site's data,
 so tests call them without any process; :data:`app` wraps them):
@@ -59,8 +62,24 @@ def site_data(node_config: NodeConfig) -> SiteData:
     data_dir = str(node_config.get("data-dir", "") or "")
     site = str(node_config.get("site", "") or "")
     max_engines = int(node_config.get("max-engines", 0) or 0)  # type: ignore[call-overload]
+    csv = str(node_config.get("csv", "") or "")
+    if csv:
+        return _load_history(csv, *(str(node_config.get(k, "") or "") for k in HISTORY_KEYS),
+                             bool(node_config.get("rul-from-end", False)), max_engines)
     return _load(data_dir, str(node_config.get("subset", "FD001")), site, int(node_config.get("n-sites", 4)),  # type: ignore[call-overload]
                  max_engines)
+
+
+HISTORY_KEYS = ("entity-column", "time-column", "label-column", "spec", "kind")
+
+
+@lru_cache(maxsize=4)
+def _load_history(csv: str, entity_column: str, time_column: str, label_column: str, spec: str, kind: str,
+                  rul_from_end: bool, max_engines: int) -> SiteData:
+    from twinstream.federation.site_history import load_history_site
+
+    return load_history_site(csv, entity_column, time_column, label_column or None, rul_from_end, spec or None,
+                             kind or None, max_engines=max_engines or None)
 
 
 @lru_cache(maxsize=4)

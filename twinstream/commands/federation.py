@@ -2,7 +2,8 @@
 
 * ``serve`` runs the registry (FastAPI + uvicorn), with ``--superlink`` also the Flower
   SuperLink whose ServerApp publishes every aggregated prior to this registry;
-* ``site --data DIR`` runs a Flower SuperNode for one site's local data;
+* ``site --data DIR`` (or ``--csv FILE --entity-column E --time-column T``) runs a Flower
+  SuperNode for one site's local data;
 * ``round`` submits a federated run (``flwr run``) and streams its log;
 * ``public-key`` prints the registry's Ed25519 public key (what workers set as
   ``TWINSTREAM_PRIOR_REGISTRY_PUBLIC_KEY``);
@@ -132,25 +133,59 @@ def site(
         help="Demo without --data: this block (site-1..site-4) of the bundled FD001 lifetime split.")] = None,
     max_engines: Annotated[int, typer.Option(help="Use only the first N engines (0 = all; smoke runs).")] = 0,
     runtime_port: Annotated[int, typer.Option(help="Local port of the SuperNode's runtime API (0 = a free port).")] = 0,
+    csv: Annotated[Path | None, typer.Option(
+        "--csv", help="This site's own history table (CSV, or Parquet by suffix); stays on this machine.")] = None,
+    entity_column: Annotated[str | None, typer.Option("--entity-column", help="With --csv: the entity of a row.")] = None,
+    time_column: Annotated[str | None, typer.Option("--time-column", help="With --csv: orders an entity's rows.")] = None,
+    label_column: Annotated[str | None, typer.Option(
+        "--label-column", help="With --csv: the RUL label (default: the kind's label target).")] = None,
+    rul_from_end: Annotated[bool, typer.Option(
+        "--rul-from-end", help="With --csv: label = samples left until the entity's last row (run-to-failure).")] = False,
+    spec: Annotated[Path | None, typer.Option("--spec", help="With --csv: twins.yaml declaring the site's kind.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="With --spec: the kind (default: the spec's only kind).")] = None,
 ) -> None:
-    """Run a Flower SuperNode for one site: it trains on --data locally and sends back only model updates and aggregate metrics."""
+    """Run a Flower SuperNode for one site: it trains on its data locally and sends back only model updates and aggregate metrics."""
     from twinstream.broker import free_port as _free_port
     from twinstream.federation.runtime import ManagedProcess, supernode_command
 
-    if (data is None) == (bundled_site is None):
-        console.print("[red]give exactly one of --data DIR or --bundled-site site-k[/red]")
+    if sum(v is not None for v in (data, bundled_site, csv)) != 1:
+        console.print("[red]give exactly one of --data DIR, --csv FILE or --bundled-site site-k[/red]")
         raise typer.Exit(2)
     if data is not None and not (data / f"train_{subset}.txt").is_file():
         console.print(f"[red]{data} has no train_{subset}.txt[/red]")
         raise typer.Exit(2)
+    history: dict[str, str | int | bool] = {}
+    if csv is not None:
+        history = _history_config(csv, entity_column, time_column, label_column, rul_from_end, spec, kind, max_engines)
     _require_tls(insecure, {"--root-certificates": root_certificates})
-    node_config: dict[str, str | int] = {"data-dir": str(data.resolve()) if data else "", "site": bundled_site or "",
-                                         "subset": subset, "max-engines": max_engines}
+    node_config: dict[str, str | int | bool] = {"data-dir": str(data.resolve()) if data else "", "site": bundled_site or "",
+                                                "subset": subset, "max-engines": max_engines, **history}
     command = supernode_command(superlink, "127.0.0.1", runtime_port or _free_port(), node_config, insecure=insecure,
                                 root_certificates=root_certificates, auth_private_key=auth_private_key)
-    console.print(f"site SuperNode -> {superlink} ({'INSECURE' if insecure else 'TLS'}), data {data or bundled_site}")
+    console.print(f"site SuperNode -> {superlink} ({'INSECURE' if insecure else 'TLS'}), data {data or csv or bundled_site}")
     node = ManagedProcess(command, None).start()
     raise typer.Exit(node.wait())
+
+
+def _history_config(csv: Path, entity_column: str | None, time_column: str | None, label_column: str | None,
+                    rul_from_end: bool, spec: Path | None, kind: str | None, max_engines: int) -> dict[str, str | int | bool]:
+    """Node config of a site given by its own table; loaded once here, so a bad file stops the site before it connects."""
+    from twinstream.federation.site_history import SiteHistoryError, load_history_site
+    from twinstream.schemas.twin_spec import SpecError
+
+    if entity_column is None or time_column is None:
+        console.print("[red]--csv needs --entity-column and --time-column[/red]")
+        raise typer.Exit(2)
+    try:
+        data = load_history_site(csv, entity_column, time_column, label_column, rul_from_end, spec, kind,
+                                 max_engines=max_engines or None)
+    except (SiteHistoryError, SpecError, ValueError, OSError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    console.print(f"{csv}: {len(data.engines)} entities, {data.n} labelled rows")
+    return {"csv": str(csv.resolve()), "entity-column": entity_column, "time-column": time_column,
+            "label-column": label_column or "", "rul-from-end": rul_from_end,
+            "spec": str(spec.resolve()) if spec else "", "kind": kind or ""}
 
 
 def _parse_sets(items: list[str]) -> dict[str, object]:
