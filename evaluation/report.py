@@ -139,8 +139,29 @@ def write_docs(report: dict[str, Any], docs_dir: Path) -> Path:
         change=paths["twin_change"].relative_to(docs_dir), command=report.get("command", "twinstream eval cmapss --docs docs"),
     )
     out = docs_dir / "learning.md"
-    out.write_text(text)
+    out.write_text(keep_generated_sections(out.read_text() if out.is_file() else "", text))
     return out
+
+
+KEPT_SECTIONS = (("<!-- transfer:", "<!-- /transfer -->", "## Speed and memory"),)
+
+
+def keep_generated_sections(old: str, new: str) -> str:
+    """``new`` with the sections other commands generate into the same file carried over from ``old``.
+
+    Such a section (e.g. the cross-population transfer table of ``benchmarks/transfer.py``) sits
+    between its markers and is put back before its anchor heading.
+
+    >>> old = "x\\n<!-- transfer: t -->\\nT\\n<!-- /transfer -->\\n## Speed and memory\\n"
+    >>> keep_generated_sections(old, "y\\n## Speed and memory\\nz\\n")
+    'y\\n<!-- transfer: t -->\\nT\\n<!-- /transfer -->\\n\\n## Speed and memory\\nz\\n'
+    """
+    for begin, end, anchor in KEPT_SECTIONS:
+        if begin in old and end in old and begin not in new and anchor in new:
+            block = begin + old.split(begin, 1)[1].split(end, 1)[0] + end
+            head, rest = new.split(anchor, 1)
+            new = head + block + "\n\n" + anchor + rest
+    return new
 
 
 TEMPLATE = """# How twins learn: fleet prior + personal state
