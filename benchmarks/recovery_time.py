@@ -40,7 +40,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from twinstream.broker import EmbeddedBroker
 from twinstream.connectors.cmapss_replay import cmapss_events
 from twinstream.processes import settings_env, stop_process
-from twinstream.schemas.topics import PREDICTIONS, TELEMETRY
+from twinstream.schemas.topics import PREDICTIONS
 from twinstream.settings import Settings
 from twinstream.streams.processor import Record, TwinProcessor
 from twinstream.streams.topic_admin import ensure_topics

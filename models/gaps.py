@@ -54,7 +54,7 @@ import pickle
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from twinstream.schemas.gaps import Gap, GapKind
 
@@ -149,7 +149,7 @@ class GapDetector:
             raise ValueError("event_time must be timezone-aware")
         if seq <= self.last_seq:
             return []
-        now = detected_at or datetime.now(timezone.utc)
+        now = detected_at or datetime.now(UTC)
         gaps: list[Gap] = []
         if self.last_time is not None:
             gaps.extend(self._missed(seq, event_time, now))

@@ -45,6 +45,8 @@ from typing import Any
 import faust
 from faust.streams import _current_event  # see _as_event_of_partition
 from faust.types import TP
+
+from twinstream.settings import Settings
 from twinstream.streams.input_offsets import (
     InputOffsets,
     decode_marker,
@@ -54,8 +56,6 @@ from twinstream.streams.input_offsets import (
 from twinstream.streams.metrics import WorkerMetrics
 from twinstream.streams.output import BatchPublisher
 from twinstream.streams.processor import Record, TwinProcessor
-
-from twinstream.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
+from worker_harness import TopicReader, WorkerProcess, committed_all, latest_twins_from_changelog, wait_until
 
 from twinstream.connectors.cmapss_replay import cmapss_events
 from twinstream.connectors.producer import send_all
@@ -32,7 +33,6 @@ from twinstream.processes import settings_env
 from twinstream.schemas.topics import GAPS, PREDICTIONS, TELEMETRY, TELEMETRY_DLQ
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
-from worker_harness import TopicReader, WorkerProcess, committed_all, latest_twins_from_changelog, wait_until
 
 SCENARIOS = ("kill", "join", "empty")
 RATE = 2500.0  # events/s of the replay

@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from failover_scenarios import SCENARIOS, run_scenario
 
 from twinstream.broker import EmbeddedBroker
-
-from failover_scenarios import SCENARIOS, run_scenario
 
 
 @pytest.mark.slow
