@@ -25,7 +25,6 @@ the share is above 0 (or the event itself was synthetic).
 from __future__ import annotations
 
 import math
-
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
