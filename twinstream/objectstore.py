@@ -22,6 +22,7 @@ directories under ``DIR``; ``twinstream broker --storage DIR`` starts it).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import re
 import threading
@@ -37,14 +38,33 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 _DELETE_KEY = re.compile(rb"<Key>(.*?)</Key>", re.DOTALL)
 
 
-def etag_of(stat: os.stat_result) -> str:
-    """An entity tag that changes with every write (each write is a new inode).
+ETAG_XATTR = "user.twinstream.etag"  # the object's ETag, kept on its file (set before the rename)
 
-    >>> import types
-    >>> etag_of(types.SimpleNamespace(st_ino=10, st_mtime_ns=255, st_size=3))
-    '"a-ff-3"'
+
+def content_etag(data: bytes) -> str:
+    """S3's ETag of a single-part object: the MD5 of its bytes, quoted.
+
+    Why not the file's inode and mtime: ext4 reuses a freed inode at once and its
+    timestamps tick every few milliseconds, so two quick writes of the same size got the
+    same tag, and a stale cached watermark looked current (``If-None-Match`` -> 304).
+
+    >>> content_etag(b"")
+    '"d41d8cd98f00b204e9800998ecf8427e"'
     """
-    return f'"{stat.st_ino:x}-{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    return f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
+
+
+def stored_etag(target: int | Path) -> str | None:
+    """The ETag kept on a file (path or open descriptor); None if the file system keeps none.
+
+    Raises FileNotFoundError for a missing path.
+    """
+    try:
+        return os.getxattr(target, ETAG_XATTR).decode()
+    except FileNotFoundError:
+        raise
+    except OSError:  # no such attribute, or no user attributes on this file system
+        return None
 
 
 def _same_etag(header: str, etag: str) -> bool:
@@ -78,15 +98,20 @@ class Store:
         with self.lock:
             self._tmp_seq += 1
             tmp = self.root / TMP_DIR / f"{os.getpid()}-{threading.get_ident()}-{self._tmp_seq}"
+        etag = content_etag(body)
         with tmp.open("wb") as handle:
             handle.write(body)
+            try:
+                os.setxattr(handle.fileno(), ETAG_XATTR, etag.encode())
+            except OSError:  # no user attributes here: readers hash the content instead
+                pass
             if self.fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
         target.parent.mkdir(parents=True, exist_ok=True)
         with self.lock:
             try:
-                current = etag_of(target.stat())
+                current = stored_etag(target) or content_etag(target.read_bytes())
             except FileNotFoundError:
                 current = None
             if (if_none_match is not None and if_none_match.strip() == "*" and current is not None) or (
@@ -95,7 +120,6 @@ class Store:
                 tmp.unlink(missing_ok=True)
                 return None
             os.replace(tmp, target)
-            etag = etag_of(target.stat())
         if self.fsync:
             fd = os.open(target.parent, os.O_RDONLY)
             try:
@@ -192,12 +216,12 @@ class Handler(BaseHTTPRequestHandler):
             return self._list(bucket, query)
         path = self.store.path(bucket, key)
         try:
-            with path.open("rb") as handle:
+            with path.open("rb") as handle:  # data, stat and tag all of the one file opened
                 stat = os.fstat(handle.fileno())
                 data = handle.read()
+                etag = stored_etag(handle.fileno()) or content_etag(data)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return self._error(404, "NoSuchKey", head)
-        etag = etag_of(stat)
         headers = {"ETag": etag, "Last-Modified": _http_date(stat), "Content-Type": "application/octet-stream",
                    "Accept-Ranges": "bytes"}
         none_match = self.headers.get("If-None-Match")
@@ -271,8 +295,12 @@ class Handler(BaseHTTPRequestHandler):
         if next_key:
             parts.append(f"<NextContinuationToken>{escape(next_key)}</NextContinuationToken>")
         for key, stat in objects:
+            try:
+                etag = stored_etag(self.store.path(bucket, key))
+            except FileNotFoundError:  # deleted since it was listed
+                continue
             parts.append(f"<Contents><Key>{escape(key)}</Key><LastModified>{_iso(stat)}</LastModified>"
-                         f"<ETag>{escape(etag_of(stat))}</ETag><Size>{stat.st_size}</Size>"
+                         + (f"<ETag>{escape(etag)}</ETag>" if etag else "") + f"<Size>{stat.st_size}</Size>"
                          "<StorageClass>STANDARD</StorageClass></Contents>")
         for common in prefixes:
             parts.append(f"<CommonPrefixes><Prefix>{escape(common)}</Prefix></CommonPrefixes>")

@@ -63,13 +63,26 @@ def test_create_only_and_compare_and_swap(store: tuple[Client, Path]) -> None:
     assert client.request("PUT", "/tansu/absent.json", b"x", {"If-Match": second})[0] == 412
 
 
+def test_quick_writes_of_equal_size_get_new_tags(store: tuple[Client, Path]) -> None:
+    """A watermark rewritten many times a second, its size unchanged: every write must
+    change the ETag, or a reader holding the old one is told (304) that nothing changed."""
+    client, _ = store
+    etag = client.request("PUT", "/tansu/w.json", b'{"high":1000}')[1]["ETag"]
+    for high in range(1001, 1201):
+        status, headers, _ = client.request("PUT", "/tansu/w.json", b'{"high":%d}' % high, {"If-Match": etag})
+        assert status == 200 and headers["ETag"] != etag
+        status, _, body = client.request("GET", "/tansu/w.json", headers={"If-None-Match": etag})
+        assert (status, body) == (200, b'{"high":%d}' % high)
+        etag = headers["ETag"]
+
+
 def test_concurrent_compare_and_swap_has_one_winner(store: tuple[Client, Path]) -> None:
     client, _ = store
     etag = client.request("PUT", "/tansu/watermark.json", b"0")[1]["ETag"]
     results: list[int] = []
 
     def writer(n: int) -> None:
-        results.append(client.request("PUT", "/tansu/watermark.json", str(n).encode(), {"If-Match": etag})[0])
+        results.append(client.request("PUT", "/tansu/watermark.json", str(n + 1).encode(), {"If-Match": etag})[0])
 
     threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
     for thread in threads:
