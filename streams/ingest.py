@@ -55,7 +55,8 @@ from twinstream.streams.input_offsets import (
 )
 from twinstream.streams.metrics import WorkerMetrics
 from twinstream.streams.output import BatchPublisher
-from twinstream.streams.processor import Record, TwinProcessor
+from twinstream.streams.processor import TwinProcessor
+from twinstream.streams.records import Record
 
 log = logging.getLogger(__name__)
 
