@@ -105,12 +105,14 @@ def worker(
     partitions: PartitionsOpt = None,
     data_dir: Annotated[Optional[Path], typer.Option(help="State directory (RocksDB).")] = None,
     metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus /metrics here.")] = None,
+    api_port: Annotated[Optional[int], typer.Option(help="Serve the twin API and inspector page here.")] = None,
 ) -> None:
     """Run the twin worker (Faust): telemetry in, twins updated, predictions out."""
     from twinstream.streams.worker import run_worker
 
     settings = require_broker(load_settings(broker=broker, app_id=app_id, topic_namespace=topic_namespace,
-                                            partitions=partitions, data_dir=data_dir, metrics_port=metrics_port))
+                                            partitions=partitions, data_dir=data_dir, metrics_port=metrics_port,
+                                            api_port=api_port))
     run_worker(settings)
 
 

@@ -166,6 +166,20 @@ class Settings(BaseSettings):
         default="127.0.0.1", description="Address the metrics server binds (0.0.0.0 in containers so Prometheus can scrape)."
     )
     log_level: str = Field(default="INFO")
+    lag_interval_s: float = Field(
+        default=5.0, gt=0, description="The worker measures its consumer group's lag (kafka_consumergroup_lag) this often."
+    )
+
+    # --- twin query API (docs/operations.md) -------------------------------------------
+    api_port: int | None = Field(default=None, description="Serve the twin API and inspector page on this port (None: off).")
+    api_addr: str = Field(default="127.0.0.1", description="Address the twin API binds (0.0.0.0 in containers).")
+    api_advertised_url: str | None = Field(
+        default=None,
+        description="URL other workers reach this worker's API at (routing by partition owner); None: http://api_addr:api_port.",
+    )
+    api_token: SecretStr = Field(
+        default=SecretStr(""), description="Bearer token the twin API requires (empty: no token). Never logged."
+    )
 
     @field_validator("broker")
     @classmethod
