@@ -17,10 +17,15 @@ engines train the prior and the prior's initialisation):
 - ``shifted``: the same, with the group's readings shifted by 3 training standard
   deviations (a recalibrated or differently built sensor package).
 
-Arms, both the real learner (:class:`~twinstream.models.prior_twin.PriorTwin`) on
-every scored engine, cycle by cycle, no labels: ``prior`` (the stateless prior head)
-and ``prior_twin`` (prior + twin head from the engine's personal state), and a reference
-that knows nothing of the engine, ``constant`` (the training rows' mean capped RUL). RMSE is
+Arms, all the real learner (:class:`~twinstream.models.prior_twin.PriorTwin`) on
+every scored engine, cycle by cycle, no labels: ``prior`` (the stateless prior head),
+``prior_twin`` (prior + twin head from the engine's personal state, as shipped: when
+more than ``abandon_prior_above`` of the features are outside the prior's training
+ranges it drops the prior and answers mid-range, ``fallback_share``),
+``prior_twin_heads`` (the same heads without that fallback), and a reference that knows
+nothing of the engine, ``constant`` (the training rows' mean capped RUL); and, as a
+measurement only, ``prior_twin_or_constant``: ``prior_twin`` in the prior's domain, the
+constant out of it (what leaning on nothing but the fleet average would give). RMSE is
 against the true RUL at every cycle with true RUL in [5, 145] (the range of the FD001
 test RULs: every cycle a test engine could be cut at). ``in_domain_share`` is the
 share of those cycles whose features lie within the prior's training ranges.
@@ -104,7 +109,9 @@ def score(prior_dir: Path, data: CmapssSubset, units: list[int], bounds: DomainB
 
     ``constant`` is the reference that knows nothing of the engine: the mean capped RUL of the training rows.
     """
-    errs: dict[str, list[float]] = {"prior": [], "prior_twin": [], "constant": []}
+    errs: dict[str, list[float]] = {"prior": [], "prior_twin": [], "prior_twin_heads": [], "constant": [],
+                                    "prior_twin_or_constant": []}
+    fallback: list[bool] = []
     inside: list[bool] = []
     errs_in: list[float] = []
     errs_out: list[float] = []
@@ -114,7 +121,9 @@ def score(prior_dir: Path, data: CmapssSubset, units: list[int], bounds: DomainB
     for u in units:
         rows = sorted(by_unit[u], key=lambda r: r.cycle)
         baseline = {s: float(np.mean([r.sensors[s] for r in rows[:BASELINE_N]])) for s in GROUP}
-        learners = {"prior": PriorTwin(prior=str(prior_dir), personal=False), "prior_twin": PriorTwin(prior=str(prior_dir))}
+        learners = {"prior": PriorTwin(prior=str(prior_dir), personal=False), "prior_twin": PriorTwin(prior=str(prior_dir)),
+                    "prior_twin_heads": PriorTwin(prior=str(prior_dir))}
+        learners["prior_twin_heads"].abandon_prior_above = math.inf  # the constructor allows < 1: never drop the prior
         for r in rows:
             sensors = transform(r.sensors, baseline, mode, sd)
             true = float(data.train_rul_at(r))
@@ -123,17 +132,23 @@ def score(prior_dir: Path, data: CmapssSubset, units: list[int], bounds: DomainB
             for name, learner in learners.items():
                 xi = learner.observe_one(sensors)
                 preds[name] = learner.predict_one(xi)
-                x = xi
+                if name == "prior_twin":
+                    x = xi
+                    state = learner.domain_state
+                    far = state is not None and state[1] > learner.abandon_prior_above
             if not LOW <= true <= HIGH:
                 continue
+            ok = bounds.check_named(x)[0]
             preds["constant"] = constant
+            preds["prior_twin_or_constant"] = preds["prior_twin"] if ok else constant
             for name, p in preds.items():
                 errs[name].append((p - true) ** 2)
-            ok = bounds.check_named(x)[0]
             inside.append(ok)
+            fallback.append(far)
             (errs_in if ok else errs_out).append((preds["prior_twin"] - true) ** 2)
     out = {f"{name}_rmse": math.sqrt(statistics.mean(e)) for name, e in errs.items()}
     out["in_domain_share"] = float(np.mean(inside))
+    out["fallback_share"] = float(np.mean(fallback))
     out["prior_twin_rmse_in_domain"] = math.sqrt(statistics.mean(errs_in)) if errs_in else math.nan
     out["prior_twin_rmse_out_of_domain"] = math.sqrt(statistics.mean(errs_out)) if errs_out else math.nan
     out["scored_cycles"] = float(len(inside))
@@ -167,18 +182,21 @@ def run(seeds: int, epochs: int, folds: int, log=print) -> dict[str, Any]:  # no
             for plan, (train_units, scored, modes) in plans.items():
                 out = Path(tmp) / f"{plan}-{seed}"
                 log(f"seed {seed}, {plan}: training the prior on {len(train_units)} engines ({time.perf_counter() - start:.0f} s)")
-                train_prior(out, units=set(train_units), epochs=epochs, folds=folds, seed=seed)
+                manifest = train_prior(out, units=set(train_units), epochs=epochs, folds=folds, seed=seed)
                 sub = CmapssSubset(data.name, [r for r in data.train if r.unit in set(train_units)], [], {}, life)
                 x, y, _ = engine_features(sub)
                 bounds = DomainBounds.fit(x, names, DOMAIN_QUANTILES, margin, max_out)
+                same_as_manifest = json.loads(json.dumps(bounds.to_manifest())) == manifest.domain
                 sd = {s: float(np.std([r.sensors[s] for r in sub.train])) for s in GROUP}
                 for mode in modes:
                     result = score(out, data, scored, bounds, "none" if mode in ("in_population", "lifetime") else mode, sd,
                                    float(np.mean(y)))
-                    result.update(seed=seed, train_engines=len(train_units), scored_engines=len(scored))
+                    result.update(seed=seed, train_engines=len(train_units), scored_engines=len(scored),
+                                  manifest_domain_is_cv_choice=float(same_as_manifest))
                     runs[mode].append(result)
-                    log(f"  {mode}: prior {result['prior_rmse']:.2f}, prior+twin {result['prior_twin_rmse']:.2f}, "
-                        f"in domain {result['in_domain_share']:.3f}")
+                    log(f"  {mode}: prior {result['prior_rmse']:.2f}, prior+twin {result['prior_twin_rmse']:.2f} "
+                        f"(heads {result['prior_twin_heads_rmse']:.2f}), in domain {result['in_domain_share']:.3f}, "
+                        f"fallback {result['fallback_share']:.3f}")
     splits = {}
     for mode, results in runs.items():
         keys = [k for k in results[0] if k.endswith("_rmse") or k.endswith("_share") or "_rmse_" in k]
@@ -205,13 +223,15 @@ def table(report: dict[str, Any]) -> str:
     def cell(s: dict[str, float], digits: int = 2) -> str:
         return f"{s['mean']:.{digits}f} ± {s['sd']:.{digits}f}"
 
-    lines = ["| split | prior RMSE | prior + twin RMSE | constant RMSE | in domain | prior + twin RMSE in / out of domain |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| split | prior | prior + twin | heads, no fallback | constant | prior + twin, constant out of domain "
+             "| in domain | prior dropped | prior + twin in / out of domain |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for mode, s in report["splits"].items():
         n = len(s["seeds"])
         lines.append(f"| {LABELS[mode]} ({n} seeds) | {cell(s['prior_rmse'])} | {cell(s['prior_twin_rmse'])} | "
-                     f"{cell(s['constant_rmse'])} | "
-                     f"{cell(s['in_domain_share'], 3)} | {s['prior_twin_rmse_in_domain']['mean']:.2f} / "
+                     f"{cell(s['prior_twin_heads_rmse'])} | {cell(s['constant_rmse'])} | {cell(s['prior_twin_or_constant_rmse'])} | "
+                     f"{cell(s['in_domain_share'], 3)} | {cell(s['fallback_share'], 3)} | "
+                     f"{s['prior_twin_rmse_in_domain']['mean']:.2f} / "
                      f"{s['prior_twin_rmse_out_of_domain']['mean']:.2f} |")
     return "\n".join(lines)
 
@@ -229,44 +249,62 @@ def section(report: dict[str, Any]) -> str:
     def m(split: str, key: str, digits: int = 1) -> str:
         return f"{sp[split][key]['mean']:.{digits}f}"
 
+    def lo_hi(split: str, key: str) -> str:
+        return f"{sp[split][key]['min']:.1f} to {sp[split][key]['max']:.1f}"
+
+    def pct(split: str, key: str) -> str:
+        return f"{sp[split][key]['mean']:.1%}"
+
     return f"""{BEGIN}
 ## Cross-population transfer
 
 How does a prior trained on one population do on another? Measured without FD001's
-test set, on splits of its 100 training engines (all run to failure, so every cycle
-has a known RUL): the prior is trained (`train_prior`, {report['prior_training']['epochs']} epochs,
-{report['prior_training']['folds']} folds, as the bundled one) on 40 engines of a split and run, as
-`PriorTwin`, cycle by cycle through other engines that it never saw, without labels. RMSE is
+test set, on splits of its 100 training engines (all run to failure, so every cycle has a
+known RUL): a prior is trained (`train_prior`, {report['prior_training']['epochs']} epochs,
+{report['prior_training']['folds']} folds, as the bundled one) on 40 engines of a split, and other
+engines it never saw are run through `PriorTwin`, cycle by cycle, without labels. RMSE is
 against the true RUL at every cycle whose true RUL is in [5, 145] (every point a test engine
-could be cut at). "constant" predicts the training rows' mean RUL: a model that knows nothing of
-the engine. "in domain" is the share of scored cycles whose features lie within the prior's
-training ranges (the `domain` of its manifest). Mean ± standard deviation over
-{len(sp['in_population']['seeds'])} seeds (a seed draws the engines and initialises the prior).
+could be cut at). Mean ± standard deviation over {len(sp['in_population']['seeds'])} seeds (a seed
+draws the engines and initialises the prior).
+
+Columns: **prior** (the prior head alone), **prior + twin** (the default twin as shipped: it
+drops the prior when more than 30% of the features are outside the prior's training ranges),
+**heads, no fallback** (the same without that), **constant** (the training rows' mean RUL: knows
+nothing of the engine), **prior + twin, constant out of domain** (a measurement: the twin's
+value in the prior's domain, the constant outside), **in domain** (share of scored cycles
+within the tolerance recorded in the prior's manifest), **prior dropped** (share of cycles
+where the shipped twin dropped its prior), and the twin's RMSE over in- and out-of-domain
+cycles.
 
 {table(report)}
 
-- **Same population**: the reference; prior + twin {m('in_population', 'prior_twin_rmse')}, in domain on
-  {float(m('in_population', 'in_domain_share', 3)) * 100:.1f}% of cycles.
-- **Short-lived → long-lived** (trained on 40 of the 50 shortest-lived engines, scored on the 50
-  longest-lived): the error doubles ({m('lifetime', 'prior_twin_rmse')}), yet
-  {float(m('lifetime', 'in_domain_share', 3)) * 100:.1f}% of cycles are in domain. The readings of a
-  long-lived engine look like the fleet's; what differs is how long the same readings last. A
-  feature-range check cannot see this kind of shift: only the twin's own labels (or a fleet that
-  includes such engines) can.
+- **Same population** (the reference): prior + twin {m('in_population', 'prior_twin_rmse')},
+  {pct('in_population', 'in_domain_share')} of cycles in domain.
+- **Short-lived → long-lived** (trained on 40 of the 50 shortest-lived engines, scored on the
+  50 longest-lived): the error doubles ({m('lifetime', 'prior_twin_rmse')}), yet
+  {pct('lifetime', 'in_domain_share')} of cycles are in domain. A long-lived engine's readings look like
+  the fleet's; what differs is how long they last. A range check on the inputs cannot see this
+  shift: only labels can.
 - **Reversed drift** of {', '.join(report['group'])} (each mirrored about the engine's own first
-  {report['baseline_cycles']} cycles, so that group moves the other way with wear): the twin is barely better
-  than knowing nothing ({m('reversed_drift', 'prior_twin_rmse')} against {m('reversed_drift', 'constant_rmse')}), with a large
-  spread between seeds; but the domain check flags it: only {float(m('reversed_drift', 'in_domain_share', 3)) * 100:.0f}% of cycles
-  are in domain, and the flagged ones carry the larger error
-  ({m('reversed_drift', 'prior_twin_rmse_out_of_domain')} against {m('reversed_drift', 'prior_twin_rmse_in_domain')} in domain).
-- **Shifted** by {report['shift_sd']:g} training standard deviations: {float(m('shifted', 'in_domain_share', 3)) * 100:.0f}% of cycles in
-  domain; prior + twin {m('shifted', 'prior_twin_rmse')}, with the widest spread between seeds
-  ({sp['shifted']['prior_twin_rmse']['min']:.1f} to {sp['shifted']['prior_twin_rmse']['max']:.1f}): how badly a shift hurts depends on the prior, and a twin
-  cannot know which case it is in, so out of domain it should not trust its prior.
+  {report['baseline_cycles']} cycles, so the group moves the other way with wear): prior + twin
+  {m('reversed_drift', 'prior_twin_rmse')}, with a large spread, against {m('reversed_drift', 'constant_rmse')} for the constant.
+  The domain check sees it: {pct('reversed_drift', 'in_domain_share')} of cycles in domain, and the
+  out-of-domain ones carry the larger error ({m('reversed_drift', 'prior_twin_rmse_out_of_domain')} against
+  {m('reversed_drift', 'prior_twin_rmse_in_domain')}).
+- **Shifted** by {report['shift_sd']:g} training standard deviations: {pct('shifted', 'in_domain_share')} of cycles in
+  domain, prior + twin {m('shifted', 'prior_twin_rmse')} with the widest spread between seeds
+  ({lo_hi('shifted', 'prior_twin_rmse')}); here the out-of-domain cycles are not the worse
+  ones ({m('shifted', 'prior_twin_rmse_out_of_domain')} against {m('shifted', 'prior_twin_rmse_in_domain')}).
+- **What falling back buys, without labels**: the shipped twin drops its prior on only
+  {pct('reversed_drift', 'fallback_share')} (reversed) and {pct('shifted', 'fallback_share')} (shifted) of cycles, so it scores as the
+  heads do. Answering the constant wherever the input is out of domain narrows the spread
+  between seeds but is not better on average ({m('reversed_drift', 'prior_twin_or_constant_rmse')} and
+  {m('shifted', 'prior_twin_or_constant_rmse')}). Without labels, out of domain, no estimate here is good: the
+  honest answer is the flag and a wide interval, and the twin's own labels when they come.
 
 The domain's tolerance is the one design parameter chosen here, by 5-fold engine-level
 cross-validation on the training engines: the least permissive setting (per-feature 0.5%–99.5%
-training quantiles padded by {cv['margin']:g} of their band, up to {cv['max_outside']:g} of the features
+training quantiles padded by {cv['margin']:g} of their band, up to {cv['max_outside']:.0%} of the features
 outside) that keeps held-out training engines in domain on at least
 {report['domain_cv']['target_share']:.0%} of rows ({cv['held_out_in_domain_share']:.3f}). The bundled prior's manifest records
 its FD001 training ranges with that setting.
