@@ -91,7 +91,8 @@ class EmbeddedBroker:
     """
 
     def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None,
-                 storage: str | None = None, cluster_id: str | None = None, die_with_parent: bool = False) -> None:
+                 storage: str | None = None, cluster_id: str | None = None, die_with_parent: bool = False,
+                 advertised: str | None = None) -> None:
         """``storage``: ``memory://`` (default), a directory, or ``s3://bucket/`` (:func:`parse_storage`).
 
         ``die_with_parent``: children get SIGKILL if this process dies (for ``twinstream
@@ -104,6 +105,7 @@ class EmbeddedBroker:
         self.cluster_id = cluster_id or (DURABLE_CLUSTER_ID if self.storage.durable else f"twinstream-{uuid.uuid4().hex[:8]}")
         self.log_path = log_path
         self.die_with_parent = die_with_parent
+        self.advertised = advertised  # host:port of a TLS/SASL guard in front (twinstream.secure_broker), if any
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file = None
         self.object_store: LocalObjectStore | None = None
@@ -126,12 +128,13 @@ class EmbeddedBroker:
 
     def command(self) -> list[str]:
         address = f"tcp://{self.host}:{self.port}"
+        advertised = f"tcp://{self.advertised}" if self.advertised else address
         return [
             str(tansu_binary()),
             "broker",
             "--storage-engine", self.storage.engine_url,
             "--listener-url", address,
-            "--advertised-listener-url", address,
+            "--advertised-listener-url", advertised,
             "--cluster-id", self.cluster_id,
         ]
 

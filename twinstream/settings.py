@@ -170,6 +170,32 @@ class Settings(BaseSettings):
         default=5.0, gt=0, description="The worker measures its consumer group's lag (kafka_consumergroup_lag) this often."
     )
 
+    # --- Kafka connection security (docs/security.md; twinstream/kafka_security.py) -----
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        default="PLAINTEXT", description="How every Kafka client connects: PLAINTEXT, SSL (TLS), SASL_PLAINTEXT or SASL_SSL (TLS + SASL)."
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        default="SCRAM-SHA-512", description="SASL mechanism with SASL_*: PLAIN (only over TLS), SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    kafka_sasl_username: str = Field(default="", description="SASL user name (with SASL_PLAINTEXT / SASL_SSL).")
+    kafka_sasl_password: SecretStr = Field(
+        default=SecretStr(""), description="SASL password; prefer kafka_sasl_password_file (a mounted Secret). Never logged."
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        default=None, description="File holding the SASL password (read at start, newline stripped); wins over kafka_sasl_password."
+    )
+    kafka_ssl_cafile: Path | None = Field(
+        default=None, description="PEM bundle of the CAs the broker's certificate must chain to (None: the system trust store)."
+    )
+    kafka_ssl_certfile: Path | None = Field(default=None, description="Client certificate (PEM) for mutual TLS; needs kafka_ssl_keyfile.")
+    kafka_ssl_keyfile: Path | None = Field(default=None, description="Client private key (PEM, unencrypted) for mutual TLS.")
+    kafka_ssl_check_hostname: bool = Field(
+        default=True, description="Check that the broker's certificate names the host connected to. Turn off only for tests."
+    )
+    kafka_connect_timeout_s: float = Field(
+        default=20.0, gt=0, description="A process that cannot connect and authenticate to Kafka within this time exits with the cause."
+    )
+
     # --- twin query API (docs/operations.md) -------------------------------------------
     api_port: int | None = Field(default=None, description="Serve the twin API and inspector page on this port (None: off).")
     api_addr: str = Field(default="127.0.0.1", description="Address the twin API binds (0.0.0.0 in containers).")
