@@ -1,5 +1,8 @@
 r"""History tables: a time series per entity from a CSV or Parquet file, for training and evaluation.
 
+``load_series`` reads one value column (stream evaluation); ``load_history`` reads an entity's
+metric columns and its label (prior training, federated sites).
+
 Why here (the bottom layer): training entry points (a prior fitted on history) and the
 evaluation harness read the same files the same way, and neither should depend on the
 other. No pandas: CSV through the standard library, Parquet through pyarrow (imported
