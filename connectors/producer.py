@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -33,13 +33,14 @@ async def send_all(
     description: str = "replay",
     on_sent: Callable[[int], None] | None = None,
     next_offsets: dict[int, int] | None = None,
+    security: dict[str, Any] | None = None,
 ) -> int:
     """Send every message, keyed, confirming delivery; ``rate`` <= 0 means unthrottled.
 
     Returns the number of messages the broker acknowledged (all of them, or it raises).
     ``next_offsets``, when given, is filled with partition -> offset after the last
     message sent there, from the broker's own acknowledgements (exact even where a
-    broker's reported end offsets are not).
+    broker's reported end offsets are not). ``security``: :func:`twinstream.kafka_security.client_options`.
     """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap_servers,
@@ -47,6 +48,7 @@ async def send_all(
         max_batch_size=256 * 1024,
         acks="all",
         enable_idempotence=False,  # the embedded broker rejects idempotent producers
+        **(security or {}),
     )
     await producer.start()
     started = time.monotonic()

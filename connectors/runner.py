@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from twinstream.connectors.buffer import DiskBuffer
 from twinstream.connectors.config import ConnectorsConfig, FileSource, ModbusSource, MqttSource, OpcuaSource
@@ -51,6 +52,7 @@ class Connectors:
     bootstrap_servers: str
     topic: str
     metrics: ConnectorMetrics = field(default_factory=ConnectorMetrics)
+    security: dict[str, Any] = field(default_factory=dict)  # twinstream.kafka_security.client_options
     buffer: DiskBuffer = field(init=False)
     sources: list[PlantSource] = field(init=False)
     sender: KafkaSender = field(init=False)
@@ -60,7 +62,7 @@ class Connectors:
         b = self.config.buffer
         self.buffer = DiskBuffer(b.path, max_bytes=b.max_bytes, max_age_s=b.max_age_s, overflow=b.overflow, metrics=self.metrics)
         self.sources = [build_source(source, self.buffer, self.metrics) for source in self.config.sources]
-        self.sender = KafkaSender(self.buffer, self.bootstrap_servers, self.topic, self.config.kafka, self.metrics)
+        self.sender = KafkaSender(self.buffer, self.bootstrap_servers, self.topic, self.config.kafka, self.metrics, self.security)
 
     def source(self, name: str) -> PlantSource:
         return next(s for s in self.sources if s.name == name)

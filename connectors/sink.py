@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -28,8 +30,10 @@ class KafkaSender:
     """Drains a :class:`DiskBuffer` into ``topic``, keyed by entity id."""
 
     def __init__(self, buffer: DiskBuffer, bootstrap_servers: str, topic: str, config: KafkaConfig,
-                 metrics: ConnectorMetrics) -> None:
+                 metrics: ConnectorMetrics, security: Mapping[str, Any] | None = None) -> None:
+        """``security``: :func:`twinstream.kafka_security.client_options` (TLS / SASL); None: plaintext."""
         self.buffer = buffer
+        self.security = dict(security or {})
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.config = config
@@ -47,6 +51,7 @@ class KafkaSender:
                 bootstrap_servers=self.bootstrap_servers, acks="all", linger_ms=5, max_batch_size=512 * 1024,
                 request_timeout_ms=timeout_ms, metadata_max_age_ms=5000,
                 enable_idempotence=False,  # the embedded broker rejects idempotent producers
+                **self.security,
             )
             try:
                 await asyncio.wait_for(producer.start(), self.config.request_timeout_s)

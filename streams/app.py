@@ -13,6 +13,7 @@ from datetime import timedelta
 
 import faust
 
+from twinstream.kafka_security import faust_credentials
 from twinstream.schemas.topics import topic_catalog
 from twinstream.settings import Settings
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.broker,
+        broker_credentials=faust_credentials(settings),  # TLS / SASL from the kafka_* settings (None: plaintext)
         store=settings.store,
         datadir=str(settings.data_dir / settings.app_id),
         topic_partitions=settings.partitions,

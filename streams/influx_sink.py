@@ -50,6 +50,7 @@ from prometheus_client import Counter
 from pydantic import ValidationError
 
 from twinstream.connectors.influx import InfluxWriteError, InfluxWriter, backoff_delays, to_line_protocol
+from twinstream.kafka_security import client_options, require_kafka
 from twinstream.schemas.dead_letter import MAX_ERROR_CHARS, MAX_KEY_BYTES, DeadLetter, RejectReason
 from twinstream.schemas.prediction import Prediction
 from twinstream.settings import Settings, settings_from_env
@@ -245,7 +246,7 @@ def create_sink_app(
     app = create_app(app_settings)
     topics = declare_topics(app, settings)
     topic = topics[PREDICTIONS_TOPIC]
-    publisher = BatchPublisher(settings.broker_servers, client_id=f"{sink_app_id(settings)}-dlq")
+    publisher = BatchPublisher(settings.broker_servers, client_id=f"{sink_app_id(settings)}-dlq", security=client_options(settings))
     sink = PredictionSink(settings, writer or InfluxWriter(settings), metrics or WorkerMetrics(),
                           publisher=publisher, dlq_topic=topics[PREDICTIONS_DLQ_TOPIC].get_topic_name())
     batch_size = settings.influx_batch_size
@@ -272,6 +273,7 @@ def run_sink(settings: Settings) -> None:
     quiet_library_loggers()
     if settings.broker is None:
         raise SystemExit("the InfluxDB sink needs a broker: set TWINSTREAM_BROKER (e.g. kafka://127.0.0.1:9092)")
+    require_kafka(settings)  # wrong credentials / TLS settings: exit with the cause, not retry forever
     metrics = WorkerMetrics()
     if settings.metrics_port is not None:
         serve_metrics(metrics, settings.metrics_port, settings.metrics_addr)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
@@ -37,8 +38,10 @@ class BatchPublisher:
     Returns delivery futures; the caller awaits them before acknowledging the inputs.
     """
 
-    def __init__(self, bootstrap_servers: str, client_id: str, max_batch_bytes: int = 512 * 1024) -> None:
-        self._config = {
+    def __init__(self, bootstrap_servers: str, client_id: str, max_batch_bytes: int = 512 * 1024,
+                 security: Mapping[str, Any] | None = None) -> None:
+        """``security``: :func:`twinstream.kafka_security.client_options` (TLS / SASL); None: plaintext."""
+        self._config: dict[str, Any] = {
             "bootstrap_servers": bootstrap_servers,
             "client_id": client_id,
             "acks": "all",
@@ -46,6 +49,7 @@ class BatchPublisher:
             "linger_ms": 5,
             "max_batch_size": max_batch_bytes,
             "max_request_size": 4 * max_batch_bytes,
+            **(security or {}),
         }
         self._producer: AIOKafkaProducer | None = None
         self._round_robin = itertools.count()

@@ -43,6 +43,7 @@ from faust.types import EventT, StreamT
 from kafka import KafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
+from twinstream.kafka_security import client_options, require_kafka
 from twinstream.schemas.gaps import Gap, GapKind
 from twinstream.schemas.telemetry import Telemetry
 from twinstream.settings import Settings, settings_from_env
@@ -80,7 +81,8 @@ class Sidecar:
             partitions=settings.partitions, key_serializer="raw", value_serializer="raw", internal=False,
         )
         self.filler = GapFiller(method, window=settings.sidecar_window, max_missed=settings.sidecar_max_missed)
-        self.publisher = BatchPublisher(settings.broker_servers, client_id=f"{sidecar_app_id(settings)}-fills")
+        self.publisher = BatchPublisher(settings.broker_servers, client_id=f"{sidecar_app_id(settings)}-fills",
+                                        security=client_options(settings))
         self.held: dict[tuple[str, str, int], EventT] = {}  # (entity, sensor, first_seq) -> open-gap event
         self.unacked_by_event: dict[int, set[tuple[str, str, int]]] = {}  # id(event) -> its still-open sensors
         self.fills_published = 0
@@ -103,7 +105,7 @@ class Sidecar:
         started = time.monotonic()
         values = await asyncio.to_thread(
             read_before_committed, self.settings.broker_servers, sidecar_app_id(self.settings), self.telemetry_topic,
-            partitions, self.settings.sidecar_warmup_records,
+            partitions, self.settings.sidecar_warmup_records, security=client_options(self.settings),
         )
         primed = 0
         async with self.filler_lock:
@@ -257,9 +259,9 @@ class Sidecar:
 
 
 def read_before_committed(bootstrap: str, group: str, topic: str, partitions: list[int], records: int,
-                          timeout_s: float = 15.0) -> list[bytes]:
+                          timeout_s: float = 15.0, security: dict[str, Any] | None = None) -> list[bytes]:
     """Values of up to ``records`` messages before ``group``'s committed offset, per partition (blocking)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False, **(security or {}))
     out: list[bytes] = []
     try:
         tps = [TopicPartition(topic, p) for p in partitions]
@@ -306,6 +308,7 @@ def run_sidecar(settings: Settings) -> None:
     quiet_library_loggers()
     if settings.broker is None:
         raise SystemExit("the sidecar needs a broker: set TWINSTREAM_BROKER (e.g. kafka://127.0.0.1:9092)")
+    require_kafka(settings)  # wrong credentials / TLS settings: exit with the cause, not retry forever
     ensure_topics(settings)
     method = choose_fill_method(settings)
     log.info("sidecar fill method: %s %s: %s", method.kind, method.version, method.reason)

@@ -13,6 +13,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from twinstream.kafka_security import client_options
 from twinstream.schemas.topics import TopicSpec, topic_catalog
 from twinstream.settings import Settings
 
@@ -34,6 +35,7 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None, time
         bootstrap_servers=settings.broker_servers,
         client_id=f"{settings.app_id}-admin",
         request_timeout_ms=int(timeout_s * 1000),
+        **client_options(settings),
     )
     try:
         existing = set(admin.list_topics())

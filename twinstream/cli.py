@@ -67,14 +67,30 @@ def broker(
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
     storage: Annotated[Optional[str], typer.Option(
         help="memory:// (default), a directory (durable) or s3://bucket/ (env TWINSTREAM_BROKER_STORAGE).")] = None,
+    tls_cert: Annotated[Optional[Path], typer.Option(help="Serve TLS with this certificate (PEM); needs --tls-key.")] = None,
+    tls_key: Annotated[Optional[Path], typer.Option(help="The certificate's private key (PEM).")] = None,
+    tls_client_ca: Annotated[Optional[Path], typer.Option(
+        help="Mutual TLS: demand a client certificate signed by this CA (PEM).")] = None,
+    user: Annotated[Optional[list[str]], typer.Option(
+        help="Require SASL/SCRAM login; NAME:PASSWORD, repeatable (a local test broker: argv is visible to `ps`).")] = None,
 ) -> None:
-    """Run the embedded Kafka-protocol broker (Tansu) in the foreground, in memory or durable."""
+    """Run the embedded Kafka-protocol broker (Tansu) in the foreground, in memory or durable; optionally TLS + SCRAM users."""
     from twinstream.broker import BrokerError, EmbeddedBroker
     from twinstream.broker_storage import StorageError
+    from twinstream.secure_broker import SecuredBroker, parse_user
 
     settings = load_settings(broker_storage=storage)
     try:
-        embedded = EmbeddedBroker(port=port or None, host=host, storage=settings.broker_storage, die_with_parent=True)
+        users = dict(parse_user(entry) for entry in user or [])
+    except ValueError as exc:
+        console.print(f"[red]broker not started:[/red] --user: {exc}")
+        raise typer.Exit(2) from None
+    try:
+        if tls_cert or tls_key or tls_client_ca or users:
+            embedded = SecuredBroker(port=port or None, host=host, tls_cert=tls_cert, tls_key=tls_key, client_ca=tls_client_ca,
+                                     users=users, storage=settings.broker_storage, die_with_parent=True)
+        else:
+            embedded = EmbeddedBroker(port=port or None, host=host, storage=settings.broker_storage, die_with_parent=True)
         embedded.start()
     except (BrokerError, StorageError) as exc:
         console.print(f"[red]broker not started:[/red] {exc}")
@@ -82,7 +98,9 @@ def broker(
     with embedded:
         where = {"memory": "memory only", "directory": f"durable in {embedded.storage.directory}",
                  "bucket": f"durable in {embedded.storage.engine_url}"}[embedded.storage.kind]
-        console.print(f"embedded broker listening on [bold]{embedded.url}[/bold] ({where}; Ctrl-C stops it)")
+        secured = f"; clients use TWINSTREAM_KAFKA_SECURITY_PROTOCOL={embedded.security_protocol}" \
+            if isinstance(embedded, SecuredBroker) else ""
+        console.print(f"embedded broker listening on [bold]{embedded.url}[/bold] ({where}{secured}; Ctrl-C stops it)")
         stop = False
 
         def _stop(*_: object) -> None:
@@ -186,7 +204,11 @@ def replay_cmapss(
     settings = require_broker(load_settings(broker=broker, topic_namespace=topic_namespace))
     events = cmapss_events(subset, data_dir=data, labels=labels)
     topic = TELEMETRY.in_namespace(settings.topic_namespace).name
-    sent = asyncio.run(send_all(settings.broker_servers, topic, events, rate=rate, description=f"{subset} -> {topic}"))
+    from twinstream.kafka_security import client_options, require_kafka
+
+    require_kafka(settings)
+    sent = asyncio.run(send_all(settings.broker_servers, topic, events, rate=rate, description=f"{subset} -> {topic}",
+                                security=client_options(settings)))
     console.print(f"sent {sent} events to {topic}")
 
 

@@ -37,12 +37,12 @@ from twinstream.connectors.cmapss_replay import ReplayEvent, cmapss_events, test
 from twinstream.connectors.producer import send_all
 from twinstream.datasets.cmapss import load_subset
 from twinstream.demo_gaps import GapPlan, drop_sensor, hold_back, read_gap_outputs, sidecar_group, wait_for_fill
+from twinstream.kafka_security import client_options
 from twinstream.monitor import OutputTally, tally_outputs
 from twinstream.processes import settings_env, stop_process
 from twinstream.schemas.topics import PREDICTIONS, SYNTHETIC, TELEMETRY, TELEMETRY_DLQ
 from twinstream.settings import Settings
 from twinstream.streams.topic_admin import ensure_topics
-
 
 RUL_CAP = 125
 
@@ -129,6 +129,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
             "app_id": f"{settings.app_id}-demo-{run_id}",
             "data_dir": report_dir / "state",
         })
+        security = client_options(settings)
         ensure_topics(settings)
         namespace = settings.topic_namespace
         worker = start_process("twinstream.streams.worker", settings, report_dir / "logs" / "worker.log")
@@ -157,7 +158,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         telemetry_ends: dict[int, int] = {}
         started = time.monotonic()
         sent = asyncio.run(send_all(settings.broker_servers, telemetry_topic, sending, rate=options.rate,
-                                    description=f"replay {options.subset}", next_offsets=telemetry_ends))
+                                    description=f"replay {options.subset}", next_offsets=telemetry_ends, security=security))
         expected = sent + len(held)
         main_done: list[tuple[float, int]] = []  # (when, events processed) once the main replay's outputs are in
 
@@ -171,12 +172,12 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
             if plan is None:
                 return 0
             if not await wait_for_fill(settings.broker_servers, SYNTHETIC.in_namespace(namespace).name,
-                                       plan.entity_id, timeout_s=options.fill_wait_s):
+                                       plan.entity_id, timeout_s=options.fill_wait_s, security=security):
                 console.print(f"[yellow]no fill for {plan.entity_id} after {options.fill_wait_s:.0f} s; "
                               "sending its remaining cycles anyway[/yellow]")
             offsets: dict[int, int] = {}
             count = await send_all(settings.broker_servers, telemetry_topic, held, rate=options.rate,
-                                   show_progress=False, next_offsets=offsets)
+                                   show_progress=False, next_offsets=offsets, security=security)
             for partition, offset in offsets.items():
                 telemetry_ends[partition] = max(telemetry_ends.get(partition, 0), offset)
             return count
@@ -188,6 +189,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
                 timeout_s=options.timeout_s,
                 keep_history=lambda entity: entity in plot_entities,
                 on_progress=progress_of,
+                security=security,
             ))
             try:
                 await sender  # a failed send fails the demo at once, not after the tally's timeout
@@ -209,7 +211,7 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         gap = asyncio.run(read_gap_outputs(
             settings.broker_servers, namespace, plan, tally.predictions,
             sidecar_group=sidecar_group(settings) if plan else "", telemetry_ends=telemetry_ends,
-            wait_s=options.fill_wait_s,
+            wait_s=options.fill_wait_s, security=security,
         ))
         gap_extra_s = time.monotonic() - last if plan else 0.0
         rmse, per_engine = score(tally, events, options.subset)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -59,10 +60,11 @@ def hold_back(events: list[ReplayEvent], plan: GapPlan) -> tuple[list[ReplayEven
     return [e for e in events if not (e.entity_id == plan.entity_id and e.seq > first)], held
 
 
-async def wait_for_fill(bootstrap_servers: str, topic: str, entity_id: str, *, timeout_s: float) -> bool:
+async def wait_for_fill(bootstrap_servers: str, topic: str, entity_id: str, *, timeout_s: float,
+                        security: dict[str, Any] | None = None) -> bool:
     """True once a synthetic fill for ``entity_id`` is on ``topic``; False after ``timeout_s``."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+                                auto_offset_reset="earliest", **(security or {}))
     await consumer.start()
     key = entity_id.encode()
     try:
@@ -93,7 +95,8 @@ class GapOutcome:
     violations: list[str] = field(default_factory=list)  # fills over measured values, shares above what was missing
 
 
-def committed_up_to(bootstrap_servers: str, group: str, ends: dict[tuple[str, int], int]) -> bool:
+def committed_up_to(bootstrap_servers: str, group: str, ends: dict[tuple[str, int], int],
+                    security: dict[str, Any] | None = None) -> bool:
     """Whether ``group`` has committed at least ``ends`` ((topic, partition) -> offset); blocking.
 
     The offsets come from the producer's acknowledgements and the messages read, not
@@ -102,7 +105,7 @@ def committed_up_to(bootstrap_servers: str, group: str, ends: dict[tuple[str, in
     from kafka import KafkaConsumer
     from kafka import TopicPartition as KafkaTopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=group, enable_auto_commit=False, **(security or {}))
     try:
         return all((consumer.committed(KafkaTopicPartition(topic, p)) or 0) >= end for (topic, p), end in ends.items())
     finally:
@@ -110,7 +113,8 @@ def committed_up_to(bootstrap_servers: str, group: str, ends: dict[tuple[str, in
 
 
 async def read_gap_outputs(bootstrap_servers: str, namespace: str, plan: GapPlan | None, predictions_expected: int,
-                           *, sidecar_group: str, telemetry_ends: dict[int, int], wait_s: float) -> GapOutcome:
+                           *, sidecar_group: str, telemetry_ends: dict[int, int], wait_s: float,
+                           security: dict[str, Any] | None = None) -> GapOutcome:
     """Read gaps, fills and predictions back (no consumer group) and check them against the plan.
 
     Predictions are read until ``predictions_expected`` distinct (entity, seq) are seen
@@ -130,7 +134,7 @@ async def read_gap_outputs(bootstrap_servers: str, namespace: str, plan: GapPlan
     seen: set[tuple[bytes | None, int]] = set()
     ends: dict[tuple[str, int], int] = {(telemetry_topic, p): end for p, end in telemetry_ends.items()}
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_bytes=16 * 1024 * 1024)
+                                auto_offset_reset="earliest", fetch_max_bytes=16 * 1024 * 1024, **(security or {}))
     await consumer.start()
     started = time.monotonic()
     sidecar_done = plan is None
@@ -176,7 +180,7 @@ async def read_gap_outputs(bootstrap_servers: str, namespace: str, plan: GapPlan
                     break  # everything the sidecar published before its last commit has been read
                 if not sidecar_done and outcome.gap_closed and now - checked_at >= 1.0:
                     checked_at = now
-                    sidecar_done = await asyncio.to_thread(committed_up_to, bootstrap_servers, sidecar_group, ends)
+                    sidecar_done = await asyncio.to_thread(committed_up_to, bootstrap_servers, sidecar_group, ends, security)
                 if not sidecar_done and now - started > wait_s:
                     break
             elif now - started > wait_s + 120.0:

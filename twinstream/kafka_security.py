@@ -43,6 +43,10 @@ class KafkaSecurityError(RuntimeError):
     """Kafka security settings that cannot work, or a broker that refused them; the message names the setting."""
 
 
+class KafkaUnreachableError(KafkaSecurityError):
+    """Nothing answered at the bootstrap address (an outage, not a configuration error)."""
+
+
 def _env(field: str) -> str:
     return ENV + field.upper()
 
@@ -176,7 +180,7 @@ def _probe_transport(settings: Settings, deadline: float) -> None:
     try:
         sock = socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic()))
     except OSError as exc:
-        raise KafkaSecurityError(f"cannot reach the broker at {host}:{port} ({exc}); check {_env('broker')}") from exc
+        raise KafkaUnreachableError(f"cannot reach the broker at {host}:{port} ({exc}); check {_env('broker')}") from exc
     sock.settimeout(max(0.1, deadline - time.monotonic()))
     try:
         if uses_tls(settings):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -66,13 +67,14 @@ async def tally_outputs(
     timeout_s: float,
     keep_history: Callable[[str], bool] = lambda _: False,
     on_progress: Callable[[OutputTally], None] | None = None,
+    security: dict[str, Any] | None = None,
 ) -> OutputTally:
     """Read both topics from the beginning until ``expected`` events are accounted for.
 
     Raises ``TimeoutError`` (with the counts so far) when they do not arrive in time.
     """
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_bytes=16 * 1024 * 1024)
+                                auto_offset_reset="earliest", fetch_max_bytes=16 * 1024 * 1024, **(security or {}))
     await consumer.start()
     tally = OutputTally()
     try:

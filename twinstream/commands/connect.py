@@ -105,7 +105,16 @@ def connect(
     for noisy in ("asyncua", "aiokafka", "pymodbus"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     topic = loaded.kafka.topic or TELEMETRY.in_namespace(settings.topic_namespace).name
-    connectors = Connectors(loaded, settings.broker_servers, topic)
+    from twinstream.kafka_security import KafkaSecurityError, KafkaUnreachableError, check_connection, client_options
+
+    try:  # wrong credentials or TLS settings end here; an unreachable broker is an outage the buffer rides out
+        check_connection(settings)
+    except KafkaUnreachableError as exc:
+        console.print(f"[yellow]Kafka not reachable yet, buffering:[/yellow] {exc}")
+    except KafkaSecurityError as exc:
+        console.print(f"[red]Kafka connection failed:[/red] {exc}")
+        raise typer.Exit(1) from None
+    connectors = Connectors(loaded, settings.broker_servers, topic, security=client_options(settings))
     if loaded.metrics_port is not None:
         connectors.metrics.serve(loaded.metrics_port, settings.metrics_addr)
 
