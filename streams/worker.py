@@ -13,6 +13,7 @@ import signal
 
 import faust
 
+from twinstream.kafka_security import require_kafka
 from twinstream.settings import Settings
 from twinstream.streams.app import create_app, declare_topics, quiet_library_loggers
 from twinstream.streams.ingest import IngestAgent
@@ -72,6 +73,7 @@ def run_worker(settings: Settings) -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     quiet_library_loggers()
+    require_kafka(settings)  # wrong credentials / TLS settings: exit with the cause, not retry forever
     ensure_topics(settings)
     metrics = WorkerMetrics()
     if settings.metrics_port is not None:
