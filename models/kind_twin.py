@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from twinstream.models.anomaly import ResidualAnomaly
 from twinstream.models.base import TwinLearner
@@ -78,9 +79,18 @@ def _finite_or_none(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def kind_learner(kind: KindSpec) -> TwinLearner:
-    """The label-task learner a kind declares (``learner.family`` with ``learner.params``)."""
-    return make_learner(kind.learner.family, **kind.learner.params)
+def kind_learner(kind: KindSpec, prior_params: Mapping[str, Any] | None = None) -> TwinLearner:
+    """The label-task learner a kind declares (``learner.family`` with ``learner.params``).
+
+    ``prior_params``: how a ``prior-twin`` learner starts from the kind's own ``prior:``
+    (e.g. ``{"prior": DIR, "metrics": [...]}`` for an artifact trained on the kind's
+    history, verified by the caller); the kind's explicit ``learner.params`` win over
+    them, and other families take no prior.
+    """
+    params = dict(kind.learner.params)
+    if prior_params and kind.learner.family == "prior-twin" and "prior" not in params:
+        params.update(prior_params)
+    return make_learner(kind.learner.family, **params)
 
 
 class KindTwin:

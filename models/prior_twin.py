@@ -51,6 +51,8 @@ from twinstream.models.base import Features, IntervalPrediction, TwinLearner, ch
 from twinstream.models.domain import DomainBounds
 from twinstream.models.features import RulFeatures, feature_names
 from twinstream.models.fleet import FleetModel, get_fleet
+from twinstream.models.generic_features import GenericFeatures
+from twinstream.models.generic_features import feature_names as generic_feature_names
 from twinstream.models.prior import FleetPrior, PriorMismatchError, bundled_prior_dir, load_prior
 from twinstream.schemas.prior import FeatureSchema
 
@@ -168,6 +170,7 @@ class PriorTwin(TwinLearner):
         baseline_n: int = 20,
         seed: int = 0,
         abandon_prior_above: float = 0.3,
+        metrics: Sequence[str] | None = None,
     ) -> None:
         if not 0.0 < coverage < 1.0:
             raise ValueError("coverage must be in (0, 1)")
@@ -186,8 +189,9 @@ class PriorTwin(TwinLearner):
         self.cap = cap
         self.fast_span, self.slow_span, self.baseline_n = fast_span, slow_span, baseline_n
         self.seed = seed
-        self._fx = RulFeatures(fast_span=fast_span, slow_span=slow_span, baseline_n=baseline_n)
-        self._names = feature_names(self._fx.sensors)
+        self.metrics = list(metrics) if metrics else None
+        self._fx = self._new_features()
+        self._names = self._feature_names()
         self._own = linear_model.LinearRegression(optimizer=optim.SGD(lr), intercept_lr=lr, clip_gradient=50.0)
         self._abs_residual = stats.Quantile(coverage)
         self._labels = 0  # labels learned (any weight > 0)
@@ -196,6 +200,15 @@ class PriorTwin(TwinLearner):
         self.drift_alarms = 0
         self.last_drift_age: int | None = None
         self._attach()
+
+    def _new_features(self) -> RulFeatures | GenericFeatures:
+        """C-MAPSS's sensor features, or a declared kind's generic features over ``metrics``."""
+        if self.metrics:
+            return GenericFeatures(self.metrics, fast_span=self.fast_span, slow_span=self.slow_span, baseline_n=self.baseline_n)
+        return RulFeatures(fast_span=self.fast_span, slow_span=self.slow_span, baseline_n=self.baseline_n)
+
+    def _feature_names(self) -> list[str]:
+        return generic_feature_names(self.metrics) if self.metrics else feature_names(self._fx.sensors)  # type: ignore[union-attr]
 
     # -- shared, unpickled parts ------------------------------------------------------
     def _attach(self) -> None:
@@ -206,7 +219,8 @@ class PriorTwin(TwinLearner):
             active = _ACTIVE_PRIORS.get(self._prior.manifest.family)
             if active is not None and not active.manifest.feature_schema.differences(self._fx.schema()):
                 self._prior = active
-            self.cap = self._prior.cap
+            if math.isfinite(self._prior.cap):  # a prior trained without --cap keeps the twin's own cap
+                self.cap = self._prior.cap
         self._attach_domain()
         self._fleet: FleetModel | None = (
             get_fleet(self.fleet, residual=self._prior is not None, cap=self.cap) if self.fleet else None
@@ -230,8 +244,9 @@ class PriorTwin(TwinLearner):
         state.setdefault("_far", False)
         state.setdefault("_domain_score", 0.0)
         state.setdefault("_last_label", None)
+        state.setdefault("metrics", None)
         self.__dict__.update(state)
-        self._names = feature_names(self._fx.sensors)
+        self._names = self._feature_names()
         self._attach()
 
     def params(self) -> dict[str, Any]:
@@ -239,6 +254,7 @@ class PriorTwin(TwinLearner):
             "prior": self.prior, "fleet": self.fleet, "personal": self.personal, "coverage": self.coverage,
             "lr": self.lr, "cap": self.cap, "fast_span": self.fast_span, "slow_span": self.slow_span,
             "baseline_n": self.baseline_n, "seed": self.seed, "abandon_prior_above": self.abandon_prior_above,
+            "metrics": self.metrics,
         }
 
     @property
@@ -275,7 +291,8 @@ class PriorTwin(TwinLearner):
         if problems:
             raise PriorMismatchError(f"prior {prior.manifest.prior_version}: feature schema mismatch: {'; '.join(problems)}")
         self._prior = prior
-        self.cap = prior.cap
+        if math.isfinite(prior.cap):
+            self.cap = prior.cap
         self._attach_domain()
         return True
 
@@ -369,7 +386,8 @@ class PriorTwin(TwinLearner):
         """
         if self._fleet is None:
             return 0
-        fx = RulFeatures(sensors=self._fx.sensors, fast_span=self.fast_span, slow_span=self.slow_span, baseline_n=self.baseline_n)
+        fx = self._new_features() if self.metrics else RulFeatures(
+            sensors=self._fx.sensors, fast_span=self.fast_span, slow_span=self.slow_span, baseline_n=self.baseline_n)  # type: ignore[union-attr]
         fleet, self._fleet = self._fleet, None  # the base the fleet model corrects excludes itself
         try:
             for metrics, y in history:

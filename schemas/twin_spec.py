@@ -114,18 +114,28 @@ class LearnerSpec(_Strict):
 
 
 class PriorRef(_Strict):
-    """Where a kind's prior comes from: exactly one of a bundled name, an artifact directory, a registry family."""
+    """Where a kind's prior comes from: exactly one of a bundled name, an artifact directory, a registry family.
+
+    ``artifact`` and ``path`` are the same thing (the directory ``prior train --out`` wrote);
+    a relative directory is read from the folder of the twins.yaml that names it.
+    """
 
     bundled: str | None = None
     path: str | None = None
+    artifact: str | None = None
     registry: str | None = None
 
     @model_validator(mode="after")
     def _one(self) -> PriorRef:
-        given = [k for k in ("bundled", "path", "registry") if getattr(self, k) is not None]
+        given = [k for k in ("bundled", "path", "artifact", "registry") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"give exactly one of bundled, path, registry (got {', '.join(given) or 'none'})")
+            raise ValueError(f"give exactly one of bundled, artifact (or path), registry (got {', '.join(given) or 'none'})")
         return self
+
+    @property
+    def directory(self) -> str | None:
+        """The artifact directory, whichever of ``artifact`` / ``path`` named it."""
+        return self.artifact if self.artifact is not None else self.path
 
 
 class KindSpec(_Strict):

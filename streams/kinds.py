@@ -20,11 +20,16 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from twinstream.models.base import TwinLearner
 from twinstream.models.kind_twin import KindTwin, TaskPrediction, kind_learner
+from twinstream.models.prior import bundled_prior_dir
+from twinstream.models.prior_history import KindPrior, load_kind_prior
 from twinstream.models.twin import Twin
+from twinstream.schemas.prior import MANIFEST_FILE
 from twinstream.schemas.telemetry import Telemetry
 from twinstream.schemas.twin_spec import KindRegistry, KindSpec, LabelTask, SpecError
 from twinstream.streams.metrics import WorkerMetrics
@@ -58,6 +63,8 @@ class WorkerKinds:
         self.path = path
         self._label: dict[str, LabelTask | None] = {}
         self._has_tasks: dict[str, bool] = {}
+        self.priors: dict[str, KindPrior] = {}  # kinds whose prior is an artifact of their own history
+        self._prior_params: dict[str, dict[str, Any]] = {}
         for kind in registry.spec.kinds:
             labels = [t for t in kind.tasks if isinstance(t, LabelTask)]
             if len(labels) > 1:
@@ -65,12 +72,45 @@ class WorkerKinds:
                                 f"(got {', '.join(t.target for t in labels)})")
             self._label[kind.name] = labels[0] if labels else None
             self._has_tasks[kind.name] = len(labels) < len(kind.tasks)
+            self._load_prior(kind)
             if labels:
                 try:  # a learner family or prior that cannot be made stops the worker now, not at the first event
-                    kind_learner(kind)
+                    kind_learner(kind, self._prior_params.get(kind.name))
                 except Exception as exc:  # noqa: BLE001 - any failure here is a configuration error
                     raise SpecError(f"{path}: kind {kind.name!r}: learner {kind.learner.family!r} "
                                     f"with {kind.learner.params}: {type(exc).__name__}: {exc}") from exc
+
+    def _load_prior(self, kind: KindSpec) -> None:
+        """Verify and load ``kind``'s ``prior:`` now; a prior that does not load is a :class:`SpecError`.
+
+        An artifact (``artifact:``/``path:``, relative to the spec's folder) is verified with
+        :func:`load_kind_prior` against the kind's generic features: its label heads start
+        the label task's ``prior-twin`` learner, its forecast priors the forecast tasks.
+        ``bundled:`` names a prior shipped with the package (the C-MAPSS one, on its own
+        sensor features). ``registry:`` priors arrive through the worker's prior pull.
+        """
+        ref = kind.prior
+        if ref is None:
+            return
+        if ref.bundled is not None:
+            directory = bundled_prior_dir().parent / ref.bundled
+            if not (directory / MANIFEST_FILE).is_file():
+                raise SpecError(f"{self.path}: kind {kind.name!r}: prior bundled {ref.bundled!r}: no such prior is bundled "
+                                f"(bundled: {', '.join(sorted(p.name for p in directory.parent.iterdir() if p.is_dir()))})")
+            self._prior_params[kind.name] = {"prior": str(directory)}
+            return
+        if ref.directory is None:
+            return
+        directory = Path(ref.directory).expanduser()
+        if not directory.is_absolute():
+            directory = self.path.parent / directory
+        try:
+            prior = load_kind_prior(directory, kind)
+        except Exception as exc:  # noqa: BLE001 - a missing, altered or foreign artifact is a configuration error
+            raise SpecError(f"{self.path}: kind {kind.name!r}: prior artifact {directory}: {type(exc).__name__}: {exc}") from exc
+        self.priors[kind.name] = prior
+        if prior.label is not None:
+            self._prior_params[kind.name] = {"prior": str(directory.resolve()), "metrics": kind.metric_names}
 
     @classmethod
     def load(cls, value: str) -> WorkerKinds | None:
@@ -91,10 +131,11 @@ class WorkerKinds:
         """The forecast/anomaly part of a new twin of ``spec`` (None when the kind has only a label task)."""
         if not self._has_tasks[spec.name]:
             return None
-        return KindTwin(spec, include_label=False)
+        prior = self.priors.get(spec.name)
+        return KindTwin(spec, forecast_priors=prior.forecasts if prior is not None else None, include_label=False)
 
     def new_twin(self, entity_id: str, spec: KindSpec) -> Twin:
-        return Twin(entity_id=entity_id, learner=kind_learner(spec) if self._label[spec.name] else None,
+        return Twin(entity_id=entity_id, learner=self._learner(spec) if self._label[spec.name] else None,
                     kind=spec.name, tasks=self.new_tasks(spec))
 
     def adopt(self, twin: Twin, spec: KindSpec) -> None:
@@ -103,7 +144,10 @@ class WorkerKinds:
         if twin.tasks is None:
             twin.tasks = self.new_tasks(spec)
         if twin.learner is None and self._label[spec.name] is not None:
-            twin.learner = kind_learner(spec)
+            twin.learner = self._learner(spec)
+
+    def _learner(self, spec: KindSpec) -> TwinLearner:
+        return kind_learner(spec, self._prior_params.get(spec.name))
 
 
 def encode_task_prediction(telemetry: Telemetry, twin: Twin, p: TaskPrediction, synthetic_share: float) -> bytes:
