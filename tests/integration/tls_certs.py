@@ -18,7 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
 @dataclass(frozen=True)
-class TestPki:
+class Pki:
     ca: Path
     server_cert: Path
     server_key: Path
@@ -71,14 +71,14 @@ def _write(path: Path, cert: x509.Certificate | None = None, key: ec.EllipticCur
     return path
 
 
-def make_pki(directory: Path) -> TestPki:
+def make_pki(directory: Path) -> Pki:
     directory.mkdir(parents=True, exist_ok=True)
     ca_key, ca = _ca("twinstream test CA")
     server_key, server = _leaf(ca_key, ca, "localhost", ExtendedKeyUsageOID.SERVER_AUTH,
                                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     client_key, client = _leaf(ca_key, ca, "twinstream-worker", ExtendedKeyUsageOID.CLIENT_AUTH, [])
     _, other = _ca("some other CA")
-    return TestPki(
+    return Pki(
         ca=_write(directory / "ca.pem", ca), server_cert=_write(directory / "server.pem", server),
         server_key=_write(directory / "server-key.pem", key=server_key), client_cert=_write(directory / "client.pem", client),
         client_key=_write(directory / "client-key.pem", key=client_key), other_ca=_write(directory / "other-ca.pem", other),
