@@ -95,6 +95,41 @@ class WorkerMetrics:
             "permanently, after bounded retries), bad_json / invalid (not a Prediction)",
             ["reason"], registry=r,
         )
+        # --- pipeline health (a timer refreshes these, so they move while no records arrive) ---
+        self.consumergroup_lag = Gauge(
+            "kafka_consumergroup_lag",
+            "Records of an input partition this worker owns not yet committed by its consumer group: high watermark "
+            "minus committed offset (kafka_exporter's name). The embedded broker under-reports high watermarks, so "
+            "there it reads short (never below 0)",
+            ["consumergroup", "topic", "partition"], registry=r,
+        )
+        self.twins_by_kind = Gauge(
+            "twinstream_twins_by_kind", "Twins of each kind held in this worker's memory (loaded since the last rebalance)",
+            ["kind"], registry=r,
+        )
+        self.checkpoint_age = Gauge(
+            "twinstream_checkpoint_age_seconds",
+            "Seconds since the last checkpoint while applied events wait to be acknowledged (0 when none wait)",
+            registry=r,
+        )
+        self.in_domain_share = Gauge(
+            "twinstream_in_domain_share",
+            "Share of the last predictions of this worker's partitions whose input was in the model's domain, by kind",
+            ["kind"], registry=r,
+        )
+        self.prior_info = Gauge(
+            "twinstream_prior_info", "Twins in memory using each prior version, by kind (value: number of twins)",
+            ["kind", "prior_version"], registry=r,
+        )
+        # --- twin API ---
+        self.api_requests = Counter(
+            "twinstream_api_requests_total", "Twin API requests, by route template, method and status",
+            ["route", "method", "status"], registry=r,
+        )
+        self.api_request_seconds = Histogram(
+            "twinstream_api_request_seconds", "Twin API time to the response head, by route template", ["route"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0), registry=r,
+        )
 
 
 def serve_metrics(metrics: WorkerMetrics, port: int, addr: str = "127.0.0.1") -> None:

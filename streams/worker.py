@@ -15,6 +15,7 @@ import faust
 
 from twinstream.kafka_security import require_kafka
 from twinstream.settings import Settings
+from twinstream.streams.api.server import register_api, register_health
 from twinstream.streams.app import create_app, declare_topics, quiet_library_loggers
 from twinstream.streams.ingest import IngestAgent
 from twinstream.streams.metrics import WorkerMetrics, serve_metrics
@@ -26,12 +27,16 @@ def build_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) -
 
     With ``prior_registry_url`` set, also a timer that pulls the latest prior every
     ``prior_poll_interval_s`` (and once at start) and hot-swaps it into the twins
-    (:mod:`twinstream.streams.prior_pull`).
+    (:mod:`twinstream.streams.prior_pull`). A timer refreshes the health gauges (consumer
+    lag, twins per kind); with ``api_port`` set the twin API serves in the same loop
+    (:mod:`twinstream.streams.api`).
     """
     app = create_app(settings)
     topics = declare_topics(app, settings)
     agent = IngestAgent(app, settings, topics, metrics or WorkerMetrics())
     register_prior_pull(app, settings, agent)
+    probe = register_health(app, agent, settings)
+    register_api(app, agent, settings, probe)
     return app, agent
 
 

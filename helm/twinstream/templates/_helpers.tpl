@@ -64,7 +64,7 @@ Every field of twinstream.settings.Settings (the TWINSTREAM_* environment variab
 without the prefix, lower case). A unit test keeps this list equal to Settings.
 */}}
 {{- define "twinstream.settingsFields" -}}
-broker app_id topic_namespace partitions data_dir store session_timeout_s batch_size batch_timeout_s checkpoint_interval_s twins_spec learner learner_params target prior_registry_url prior_registry_public_key prior_poll_interval_s prior_registry_timeout_s max_payload_bytes max_future_skew_s max_metrics gap_detection learn_from_synthetic synthetic_learn_weight sidecar_window sidecar_max_missed sidecar_generator_budget_s sidecar_warmup_records synth_generator_dir synth_gate_max_mae_ratio synth_gate_max_discriminative influx_url influx_api influx_org influx_bucket influx_token influx_batch_size influx_flush_interval_s influx_max_backoff_s metrics_port metrics_addr recovery_consistency_check log_level
+broker app_id topic_namespace partitions data_dir store session_timeout_s batch_size batch_timeout_s checkpoint_interval_s twins_spec learner learner_params target prior_registry_url prior_registry_public_key prior_poll_interval_s prior_registry_timeout_s max_payload_bytes max_future_skew_s max_metrics gap_detection learn_from_synthetic synthetic_learn_weight sidecar_window sidecar_max_missed sidecar_generator_budget_s sidecar_warmup_records synth_generator_dir synth_gate_max_mae_ratio synth_gate_max_discriminative influx_url influx_api influx_org influx_bucket influx_token influx_batch_size influx_flush_interval_s influx_max_backoff_s metrics_port metrics_addr recovery_consistency_check log_level lag_interval_s api_port api_addr api_advertised_url api_token
 {{- end }}
 
 {{/*
