@@ -30,7 +30,11 @@ from pydantic import SecretStr
 from twinstream.settings import Settings
 
 # Settings the chart sets itself (not in values.config).
-CHART_MANAGED = {"data_dir", "metrics_port", "metrics_addr", "influx_token"}
+CHART_MANAGED = {"data_dir", "metrics_port", "metrics_addr", "influx_token", "kafka_sasl_password", "kafka_sasl_password_file",
+                 "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"}
+# Kafka credentials and certificates (values.kafka): mounted files, never the password in the ConfigMap.
+KAFKA_VALUES = {"sasl": {"password": "kafka-pw-never-in-a-configmap"},
+                "tls": {"caSecret": "kafka-ca", "clientCertSecret": "twinstream-client"}}
 
 
 BASE_VALUES = {
@@ -182,10 +186,13 @@ def test_helm_every_setting_can_be_configured(helm: str, tmp_path: Path, monkeyp
         synth_generator_dir="/models/generator",
         learn_from_synthetic=True,
         synthetic_learn_weight=0.25,
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_username="twinstream",
     )
-    docs = render(helm, tmp_path, {"config": config, "metrics": {"port": 9100}})
+    docs = render(helm, tmp_path, {"config": config, "metrics": {"port": 9100}, "kafka": KAFKA_VALUES})
     configmap = one(docs, "ConfigMap")
-    assert set(configmap["data"]) == {ENV_PREFIX + n.upper() for n in Settings.model_fields} - {f"{ENV_PREFIX}INFLUX_TOKEN"}
+    assert set(configmap["data"]) == ({ENV_PREFIX + n.upper() for n in Settings.model_fields}
+                                      - {f"{ENV_PREFIX}INFLUX_TOKEN", f"{ENV_PREFIX}KAFKA_SASL_PASSWORD"})
     sink = one(docs, "Deployment", "sink")
     settings = settings_from_env(monkeypatch, container_env(docs, sink, sink["spec"]["template"]["spec"]["containers"][0]))
     assert settings.batch_size == 2_000_000, "large numbers must not render as 2e+06"
@@ -318,8 +325,13 @@ def test_helm_storage_class_options(helm: str, tmp_path: Path) -> None:
         ({"config": {"influx_url": ""}}, "config.influx_url is required"),
         ({"config": {"batch_sise": 10}}, "config.batch_sise is not a twinstream setting"),
         ({"config": {"data_dir": "/x"}}, "config.data_dir is set by the chart"),
+        ({"config": {"kafka_sasl_password": "x"}}, "config.kafka_sasl_password is set by the chart"),
+        ({"config": {"kafka_security_protocol": "SASL_SSL", "kafka_sasl_username": "u"}}, "needs kafka.sasl.password"),
+        ({"config": {"kafka_security_protocol": "SASL_SSL"}, "kafka": {"sasl": {"password": "p"}}}, "needs config.kafka_sasl_username"),
+        ({"kafka": {"tls": {"caConfigMap": "a", "caSecret": "b"}}}, "not both"),
     ],
-    ids=["worker-replicas", "sink-replicas", "no-broker", "no-influx-url", "unknown-key", "managed-key"],
+    ids=["worker-replicas", "sink-replicas", "no-broker", "no-influx-url", "unknown-key", "managed-key", "kafka-password-in-config",
+         "sasl-without-password", "sasl-without-user", "two-cas"],
 )
 def test_helm_refuses_invalid_values(helm: str, tmp_path: Path, extra: dict, message: str) -> None:
     assert message in render_error(helm, tmp_path, extra)
@@ -365,3 +377,47 @@ def test_helm_manifests_match_the_kubernetes_schema(helm: str, tmp_path: Path) -
             if doc["apiVersion"].startswith("monitoring.coreos.com/"):
                 continue  # a CRD: no schema in the Kubernetes API
             kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_helm_kafka_credentials_come_from_secrets_and_the_ca_from_a_configmap(helm: str, tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """SASL_SSL with mutual TLS: every pod mounts the password (a Secret), the CA and the client certificate as files;
+    the ConfigMap holds only their paths, never the password; the pods' settings validate."""
+    import kubernetes_validate  # a test extra
+
+    password = KAFKA_VALUES["sasl"]["password"]
+    extra = {"config": {"kafka_security_protocol": "SASL_SSL", "kafka_sasl_username": "twinstream"},
+             "kafka": {**KAFKA_VALUES, "tls": {"caConfigMap": "kafka-ca", "caKey": "bundle.pem",
+                                               "clientCertSecret": "twinstream-client"}}}
+    docs = render(helm, tmp_path, extra)
+    configmap = one(docs, "ConfigMap")
+    assert password not in yaml.safe_dump(configmap)
+    assert "TWINSTREAM_KAFKA_SASL_PASSWORD" not in configmap["data"]
+    secret = next(d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-kafka"))
+    assert base64.b64decode(secret["data"]["kafka-password"]).decode() == password
+    for workload in (one(docs, "StatefulSet"), one(docs, "Deployment", "sink"), one(docs, "Deployment", "sidecar")):
+        pod = workload["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert volumes["kafka-sasl"]["secret"]["secretName"] == secret["metadata"]["name"]
+        assert volumes["kafka-ca"]["configMap"] == {"name": "kafka-ca", "items": [{"key": "bundle.pem", "path": "ca.crt"}]}
+        assert volumes["kafka-client"]["secret"]["secretName"] == "twinstream-client"
+        (container,) = pod["containers"]
+        mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+        env = container_env(docs, workload, container)
+        assert env["TWINSTREAM_KAFKA_SASL_PASSWORD_FILE"].startswith(mounts["kafka-sasl"] + "/")
+        assert env["TWINSTREAM_KAFKA_SSL_CAFILE"] == mounts["kafka-ca"] + "/ca.crt"
+        assert env["TWINSTREAM_KAFKA_SSL_CERTFILE"] == mounts["kafka-client"] + "/tls.crt"
+        assert env["TWINSTREAM_KAFKA_SSL_KEYFILE"] == mounts["kafka-client"] + "/tls.key"
+        assert all(password not in str(value) for value in env.values())
+        settings = settings_from_env(monkeypatch, env)
+        assert settings.kafka_security_protocol == "SASL_SSL" and settings.kafka_sasl_username == "twinstream"
+        for version in ("1.27.0", kubernetes_validate.latest_version()):
+            kubernetes_validate.validate(workload, version, strict=True)
+
+    docs = render(helm, tmp_path, {"config": extra["config"], "kafka": {"sasl": {"existingSecret": "kafka-user", "passwordKey": "pw"},
+                                                                        "tls": {"caSecret": "kafka-ca"}}})
+    assert not [d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"].endswith("-kafka")]
+    volumes = {v["name"]: v for v in one(docs, "StatefulSet")["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["kafka-sasl"]["secret"]["secretName"] == "kafka-user"
+    assert volumes["kafka-sasl"]["secret"]["items"] == [{"key": "pw", "path": "password"}]
+    assert volumes["kafka-ca"]["secret"]["secretName"] == "kafka-ca" and "kafka-client" not in volumes

@@ -55,6 +55,81 @@ app.kubernetes.io/part-of: twinstream
 {{- printf "%s-config" (include "twinstream.fullname" .) }}
 {{- end }}
 
+{{- define "twinstream.kafkaSecretName" -}}
+{{- default (printf "%s-kafka" (include "twinstream.fullname" .)) .Values.kafka.sasl.existingSecret }}
+{{- end }}
+
+{{- define "twinstream.kafkaSasl" -}}
+{{- if or .Values.kafka.sasl.password .Values.kafka.sasl.existingSecret }}true{{ end }}
+{{- end }}
+
+{{/*
+Kafka files as ConfigMap entries: only paths (the password stays in its Secret).
+*/}}
+{{- define "twinstream.kafkaFileEnv" -}}
+{{- if include "twinstream.kafkaSasl" . }}
+TWINSTREAM_KAFKA_SASL_PASSWORD_FILE: "/etc/twinstream/kafka/sasl/password"
+{{- end }}
+{{- if or .Values.kafka.tls.caConfigMap .Values.kafka.tls.caSecret }}
+TWINSTREAM_KAFKA_SSL_CAFILE: "/etc/twinstream/kafka/ca/ca.crt"
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret }}
+TWINSTREAM_KAFKA_SSL_CERTFILE: "/etc/twinstream/kafka/client/tls.crt"
+TWINSTREAM_KAFKA_SSL_KEYFILE: "/etc/twinstream/kafka/client/tls.key"
+{{- end }}
+{{- end }}
+
+{{- define "twinstream.kafkaVolumeMounts" -}}
+{{- if include "twinstream.kafkaSasl" . }}
+- name: kafka-sasl
+  mountPath: /etc/twinstream/kafka/sasl
+  readOnly: true
+{{- end }}
+{{- if or .Values.kafka.tls.caConfigMap .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  mountPath: /etc/twinstream/kafka/ca
+  readOnly: true
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret }}
+- name: kafka-client
+  mountPath: /etc/twinstream/kafka/client
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{- define "twinstream.kafkaVolumes" -}}
+{{- if include "twinstream.kafkaSasl" . }}
+- name: kafka-sasl
+  secret:
+    secretName: {{ include "twinstream.kafkaSecretName" . }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.kafka.sasl.passwordKey }}
+        path: password
+{{- end }}
+{{- if .Values.kafka.tls.caConfigMap }}
+- name: kafka-ca
+  configMap:
+    name: {{ .Values.kafka.tls.caConfigMap }}
+    items:
+      - key: {{ .Values.kafka.tls.caKey }}
+        path: ca.crt
+{{- else if .Values.kafka.tls.caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .Values.kafka.tls.caSecret }}
+    items:
+      - key: {{ .Values.kafka.tls.caKey }}
+        path: ca.crt
+{{- end }}
+{{- if .Values.kafka.tls.clientCertSecret }}
+- name: kafka-client
+  secret:
+    secretName: {{ .Values.kafka.tls.clientCertSecret }}
+    defaultMode: 0440
+{{- end }}
+{{- end }}
+
 {{- define "twinstream.influxSecretName" -}}
 {{- default (printf "%s-influx" (include "twinstream.fullname" .)) .Values.influx.existingSecret }}
 {{- end }}
@@ -64,14 +139,14 @@ Every field of twinstream.settings.Settings (the TWINSTREAM_* environment variab
 without the prefix, lower case). A unit test keeps this list equal to Settings.
 */}}
 {{- define "twinstream.settingsFields" -}}
-broker app_id topic_namespace partitions data_dir store session_timeout_s batch_size batch_timeout_s checkpoint_interval_s twins_spec learner learner_params target prior_registry_url prior_registry_public_key prior_poll_interval_s prior_registry_timeout_s max_payload_bytes max_future_skew_s max_metrics gap_detection learn_from_synthetic synthetic_learn_weight sidecar_window sidecar_max_missed sidecar_generator_budget_s sidecar_warmup_records synth_generator_dir synth_gate_max_mae_ratio synth_gate_max_discriminative influx_url influx_api influx_org influx_bucket influx_token influx_batch_size influx_flush_interval_s influx_max_backoff_s metrics_port metrics_addr recovery_consistency_check log_level lag_interval_s api_port api_addr api_advertised_url api_token
+broker app_id topic_namespace partitions data_dir store session_timeout_s batch_size batch_timeout_s checkpoint_interval_s twins_spec learner learner_params target prior_registry_url prior_registry_public_key prior_poll_interval_s prior_registry_timeout_s max_payload_bytes max_future_skew_s max_metrics gap_detection learn_from_synthetic synthetic_learn_weight sidecar_window sidecar_max_missed sidecar_generator_budget_s sidecar_warmup_records synth_generator_dir synth_gate_max_mae_ratio synth_gate_max_discriminative influx_url influx_api influx_org influx_bucket influx_token influx_batch_size influx_flush_interval_s influx_max_backoff_s metrics_port metrics_addr recovery_consistency_check log_level kafka_security_protocol kafka_sasl_mechanism kafka_sasl_username kafka_sasl_password kafka_sasl_password_file kafka_ssl_cafile kafka_ssl_certfile kafka_ssl_keyfile kafka_ssl_check_hostname kafka_connect_timeout_s lag_interval_s api_port api_addr api_advertised_url api_token
 {{- end }}
 
 {{/*
 Settings the chart sets itself; values.config may not hold them.
 */}}
 {{- define "twinstream.chartManagedFields" -}}
-data_dir metrics_port metrics_addr influx_token
+data_dir metrics_port metrics_addr influx_token kafka_sasl_password kafka_sasl_password_file kafka_ssl_cafile kafka_ssl_certfile kafka_ssl_keyfile
 {{- end }}
 
 {{/*
@@ -90,11 +165,23 @@ Fails the render on invalid combinations; included by the ConfigMap.
 {{- $managed := splitList " " (include "twinstream.chartManagedFields" .) }}
 {{- range $key, $value := .Values.config }}
 {{- if has $key $managed }}
-{{- fail (printf "config.%s is set by the chart (data_dir: worker.persistence.mountPath, metrics_port: metrics.port, influx_token: influx.token or influx.existingSecret)" $key) }}
+{{- fail (printf "config.%s is set by the chart (data_dir: worker.persistence.mountPath, metrics_port: metrics.port, influx_token: influx.token or influx.existingSecret, kafka_sasl_password and kafka_ssl_*file: the kafka block)" $key) }}
 {{- end }}
 {{- if not (has $key $known) }}
 {{- fail (printf "config.%s is not a twinstream setting (known: %s)" $key (join ", " $known)) }}
 {{- end }}
+{{- end }}
+{{- $protocol := default "PLAINTEXT" .Values.config.kafka_security_protocol }}
+{{- if hasPrefix "SASL_" $protocol }}
+{{- if not (or .Values.kafka.sasl.password .Values.kafka.sasl.existingSecret) }}
+{{- fail (printf "config.kafka_security_protocol %s needs kafka.sasl.password or kafka.sasl.existingSecret" $protocol) }}
+{{- end }}
+{{- if not .Values.config.kafka_sasl_username }}
+{{- fail (printf "config.kafka_security_protocol %s needs config.kafka_sasl_username" $protocol) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.kafka.tls.caConfigMap .Values.kafka.tls.caSecret }}
+{{- fail "set kafka.tls.caConfigMap or kafka.tls.caSecret, not both" }}
 {{- end }}
 {{- if not .Values.config.broker }}
 {{- fail "config.broker is required: the Kafka bootstrap URL, e.g. kafka://kafka.kafka.svc:9092" }}
