@@ -23,6 +23,7 @@ from bench_profile import start_py_spy, stop_py_spy
 from rich.progress import Progress
 
 from twinstream.connectors.producer import send_all
+from twinstream.kafka_security import client_options
 from twinstream.processes import stop_process
 from twinstream.schemas.topics import TopicSpec, topic_catalog
 from twinstream.settings import Settings
@@ -46,7 +47,8 @@ class Bench:
             app_id=f"bench-{self.run_id}", data_dir=workdir / "data",
         )
         self.servers = self.settings.broker_servers
-        self.reader = TopicReader(self.servers, args.partitions)
+        self.security = client_options(self.settings)  # TWINSTREAM_KAFKA_* from the environment, as the worker arm
+        self.reader = TopicReader(self.servers, args.partitions, self.security)
         catalog = {spec.name.split(".", 1)[1]: spec.name for spec in topic_catalog(args.partitions, self.namespace)}
         self.input_topic = catalog["telemetry"]
         self.predictions_topic = catalog["predictions"]
@@ -67,7 +69,7 @@ class Bench:
     async def produce_input(self, messages: list[Message]) -> float:
         started = time.monotonic()
         sent = await asyncio.wait_for(
-            send_all(self.servers, self.input_topic, messages, description="produce input"),
+            send_all(self.servers, self.input_topic, messages, description="produce input", security=self.security),
             timeout=self.args.arm_timeout,
         )
         elapsed = time.monotonic() - started
@@ -92,11 +94,11 @@ class Bench:
             auto_offset_reset="earliest", enable_auto_commit=False,
             session_timeout_ms=int(self.settings.session_timeout_s * 1000),
             heartbeat_interval_ms=int(max(1.0, self.settings.session_timeout_s / 4) * 1000),
-            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024, fetch_max_bytes=16 * 1024 * 1024, **self.security,
         )
         producer = AIOKafkaProducer(
             bootstrap_servers=self.servers, acks="all", linger_ms=5, max_batch_size=256 * 1024,
-            enable_idempotence=False, client_id=group,
+            enable_idempotence=False, client_id=group, **self.security,
         )
         task = self.progress.add_task(f"r{repeat} {arm}: {ARM_NAMES[arm]}", total=n)
         deadline = time.monotonic() + self.args.arm_timeout

@@ -41,9 +41,10 @@ class OutputStats:
 class TopicReader:
     """End offsets of the benchmark's topics and read-back of an arm's outputs."""
 
-    def __init__(self, servers: str, partitions: int) -> None:
+    def __init__(self, servers: str, partitions: int, security: dict | None = None) -> None:
         self.servers = servers
         self.partitions = partitions
+        self.security = security or {}  # twinstream.kafka_security.client_options
 
     async def end_offsets(self, consumer: AIOKafkaConsumer, topic: str) -> dict[int, int]:
         tps = [TopicPartition(topic, p) for p in range(self.partitions)]
@@ -53,7 +54,7 @@ class TopicReader:
     def admin_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
-            client_id=f"bench-admin-{uuid.uuid4().hex[:6]}", request_timeout_ms=30000,
+            client_id=f"bench-admin-{uuid.uuid4().hex[:6]}", request_timeout_ms=30000, **self.security,
         )
 
     async def snapshot(self, topic: str) -> dict[int, int]:
@@ -65,7 +66,7 @@ class TopicReader:
         """
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
-            client_id=f"bench-snapshot-{uuid.uuid4().hex[:6]}",
+            client_id=f"bench-snapshot-{uuid.uuid4().hex[:6]}", **self.security,
         )
         await asyncio.wait_for(consumer.start(), timeout=30)
         try:
@@ -99,7 +100,7 @@ class TopicReader:
         consumer = AIOKafkaConsumer(
             bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
             max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
-            client_id=f"bench-reader-{uuid.uuid4().hex[:6]}",
+            client_id=f"bench-reader-{uuid.uuid4().hex[:6]}", **self.security,
         )
         await asyncio.wait_for(consumer.start(), timeout=30)
         try:
