@@ -26,6 +26,7 @@ from pathlib import Path
 import orjson
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from pydantic import SecretStr
 from tls_certs import Pki, make_pki
 from worker_harness import WorkerProcess, wait_until
 
@@ -252,3 +253,28 @@ def test_mutual_tls_needs_the_client_certificate(pki: Pki, app_id: str, tmp_path
             check_connection(settings)
         check_connection(settings.model_copy(update={"kafka_ssl_certfile": pki.client_cert,
                                                      "kafka_ssl_keyfile": pki.client_key}))
+
+
+def test_twinstream_broker_command_serves_tls_and_scram(pki: Pki, app_id: str, tmp_path: Path) -> None:
+    """`twinstream broker --tls-cert --tls-key --user`: a client logs in with that user, another password is refused."""
+    from twinstream.broker import free_port, wait_for_port
+
+    port = free_port()
+    log = tmp_path / "broker.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "twinstream", "broker", "--port", str(port), "--tls-cert",
+                                    str(pki.server_cert), "--tls-key", str(pki.server_key), "--user", f"{USER}:{PASSWORD}"],
+                                   stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for_port("127.0.0.1", port, 30, process)
+        settings = Settings(broker=f"kafka://127.0.0.1:{port}", app_id=app_id, kafka_security_protocol="SASL_SSL",
+                            kafka_sasl_username=USER, kafka_sasl_password=PASSWORD, kafka_ssl_cafile=pki.ca,
+                            kafka_connect_timeout_s=10.0)
+        wait_until(lambda: "SASL_SSL" in log.read_text(), 15, lambda: f"the listening line:\n{log.read_text()}")
+        check_connection(settings)
+        with pytest.raises(KafkaSecurityError, match="refused user"):
+            check_connection(settings.model_copy(update={"kafka_sasl_password": SecretStr(WRONG)}))
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    assert_no_secret(log)
