@@ -138,7 +138,7 @@ def test_worker_and_sidecar_run_end_to_end_over_sasl_ssl(secured: SecuredBroker,
             predictions.poll()
             return sent <= {(v["entity_id"], v["seq"]) for v in predictions.values}
 
-        wait_until(predicted, 90, lambda: f"predictions over SASL_SSL; worker log:\n{worker.log_tail()}")
+        wait_until(predicted, 60, lambda: f"predictions over SASL_SSL; worker log:\n{worker.log_tail()}")
         for seq in range(40, 70):  # pump-2 loses s3: the worker reports a gap, the sidecar fills it
             send_telemetry(producer, telemetry, range(seq, seq + 1), t0, "s3", offsets, sent)
             time.sleep(0.05)
