@@ -173,14 +173,22 @@ def _first_server(settings: Settings) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _probe_transport(settings: Settings, deadline: float) -> None:
+def _connect(host: str, port: int, deadline: float, wait: bool) -> socket.socket:
+    """A TCP connection; with ``wait``, retried until ``deadline`` (a broker still starting is not an error yet)."""
+    while True:
+        try:
+            return socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic()))
+        except OSError as exc:
+            if not wait or time.monotonic() + 0.5 > deadline:
+                raise KafkaUnreachableError(f"cannot reach the broker at {host}:{port} ({exc}); check {_env('broker')}") from exc
+            time.sleep(0.5)
+
+
+def _probe_transport(settings: Settings, deadline: float, wait: bool = True) -> None:
     """TCP + (TLS handshake | one plaintext ApiVersions round trip) to the first bootstrap server."""
     host, port = _first_server(settings)
     protocol = _env("kafka_security_protocol")
-    try:
-        sock = socket.create_connection((host, port), timeout=max(0.1, deadline - time.monotonic()))
-    except OSError as exc:
-        raise KafkaUnreachableError(f"cannot reach the broker at {host}:{port} ({exc}); check {_env('broker')}") from exc
+    sock = _connect(host, port, deadline, wait)
     sock.settimeout(max(0.1, deadline - time.monotonic()))
     try:
         if uses_tls(settings):
@@ -259,17 +267,21 @@ async def _probe_login(settings: Settings, deadline: float) -> None:
         await client.close()
 
 
-async def check_connection_async(settings: Settings) -> None:
-    """Connect and authenticate once, within ``kafka_connect_timeout_s``; raise :class:`KafkaSecurityError`."""
+async def check_connection_async(settings: Settings, wait_for_broker: bool = True) -> None:
+    """Connect and authenticate once, within ``kafka_connect_timeout_s``; raise :class:`KafkaSecurityError`.
+
+    ``wait_for_broker``: a refused TCP connection is retried until the timeout (a broker
+    still starting); without it, :class:`KafkaUnreachableError` comes at once.
+    """
     check_settings(settings)
     deadline = time.monotonic() + settings.kafka_connect_timeout_s
-    await asyncio.get_running_loop().run_in_executor(None, _probe_transport, settings, deadline)
+    await asyncio.get_running_loop().run_in_executor(None, _probe_transport, settings, deadline, wait_for_broker)
     await _probe_login(settings, deadline)
 
 
-def check_connection(settings: Settings) -> None:
+def check_connection(settings: Settings, wait_for_broker: bool = True) -> None:
     """:func:`check_connection_async` from synchronous code (no event loop running in this thread)."""
-    asyncio.run(check_connection_async(settings))
+    asyncio.run(check_connection_async(settings, wait_for_broker))
 
 
 def require_kafka(settings: Settings) -> None:

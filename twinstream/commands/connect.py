@@ -108,7 +108,7 @@ def connect(
     from twinstream.kafka_security import KafkaSecurityError, KafkaUnreachableError, check_connection, client_options
 
     try:  # wrong credentials or TLS settings end here; an unreachable broker is an outage the buffer rides out
-        check_connection(settings)
+        check_connection(settings, wait_for_broker=False)
     except KafkaUnreachableError as exc:
         console.print(f"[yellow]Kafka not reachable yet, buffering:[/yellow] {exc}")
     except KafkaSecurityError as exc:
