@@ -278,3 +278,47 @@ def test_twinstream_broker_command_serves_tls_and_scram(pki: Pki, app_id: str, t
         process.terminate()
         process.wait(timeout=20)
     assert_no_secret(log)
+
+
+def test_hostname_verification_refuses_a_certificate_for_another_name(pki: Pki, app_id: str, tmp_path: Path) -> None:
+    with SecuredBroker(tls_cert=pki.misnamed_cert, tls_key=pki.misnamed_key, log_path=tmp_path / "guard.log") as broker:
+        settings = Settings(broker=broker.url, app_id=app_id, kafka_security_protocol="SSL", kafka_ssl_cafile=pki.ca,
+                            kafka_connect_timeout_s=5.0)
+        with pytest.raises(KafkaSecurityError, match="TWINSTREAM_KAFKA_SSL_CHECK_HOSTNAME"):
+            check_connection(settings)
+        check_connection(settings.model_copy(update={"kafka_ssl_check_hostname": False}))  # same CA, name not checked
+
+
+def test_plant_connector_and_replay_deliver_over_sasl_ssl(secured: SecuredBroker, pki: Pki, app_id: str, tmp_path: Path) -> None:
+    """`twinstream connect` (a CSV replay source) delivers through the secured listener; with a wrong password it exits 1
+    naming the cause instead of buffering forever. `twinstream replay cmapss` gets every event acknowledged."""
+    import yaml
+
+    settings = secured_settings(secured, pki, tmp_path, app_id)
+    ensure_topics(settings)
+    data = tmp_path / "kilns.csv"
+    data.write_text("kiln,t,temp\n" + "".join(f"k{i % 2},{1_767_225_600 + i},{900 + i}\n" for i in range(20)))
+    config = tmp_path / "connectors.yaml"
+    config.write_text(yaml.safe_dump({
+        "buffer": {"path": str(tmp_path / "buffer.sqlite")},
+        "sources": [{"type": "file", "name": "kilns", "path": str(data), "entity_column": "kiln", "time_column": "t",
+                     "time_unit": "s", "progress": False}]}))
+
+    def connect(settings: Settings) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "twinstream", "connect", "--config", str(config)], env=settings_env(settings),
+                              capture_output=True, text=True, timeout=120)
+
+    refused = connect(settings.model_copy(update={"kafka_sasl_password_file": None, "kafka_sasl_password": SecretStr(WRONG)}))
+    assert refused.returncode == 1 and "refused user" in refused.stderr, refused.stderr[-2000:]
+    result = connect(settings)
+    assert result.returncode == 0 and "20 samples sent" in result.stderr, result.stderr[-2000:]
+    reader = SecureReader(settings, TELEMETRY.in_namespace(settings.topic_namespace).name)
+    try:
+        wait_until(lambda: reader.poll() >= 20, 30, "20 samples on the telemetry topic")
+        assert sorted(v["metrics"]["temp"] for v in reader.values) == [900.0 + i for i in range(20)]
+    finally:
+        reader.close()
+    assert WRONG not in refused.stderr + refused.stdout and PASSWORD not in result.stderr + result.stdout
+    replay = subprocess.run([sys.executable, "-m", "twinstream", "replay", "cmapss"], env=settings_env(settings),
+                            capture_output=True, text=True, timeout=300)
+    assert replay.returncode == 0 and "sent 33727 events" in replay.stderr, replay.stderr[-2000:]  # every one acknowledged

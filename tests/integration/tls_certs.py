@@ -25,6 +25,8 @@ class Pki:
     client_cert: Path
     client_key: Path
     other_ca: Path  # a CA that signed nothing here: a client trusting only it must refuse the broker
+    misnamed_cert: Path  # signed by ``ca`` but for elsewhere.example only: hostname verification must refuse it
+    misnamed_key: Path
 
 
 def _name(common_name: str) -> x509.Name:
@@ -78,8 +80,12 @@ def make_pki(directory: Path) -> Pki:
                                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
     client_key, client = _leaf(ca_key, ca, "twinstream-worker", ExtendedKeyUsageOID.CLIENT_AUTH, [])
     _, other = _ca("some other CA")
+    misnamed_key, misnamed = _leaf(ca_key, ca, "elsewhere.example", ExtendedKeyUsageOID.SERVER_AUTH,
+                                   [x509.DNSName("elsewhere.example")])
     return Pki(
         ca=_write(directory / "ca.pem", ca), server_cert=_write(directory / "server.pem", server),
         server_key=_write(directory / "server-key.pem", key=server_key), client_cert=_write(directory / "client.pem", client),
         client_key=_write(directory / "client-key.pem", key=client_key), other_ca=_write(directory / "other-ca.pem", other),
+        misnamed_cert=_write(directory / "misnamed.pem", misnamed),
+        misnamed_key=_write(directory / "misnamed-key.pem", key=misnamed_key),
     )
