@@ -9,6 +9,7 @@ watermark minus the group's committed offset, both asked of the broker.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter, deque
 from typing import TYPE_CHECKING, Any
@@ -40,21 +41,24 @@ class HealthProbe:
         self.priors_seen: set[tuple[str, str]] = set()
         self.lag_seen: set[tuple[str, str, str]] = set()
         self.domain: dict[str, deque[bool]] = {}
+        self.domain_lock = threading.Lock()  # on_prediction runs on the API's thread
 
     def on_prediction(self, partition: int, prediction: dict[str, Any]) -> None:
         """Feed hook: remember the in-domain flags of predictions of partitions this worker owns."""
         flag = prediction.get("in_domain")
         if flag is None or partition not in self._owned():
             return
-        window = self.domain.setdefault(prediction.get("kind") or NO_KIND, deque(maxlen=IN_DOMAIN_WINDOW))
-        window.append(bool(flag))
+        with self.domain_lock:
+            window = self.domain.setdefault(prediction.get("kind") or NO_KIND, deque(maxlen=IN_DOMAIN_WINDOW))
+            window.append(bool(flag))
 
     async def refresh(self) -> None:
         self._twins()
         self._checkpoint_age()
-        for kind, window in self.domain.items():
-            if window:
-                self.metrics.in_domain_share.labels(kind).set(sum(window) / len(window))
+        with self.domain_lock:
+            shares = {kind: sum(window) / len(window) for kind, window in self.domain.items() if window}
+        for kind, share in shares.items():
+            self.metrics.in_domain_share.labels(kind).set(share)
         try:
             await self._lag()
         except Exception as exc:  # the broker is away: keep the last values, say so once per refresh

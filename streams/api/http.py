@@ -15,7 +15,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
@@ -52,6 +52,40 @@ def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) ->
     return Response(orjson.dumps(doc), status_code=status, media_type="application/json", headers=headers)
 
 
+class RequestMetrics:
+    """Counts requests and times them to the response head, by route template (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: Any, metrics: WorkerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        recorded = False
+
+        def record(status: int) -> None:
+            nonlocal recorded
+            recorded = True
+            template = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.api_requests.labels(template, scope["method"], str(status)).inc()
+            self.metrics.api_request_seconds.labels(template).observe(time.perf_counter() - started)
+            log.debug("api %s %s -> %d", scope["method"], scope["path"], status)
+
+        async def send_and_record(message: dict) -> None:
+            if message["type"] == "http.response.start" and not recorded:
+                record(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record)
+        finally:
+            if not recorded:
+                record(500)
+
+
 def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = "", metrics: WorkerMetrics | None = None,
               client: httpx.AsyncClient | None = None) -> FastAPI:
     """The API of one worker; ``client`` forwards requests to peers."""
@@ -59,21 +93,8 @@ def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = ""
     http = client or httpx.AsyncClient(timeout=10.0)
     static = resources.files("twinstream.streams.api") / "static"
 
-    @api.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            route = request.scope.get("route")
-            template = getattr(route, "path", "unmatched")
-            if metrics is not None:
-                metrics.api_requests.labels(template, request.method, str(status)).inc()
-                metrics.api_request_seconds.labels(template).observe(time.perf_counter() - started)
-            log.debug("api %s %s -> %d", request.method, request.url.path, status)
+    if metrics is not None:
+        api.add_middleware(RequestMetrics, metrics=metrics)
 
     def authorize(request: Request) -> None:
         if not token:

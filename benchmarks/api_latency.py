@@ -1,0 +1,205 @@
+"""Twin API latency while the worker processes the benchmark load, and what the API load costs the worker.
+
+    python benchmarks/api_latency.py                                   # 60k messages, 600 entities, 2 repeats
+    python benchmarks/api_latency.py --json benchmarks/results/api_latency.json
+
+One embedded broker; the input (``bench_messages.make_messages``) is produced once and
+each arm runs a fresh worker (its own consumer group, so it reads everything from the
+start) with the API on:
+
+* ``idle``: nobody calls the API;
+* ``load``: an open-loop client sends ``GET /twins/{id}`` for random entities at
+  ``--rate`` requests/s while the worker works through the input (each request is
+  started on schedule whether or not earlier ones returned, so a stalled server shows
+  up as latency rather than as fewer requests).
+
+The worker's events/s come from its own ``twinstream_events_applied_total`` (read from
+the API's ``/metrics``), over the span from its first applied event to its last. Arms
+alternate (idle, load, idle, load, ...) so drift of the machine hits both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from confluent_kafka import Producer
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+if _HERE not in sys.path:
+    sys.path.insert(0, _HERE)
+
+from bench_messages import make_messages  # noqa: E402
+
+from twinstream.broker import EmbeddedBroker, free_port  # noqa: E402
+from twinstream.processes import settings_env, stop_process  # noqa: E402
+from twinstream.schemas.topics import TELEMETRY  # noqa: E402
+from twinstream.settings import Settings  # noqa: E402
+from twinstream.streams.topic_admin import ensure_topics  # noqa: E402
+
+APPLIED = re.compile(r"^twinstream_events_applied_total (\S+)$", re.M)
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def applied(client: httpx.AsyncClient, api: str) -> float | None:
+    try:
+        reply = await client.get(f"{api}/metrics", timeout=5)
+    except httpx.HTTPError:
+        return None
+    match = APPLIED.search(reply.text) if reply.status_code == 200 else None
+    return float(match.group(1)) if match else None
+
+
+async def run_arm(base: Settings, arm: str, n: int, entities: list[str], rate: float, workdir: Path,
+                  timeout_s: float) -> dict:
+    port = free_port()
+    app_id = f"apibench-{arm}-{uuid.uuid4().hex[:6]}"
+    settings = base.model_copy(update={"app_id": app_id, "api_port": port, "data_dir": workdir / app_id})
+    log = (workdir / f"{app_id}.log").open("wb")
+    worker = subprocess.Popen([sys.executable, "-m", "twinstream.streams.worker"], env=settings_env(settings),
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    api = f"http://127.0.0.1:{port}"
+    latencies: list[float] = []
+    ok_latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    samples: list[tuple[float, float]] = []
+    stop = asyncio.Event()
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+
+        async def one(entity: str) -> None:
+            started = time.perf_counter()
+            try:
+                reply = await client.get(f"{api}/twins/{entity}")
+                status = str(reply.status_code)
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            elapsed = (time.perf_counter() - started) * 1000.0
+            latencies.append(elapsed)
+            if status == "200":
+                ok_latencies.append(elapsed)
+            statuses[status] = statuses.get(status, 0) + 1
+
+        async def load() -> None:
+            tasks: set[asyncio.Task] = set()
+            interval = 1.0 / rate
+            next_at = time.perf_counter()
+            while not stop.is_set():
+                next_at += interval
+                task = asyncio.create_task(one(random.choice(entities)))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+            await asyncio.gather(*tasks)
+
+        try:
+            deadline = time.monotonic() + timeout_s
+            while await applied(client, api) is None:  # the API is up once the worker has started
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"arm {arm}: the worker did not start (see {log.name})")
+                await asyncio.sleep(0.2)
+            loader = asyncio.create_task(load()) if arm == "load" else None
+            while True:
+                value = await applied(client, api)
+                if value is not None:
+                    samples.append((time.monotonic(), value))
+                    if value >= n:
+                        break
+                if worker.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"arm {arm}: {samples[-1][1] if samples else 0} of {n} events applied")
+                await asyncio.sleep(0.25)
+            stop.set()
+            if loader is not None:
+                await loader
+        finally:
+            stop.set()
+            stop_process(worker, timeout_s=30)
+            log.close()
+    first = next(t for t, v in samples if v > 0)
+    before = max((t for t, v in samples if v == 0), default=first)
+    span = samples[-1][0] - (before + first) / 2
+    return {
+        "arm": arm, "events": n, "events_per_s": n / span if span > 0 else None, "span_s": span,
+        "requests": len(latencies), "statuses": statuses,
+        "latency_ms": {"p50": percentile(latencies, 0.50), "p90": percentile(latencies, 0.90),
+                       "p99": percentile(latencies, 0.99), "max": max(latencies) if latencies else None},
+        "latency_ms_200": {"p50": percentile(ok_latencies, 0.50), "p99": percentile(ok_latencies, 0.99)},
+        "achieved_rate": len(latencies) / span if latencies and span > 0 else 0.0,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=60_000)
+    parser.add_argument("--entities", type=int, default=600)
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--rate", type=float, default=100.0, help="API requests per second in the load arm")
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=600.0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="twinstream-apibench-"))
+    messages = make_messages(args.messages, args.entities)
+    entities = sorted({m.key.decode() for m in messages})
+    with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
+        base = Settings(broker=broker.url, topic_namespace=f"apibench_{uuid.uuid4().hex[:6]}", partitions=args.partitions,
+                        log_level="WARNING")
+        ensure_topics(base)
+        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "enable.idempotence": False,
+                             "partitioner": "murmur2_random", "linger.ms": 20})
+        topic = TELEMETRY.in_namespace(base.topic_namespace).name
+        for message in messages:
+            while True:
+                try:
+                    producer.produce(topic, key=message.key, value=message.value)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        assert producer.flush(60) == 0
+        results = []
+        for repeat in range(args.repeat):
+            for arm in ("idle", "load"):
+                result = asyncio.run(run_arm(base, arm, args.messages, entities, args.rate, workdir, args.timeout))
+                result["repeat"] = repeat
+                results.append(result)
+                lat = result["latency_ms"]
+                print(f"r{repeat} {arm:4s}: {result['events_per_s']:8.0f} events/s over {result['span_s']:.1f} s; "
+                      f"{result['requests']} requests ({result['achieved_rate']:.0f}/s) {result['statuses']} "
+                      f"p50 {lat['p50']} ms p99 {lat['p99']} ms max {lat['max']} ms", flush=True)
+    idle = [r["events_per_s"] for r in results if r["arm"] == "idle"]
+    loaded = [r["events_per_s"] for r in results if r["arm"] == "load"]
+    all_latencies_p99 = [r["latency_ms"]["p99"] for r in results if r["arm"] == "load"]
+    summary = {
+        "messages": args.messages, "entities": args.entities, "partitions": args.partitions, "rate": args.rate,
+        "repeats": args.repeat, "cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0],
+        "events_per_s_idle_mean": sum(idle) / len(idle), "events_per_s_load_mean": sum(loaded) / len(loaded),
+        "events_per_s_drop": 1.0 - (sum(loaded) / len(loaded)) / (sum(idle) / len(idle)),
+        "latency_p99_ms_worst": max(all_latencies_p99),
+        "arms": results,
+    }
+    print(json.dumps({k: v for k, v in summary.items() if k != "arms"}, indent=2))
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(summary, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
