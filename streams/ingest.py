@@ -223,6 +223,8 @@ class IngestAgent:
                     self.metrics.stale_events.inc()
                     continue
                 del self.resume_at[message.tp]
+                log.info("resumed topic=%s partition=%d at offset=%d (marker %d)",
+                         message.topic, message.partition, message.offset, resume)
             current.append(event)
         if stale:
             self._discard_stale(stale, "fetched before the rebalance")

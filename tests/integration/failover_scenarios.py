@@ -143,8 +143,15 @@ def run_scenario(scenario: str, bootstrap: str, broker_url: str, app_id: str, wo
         gaps = _read_all(bootstrap, GAPS.in_namespace(namespace).name)
         result.missed_sample_gaps = sum(1 for gap in gaps if gap.get("kind") == "missed_samples")
         result.dead_letters = len(_read_all(bootstrap, TELEMETRY_DLQ.in_namespace(namespace).name))
-    except Exception as exc:  # a timeout is a failed run, reported with the logs' tails
+    except Exception as exc:  # a timeout is a failed run, reported with what is missing and the logs' tails
         result.error = f"{type(exc).__name__}: {exc}"
+        predicted = {(m["entity_id"], m["seq"]) for m in _values(predictions)}
+        missing = sorted({(event.entity_id, event.seq) for event in events} - predicted)
+        result.missing_predictions = len(missing)
+        result.details.append(f"missing predictions (first 10): {missing[:10]}")
+        for name, spec in (("dead letters", TELEMETRY_DLQ), ("gaps", GAPS)):
+            found = _read_all(bootstrap, spec.in_namespace(namespace).name)
+            result.details.append(f"{name}: {len(found)} {[_brief(v) for v in found[:10]]}")
         result.details += [f"--- {w.log_path.name}\n{w.log_tail(15)}" for w in workers]
     finally:
         changed.set()
@@ -160,6 +167,11 @@ def _has_joined(worker: WorkerProcess) -> bool:
     if not worker.alive():
         raise AssertionError(f"worker exited:\n{worker.log_tail()}")
     return "rebalance complete" in worker.log_path.read_text(errors="replace")
+
+
+def _brief(value: dict) -> dict:
+    keep = ("entity_id", "reason", "error", "kind", "first_seq", "last_seq", "partition", "offset")
+    return {k: value[k] for k in keep if k in value}
 
 
 def _values(reader: TopicReader) -> list[dict]:
