@@ -44,8 +44,9 @@ def provisioned_datasource() -> dict:
     files = sorted((GRAFANA / "provisioning" / "datasources").glob("*.y*ml"))
     assert files
     sources = [ds for f in files for ds in yaml.safe_load(f.read_text())["datasources"]]
-    assert len(sources) == 1
-    return sources[0]
+    influx = [ds for ds in sources if ds["type"] == "influxdb"]  # Prometheus: test_grafana_pipeline.py
+    assert len(influx) == 1
+    return influx[0]
 
 
 def test_grafana_datasource_is_influxdb_flux(provisioned_datasource: dict, services: dict[str, dict]) -> None:
