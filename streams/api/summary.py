@@ -101,8 +101,8 @@ def encode_cursor(last_entity_id: str) -> str:
 def decode_cursor(cursor: str) -> str:
     padded = cursor + "=" * (-len(cursor) % 4)
     try:
-        return base64.urlsafe_b64decode(padded.encode()).decode()
-    except (ValueError, UnicodeDecodeError) as exc:
+        return base64.b64decode(padded.encode(), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError) as exc:  # binascii.Error is a ValueError
         raise ValueError(f"invalid cursor {cursor!r}") from exc
 
 
