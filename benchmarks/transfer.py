@@ -58,7 +58,10 @@ from twinstream.datasets.cmapss import CmapssSubset, load_subset
 from twinstream.models.domain import DomainBounds
 from twinstream.models.features import feature_names
 from twinstream.models.prior_train import DOMAIN_QUANTILES, engine_features, train_prior
-from twinstream.models.prior_twin import PriorTwin
+from twinstream.models.prior_twin import ABANDON_PRIOR_ABOVE, MASK_OUTSIDE_ABOVE, PriorTwin
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fallback_cv import fallback_cv  # noqa: E402  (a sibling script module)
 
 GROUP = ("s2", "s3", "s4", "s11")  # total temperatures at LPC, HPC, LPT outlet and HPC static pressure: rise with wear
 MARGINS = (0.0, 0.1, 0.25, 0.5)
@@ -103,15 +106,24 @@ def transform(sensors: dict[str, float], baseline: dict[str, float], mode: str, 
     return out
 
 
+HARD_FALLBACK = {"mask_outside_above": 1.0, "abandon_prior_above": 0.3, "alarm_fallback": False}  # the earlier rule
+NO_FALLBACK = {"mask_outside_above": 1.0, "abandon_prior_above": 1.0, "alarm_fallback": False}
+LABEL_EVERY = 20  # the labelled arms: the twin is told its true RUL every 20th cycle
+
+
 def score(prior_dir: Path, data: CmapssSubset, units: list[int], bounds: DomainBounds, mode: str,
-          sd: dict[str, float], constant: float) -> dict[str, float]:
-    """Both arms on every scored engine; RMSE over cycles with true RUL in [LOW, HIGH], and the in-domain share.
+          sd: dict[str, float], constant: float, rule: dict[str, float]) -> dict[str, float]:
+    """Every arm on every scored engine; RMSE over cycles with true RUL in [LOW, HIGH], and the in-domain share.
 
     ``constant`` is the reference that knows nothing of the engine: the mean capped RUL of the training rows.
+    ``rule``: the fallback thresholds of the ``prior_twin`` arms (the cross-validated choice).
     """
-    errs: dict[str, list[float]] = {"prior": [], "prior_twin": [], "prior_twin_heads": [], "constant": [],
-                                    "prior_twin_or_constant": []}
+    errs: dict[str, list[float]] = {"prior": [], "prior_twin": [], "prior_twin_hard_fallback": [], "prior_twin_heads": [],
+                                    "constant": [], "prior_twin_or_constant": [], "prior_twin_labels": [],
+                                    "prior_twin_hard_fallback_labels": []}
     fallback: list[bool] = []
+    dropped: list[bool] = []
+    alarm: list[bool] = []
     inside: list[bool] = []
     errs_in: list[float] = []
     errs_out: list[float] = []
@@ -121,9 +133,12 @@ def score(prior_dir: Path, data: CmapssSubset, units: list[int], bounds: DomainB
     for u in units:
         rows = sorted(by_unit[u], key=lambda r: r.cycle)
         baseline = {s: float(np.mean([r.sensors[s] for r in rows[:BASELINE_N]])) for s in GROUP}
-        learners = {"prior": PriorTwin(prior=str(prior_dir), personal=False), "prior_twin": PriorTwin(prior=str(prior_dir)),
-                    "prior_twin_heads": PriorTwin(prior=str(prior_dir))}
-        learners["prior_twin_heads"].abandon_prior_above = math.inf  # the constructor allows < 1: never drop the prior
+        d = str(prior_dir)
+        learners = {"prior": PriorTwin(prior=d, personal=False, **NO_FALLBACK), "prior_twin": PriorTwin(prior=d, **rule),
+                    "prior_twin_hard_fallback": PriorTwin(prior=d, **HARD_FALLBACK),
+                    "prior_twin_heads": PriorTwin(prior=d, **NO_FALLBACK),
+                    "prior_twin_labels": PriorTwin(prior=d, **rule),
+                    "prior_twin_hard_fallback_labels": PriorTwin(prior=d, **HARD_FALLBACK)}
         for r in rows:
             sensors = transform(r.sensors, baseline, mode, sd)
             true = float(data.train_rul_at(r))
@@ -132,10 +147,13 @@ def score(prior_dir: Path, data: CmapssSubset, units: list[int], bounds: DomainB
             for name, learner in learners.items():
                 xi = learner.observe_one(sensors)
                 preds[name] = learner.predict_one(xi)
+                if name.endswith("_labels") and r.cycle % LABEL_EVERY == 0:
+                    learner.learn_one(xi, true)
                 if name == "prior_twin":
                     x = xi
                     state = learner.domain_state
                     far = state is not None and state[1] > learner.abandon_prior_above
+                    falls_back, in_alarm = learner.fallback, learner.in_alarm
             if not LOW <= true <= HIGH:
                 continue
             ok = bounds.check_named(x)[0]
@@ -144,11 +162,15 @@ def score(prior_dir: Path, data: CmapssSubset, units: list[int], bounds: DomainB
             for name, p in preds.items():
                 errs[name].append((p - true) ** 2)
             inside.append(ok)
-            fallback.append(far)
+            dropped.append(far)
+            fallback.append(falls_back)
+            alarm.append(in_alarm)
             (errs_in if ok else errs_out).append((preds["prior_twin"] - true) ** 2)
     out = {f"{name}_rmse": math.sqrt(statistics.mean(e)) for name, e in errs.items()}
     out["in_domain_share"] = float(np.mean(inside))
     out["fallback_share"] = float(np.mean(fallback))
+    out["dropped_share"] = float(np.mean(dropped))
+    out["alarm_share"] = float(np.mean(alarm))
     out["prior_twin_rmse_in_domain"] = math.sqrt(statistics.mean(errs_in)) if errs_in else math.nan
     out["prior_twin_rmse_out_of_domain"] = math.sqrt(statistics.mean(errs_out)) if errs_out else math.nan
     out["scored_cycles"] = float(len(inside))
@@ -166,6 +188,13 @@ def run(seeds: int, epochs: int, folds: int, log=print) -> dict[str, Any]:  # no
     cv = domain_cv(data)
     margin, max_out = cv["chosen"]["margin"], cv["chosen"]["max_outside"]
     log(f"domain CV: margin {margin}, max_outside {max_out}, held-out in domain {cv['chosen']['held_out_in_domain_share']:.3f}")
+    with tempfile.TemporaryDirectory(prefix="fallback-cv-") as tmp:
+        fb = fallback_cv(data, Path(tmp), epochs=epochs, prior_folds=folds, log=log)
+    rule = {k: fb["chosen"][k] for k in ("mask_outside_above", "abandon_prior_above")}
+    shipped = {"mask_outside_above": MASK_OUTSIDE_ABOVE, "abandon_prior_above": ABANDON_PRIOR_ABOVE}
+    fb["shipped_defaults"] = shipped
+    fb["shipped_defaults_are_cv_choice"] = shipped == rule
+    log(f"fallback CV: {rule} (mean held-out RMSE {fb['chosen']['mean_rmse']:.2f}); shipped defaults {shipped}")
     life = data.train_life
     by_life = sorted(life, key=lambda u: (life[u], u))
     short, long_ = by_life[:50], by_life[50:]
@@ -190,23 +219,24 @@ def run(seeds: int, epochs: int, folds: int, log=print) -> dict[str, Any]:  # no
                 sd = {s: float(np.std([r.sensors[s] for r in sub.train])) for s in GROUP}
                 for mode in modes:
                     result = score(out, data, scored, bounds, "none" if mode in ("in_population", "lifetime") else mode, sd,
-                                   float(np.mean(y)))
+                                   float(np.mean(y)), rule)
                     result.update(seed=seed, train_engines=len(train_units), scored_engines=len(scored),
                                   manifest_domain_is_cv_choice=float(same_as_manifest))
                     runs[mode].append(result)
                     log(f"  {mode}: prior {result['prior_rmse']:.2f}, prior+twin {result['prior_twin_rmse']:.2f} "
                         f"(heads {result['prior_twin_heads_rmse']:.2f}), in domain {result['in_domain_share']:.3f}, "
-                        f"fallback {result['fallback_share']:.3f}")
+                        f"fallback {result['fallback_share']:.3f}, earlier rule {result['prior_twin_hard_fallback_rmse']:.2f}")
     splits = {}
     for mode, results in runs.items():
         keys = [k for k in results[0] if k.endswith("_rmse") or k.endswith("_share") or "_rmse_" in k]
         splits[mode] = {"seeds": results, **{k: summary([r[k] for r in results]) for k in keys}}
     return {
         "protocol": "FD001 training engines only; prior trained on a split's training engines, scored engines run through "
-                    "PriorTwin cycle by cycle without labels; RMSE against true RUL over cycles with true RUL in [5, 145]",
+                    "PriorTwin cycle by cycle without labels (the *_labels arms: the true RUL every "
+                    f"{LABEL_EVERY}th cycle); RMSE against true RUL over cycles with true RUL in [5, 145]",
         "group": list(GROUP), "shift_sd": SHIFT_SD, "baseline_cycles": BASELINE_N,
         "prior_training": {"epochs": epochs, "folds": folds, "hidden": 128, "prior_hidden": 64},
-        "domain_cv": cv, "splits": splits, "seconds": time.perf_counter() - start,
+        "domain_cv": cv, "fallback_cv": fb, "splits": splits, "seconds": time.perf_counter() - start,
     }
 
 

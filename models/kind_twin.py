@@ -56,7 +56,7 @@ class TaskPrediction:
     domain_score: float
     model_version: str
     prior_version: str | None = None
-    flagged: bool | None = None  # anomaly tasks: score >= threshold
+    flagged: bool | None = None  # anomaly tasks: score >= threshold; label tasks: the learner is in drift alarm
 
     def prediction_fields(self) -> dict[str, object]:
         """The fields of a published Prediction this answer fills (the worker adds entity, time, seq, counters).
@@ -184,8 +184,9 @@ class KindTwin:
                 if not in_domain:  # the model has not seen inputs like these: say so with a wider interval
                     lower = interval.value - OOD_WIDEN * (interval.value - lower)
                     upper = interval.value + OOD_WIDEN * (upper - interval.value)
+                alarm = True if getattr(learner, "in_alarm", False) else None  # a drift alarm: flagged while it falls back
                 out.append(TaskPrediction(self.kind, "label", task.target, seq, interval.value, lower, upper,
-                                          in_domain, dscore, learner.model_version, getattr(learner, "prior_version", None)))
+                                          in_domain, dscore, learner.model_version, getattr(learner, "prior_version", None), alarm))
         return out
 
 

@@ -15,17 +15,26 @@ residuals (then an online quantile of them). A Page-Hinkley detector on the base
 prediction flags changes in the degradation course; ``drift_alarms`` exposes them.
 
 Knowing when it does not know: each event's features are checked against the ranges of
-the prior's training features (``domain`` in its manifest, :class:`~.domain.DomainBounds`).
-When more than the manifest's ``max_outside`` share of them lie outside, the event is out
-of the prior's domain (``domain_state``) and the interval is widened by ``OOD_WIDEN``.
-When more than ``abandon_prior_above`` of them lie outside (an engine unlike any the
-fleet showed, not a slightly unusual reading), the prior's estimate is not used at all:
-the twin answers from what it learned itself (its own latest label carried forward, or
-the middle of the range when it has none) with the whole range [0, cap] as interval, so
-such an engine never gets a confident near-failure prediction. Why two levels: on FD001's
-own test engines the manifest's tolerance flags a few percent of events (their value is
-kept, so in-domain accuracy is unchanged), while a whole engine shifted away from the
-fleet lies far above the second level (tests/unit/test_processor_kinds.py).
+the prior's training features (``domain`` in its manifest, :class:`~.domain.DomainBounds`);
+the domain score is the share of them outside. The twin then leans on what it knows itself,
+progressively:
+
+- above ``mask_outside_above`` (default 0: any feature outside) the prior hears only the
+  features within its ranges; the others are missing, and its nets impute their training
+  means (an engine whose temperatures moved where the fleet never went is judged on its
+  other sensors and its own trends);
+- above the manifest's ``max_outside`` the event is out of the prior's domain
+  (``domain_state``): the interval widens, linearly with the score, up to the whole range;
+- above ``abandon_prior_above`` the prior is not used at all: the twin answers from its
+  own latest label carried forward (mid-range without one), interval [0, cap], so such an
+  entity never gets a confident near-failure prediction;
+- once the twin has its own labels, its answer weighs the prior's estimate against its
+  own (the latest label carried forward) by their recent squared errors on those labels.
+
+A drift alarm (Page-Hinkley on the base estimate, ``drift_alarms``) puts the twin in alarm
+(``in_alarm``, published as ``flagged``): it answers in fallback, with a widened interval,
+until its inputs are back in the prior's domain. The thresholds were chosen by
+engine-level cross-validation on FD001's training engines (benchmarks/fallback_cv.py).
 
 >>> learner = PriorTwin()
 >>> x = learner.observe_one({"s2": 642.0, "s3": 1590.0})
@@ -59,6 +68,11 @@ from twinstream.schemas.prior import FeatureSchema
 BASE_KEY = "base_rul"
 MIN_OWN_RESIDUALS = 20
 OOD_WIDEN = 1.5  # interval half-width factor out of the prior's domain (as a kind twin's label task)
+# Chosen by engine-level cross-validation on FD001's training engines (benchmarks/transfer.py, ``fallback_cv``).
+MASK_OUTSIDE_ABOVE = 0.0  # domain score above which the prior hears only the features within its training ranges
+ABANDON_PRIOR_ABOVE = 0.5  # domain score above which the prior is not used at all
+MIN_EVIDENCE = 2  # own labels before the twin weighs its own estimate against the prior's out of domain
+EVIDENCE_ALPHA = 0.2  # weight of the newest label in the running squared errors
 
 
 class _FeatureDomain:
@@ -82,6 +96,15 @@ class _FeatureDomain:
                 if v < lo or v > hi:
                     out += 1
         return out / seen if seen else 0.0
+
+    def mask(self, vector: list[float]) -> list[float]:
+        """``vector`` with every feature outside the training ranges read as missing (the prior imputes its mean)."""
+        out = list(vector)
+        for k, lo, hi in zip(self.idx, self.low, self.high):
+            v = out[k]
+            if v == v and (v < lo or v > hi):
+                out[k] = math.nan
+        return out
 
 
 _DOMAINS: dict[str, DomainBounds | None] = {}  # by weights digest: one fit or parse per prior and process
@@ -143,7 +166,11 @@ class PriorTwin(TwinLearner):
     alone), ``coverage`` (interval target), ``lr`` (personal SGD
     rate), ``cap`` (largest RUL predicted; the prior's cap when it has one), feature
     parameters (must match the prior's manifest), ``seed``, ``abandon_prior_above`` (share of
-    features outside the prior's training ranges above which the prior is not used).
+    features outside the prior's training ranges above which the prior is not used; 1:
+    never), ``mask_outside_above`` (share above which features outside those ranges are
+    not shown to the prior; 1: never), ``alarm_fallback`` (a drift alarm puts the twin in
+    fallback), ``metrics`` (a declared kind's metrics: generic features over them instead
+    of C-MAPSS's sensor features, for a prior trained on the kind's own history).
 
     Sample weight ``w`` in :meth:`learn_one`: the personal own-label model's SGD step is
     scaled by ``w`` (River's ``LinearRegression.learn_one(x, y, w)``, with the gradient
@@ -169,14 +196,23 @@ class PriorTwin(TwinLearner):
         slow_span: int = 60,
         baseline_n: int = 20,
         seed: int = 0,
-        abandon_prior_above: float = 0.3,
+        abandon_prior_above: float = ABANDON_PRIOR_ABOVE,
         metrics: Sequence[str] | None = None,
+        mask_outside_above: float = MASK_OUTSIDE_ABOVE,
+        alarm_fallback: bool = True,
     ) -> None:
         if not 0.0 < coverage < 1.0:
             raise ValueError("coverage must be in (0, 1)")
-        if not 0.0 <= abandon_prior_above < 1.0:
-            raise ValueError("abandon_prior_above must be in [0, 1)")
+        if not 0.0 <= abandon_prior_above <= 1.0:
+            raise ValueError("abandon_prior_above must be in [0, 1] (1: never)")
+        if not 0.0 <= mask_outside_above <= 1.0:
+            raise ValueError("mask_outside_above must be in [0, 1] (1: never)")
         self.abandon_prior_above = abandon_prior_above
+        self.mask_outside_above = mask_outside_above
+        self.alarm_fallback = alarm_fallback
+        self._fallback = False  # this event: the prior hears only features within its ranges
+        self._alarm = False  # a drift alarm, until the twin's inputs are back in the prior's domain
+        self._evidence: list[float] = [0.0, 0.0, 0.0]  # labels seen, EW squared error of the prior's value, of the own estimate
         self._in_domain = True
         self._far = False  # beyond abandon_prior_above: the prior is not used
         self._domain_score = 0.0
@@ -244,6 +280,11 @@ class PriorTwin(TwinLearner):
         state.setdefault("_far", False)
         state.setdefault("_domain_score", 0.0)
         state.setdefault("_last_label", None)
+        state.setdefault("mask_outside_above", 1.0)  # a twin pickled before masking: as it was
+        state.setdefault("_fallback", False)
+        state.setdefault("_alarm", False)
+        state.setdefault("_evidence", [0.0, 0.0, 0.0])
+        state.setdefault("alarm_fallback", False)
         state.setdefault("metrics", None)
         self.__dict__.update(state)
         self._names = self._feature_names()
@@ -254,7 +295,8 @@ class PriorTwin(TwinLearner):
             "prior": self.prior, "fleet": self.fleet, "personal": self.personal, "coverage": self.coverage,
             "lr": self.lr, "cap": self.cap, "fast_span": self.fast_span, "slow_span": self.slow_span,
             "baseline_n": self.baseline_n, "seed": self.seed, "abandon_prior_above": self.abandon_prior_above,
-            "metrics": self.metrics,
+            "metrics": self.metrics, "mask_outside_above": self.mask_outside_above,
+            "alarm_fallback": self.alarm_fallback,
         }
 
     @property
@@ -265,6 +307,16 @@ class PriorTwin(TwinLearner):
     def domain_state(self) -> tuple[bool, float] | None:
         """(in the prior's domain, share of features outside) for the latest event; None without a domain check."""
         return (self._in_domain, self._domain_score) if self._domain is not None else None
+
+    @property
+    def in_alarm(self) -> bool:
+        """A drift alarm is active: the latest prediction fell back (until inputs are back in the prior's domain)."""
+        return self._alarm
+
+    @property
+    def fallback(self) -> bool:
+        """The latest event was answered in fallback (out of domain beyond ``mask_outside_above``, or in alarm)."""
+        return self._fallback
 
     @property
     def fleet_prior(self) -> FleetPrior | None:
@@ -313,18 +365,27 @@ class PriorTwin(TwinLearner):
 
     def observe_one(self, x: Features, synthetic: Collection[str] = ()) -> Features:
         vector = self._fx.update_vector(x, synthetic)  # synthetic fills stay out of the personal baseline
+        self._fallback = False
         if self._domain is not None:
             score = self._domain.score(vector)
             self._domain_score = score
             self._in_domain = score <= self._domain.max_outside
             self._far = score > self.abandon_prior_above
+            if self._alarm and self._in_domain:
+                self._alarm = False  # back in the prior's domain
+            self._fallback = score > self.mask_outside_above or self._alarm
         features: dict[str, float | None] = dict(zip(self._names, vector))
-        base = self.base_from_vector(vector, features)
+        # In fallback the prior hears only what lies within its experience: a feature outside its
+        # training ranges is missing, and its nets impute the training mean for it.
+        heard = self._domain.mask(vector) if self._fallback and self._domain is not None else vector
+        base = self.base_from_vector(heard, features)
         features[BASE_KEY] = base
         self._drift.update(base)
         if self._drift.drift_detected:
             self.drift_alarms += 1
             self.last_drift_age = self._fx.n
+            self._alarm = self.alarm_fallback and self._domain is not None  # acts from this event's answer on
+            self._fallback = self._fallback or self._alarm
         return features
 
     def _base(self, x: Features) -> float:
@@ -342,7 +403,26 @@ class PriorTwin(TwinLearner):
     def predict_one(self, x: Features) -> float:
         if self._far:
             return self._own_estimate(x)
-        return self._with_prior(x)
+        value = self._with_prior(x)
+        w = self._prior_weight()
+        if w < 1.0:  # its own labels say the prior is off for this entity: lean on them
+            value = w * value + (1.0 - w) * self._own_estimate(x)
+        return value
+
+    def _prior_weight(self) -> float:
+        """Weight of the prior's answer against the twin's own estimate (1 until the twin has labels to judge by).
+
+        Once the twin has ``MIN_EVIDENCE`` own labels, each side is weighted by the other's
+        recent squared error on them (inverse-variance weighting): a prior that keeps being
+        right for this entity is kept, one that is not gives way to the entity's own labels.
+        Why in the prior's domain too: a range check on the inputs cannot see every shift
+        (an engine that lives longer than the fleet's looks like the fleet); labels can.
+        """
+        n, err_prior, err_own = self._evidence
+        if n < MIN_EVIDENCE:
+            return 1.0
+        total = err_prior + err_own
+        return 0.5 if total <= 0.0 else err_own / total
 
     def _own_estimate(self, x: Features) -> float:
         """Out of the prior's domain: the twin's own latest label carried forward by its age, else mid-range."""
@@ -373,9 +453,24 @@ class PriorTwin(TwinLearner):
             half = self._prior.halfwidth(value, "twin" if self.personal else "prior")
         if not math.isfinite(half):
             half = self.cap / 2.0  # nothing calibrated yet: say so with a wide interval
-        if not self._in_domain:
-            half *= OOD_WIDEN
+        if not self._in_domain or self._alarm:
+            half = self._widened(half)
         return IntervalPrediction(value=value, lower=max(0.0, value - half), upper=value + half)
+
+    def _widened(self, half: float) -> float:
+        """Out of domain (or in alarm): the half-width grows with the domain score, to the whole range at abandonment.
+
+        Why progressive: the calibration holds for inputs like the prior's training rows; the
+        more features lie outside them, the less it says, and at ``abandon_prior_above`` the
+        answer is the whole range [0, cap]. Between the manifest's tolerance and that level
+        the half-width moves linearly from ``OOD_WIDEN`` times the calibrated one to cap / 2.
+        """
+        half *= OOD_WIDEN
+        if self._domain is None:
+            return half
+        low, high = self._domain.max_outside, self.abandon_prior_above
+        t = 1.0 if high <= low else min(max((self._domain_score - low) / (high - low), 0.0), 1.0)
+        return max(half, (1.0 - t) * half + t * self.cap / 2.0)
 
     def release(self, history: Sequence[tuple[Features, float]]) -> int:
         """Labels of an entity's past events became known (e.g. it failed): teach the fleet model.
@@ -397,6 +492,16 @@ class PriorTwin(TwinLearner):
             self._fleet = fleet
         return len(history)
 
+    def _weigh_evidence(self, x: Features, target: float) -> None:
+        """Running squared errors of the prior's answer and of the own estimate on this label (before learning it)."""
+        if self._last_label is None:  # no own estimate yet to compare (mid-range is not the twin's own)
+            return
+        ev = self._evidence
+        a = EVIDENCE_ALPHA if ev[0] else 1.0
+        ev[1] += a * ((target - self._with_prior(x)) ** 2 - ev[1])
+        ev[2] += a * ((target - self._own_estimate(x)) ** 2 - ev[2])
+        ev[0] += 1.0
+
     @property
     def _full_labels(self) -> int:
         """Full-weight labels learned (the residual quantile's); a snapshot from before weights: all of them."""
@@ -409,6 +514,7 @@ class PriorTwin(TwinLearner):
         target = min(float(y), self.cap)
         base = self._base(x)
         if w == 1.0:
+            self._weigh_evidence(x, target)
             self._abs_residual.update(abs(target - self._with_prior(x)))
             self._n_full = self._full_labels + 1
             age = x.get("age")

@@ -47,12 +47,15 @@ def encode_prediction(
 
     Hot path: ~1 per event. A unit test checks the output validates as ``Prediction``.
     With a ``kind`` (a twin of a declared kind) it is the kind's label task, and says so,
-    with the learner's domain check when it has one (``PriorTwin.domain_state``).
+    with the learner's domain check when it has one (``PriorTwin.domain_state``), and
+    ``flagged`` while the learner is in drift alarm (``PriorTwin.in_alarm``).
     """
     tagged = {} if kind is None else {"kind": kind, "task": "label", "target_seq": telemetry.seq}
     domain = getattr(twin.learner, "domain_state", None)
     if domain is not None:
         tagged["in_domain"], tagged["domain_score"] = domain
+        if getattr(twin.learner, "in_alarm", False):  # a drift alarm: the twin says so while it falls back
+            tagged["flagged"] = True
     return orjson.dumps(
         {
             **tagged,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import statistics
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import pytest
 from typer.testing import CliRunner
 
 from twinstream.cli import app
+from twinstream.models.prior_twin import PriorTwin
 from twinstream.schemas.prediction import Prediction
 from twinstream.schemas.twin_spec import SpecError
 from twinstream.settings import Settings
@@ -164,3 +166,102 @@ def test_bad_artifact_stops_the_worker_naming_kind_and_file(tmp_path: Path, arti
 def test_unknown_bundled_prior_is_a_spec_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="no such prior is bundled"):
         processor(write_spec(tmp_path, "    prior: {bundled: nope}\n"))
+
+
+# -- out of the prior's domain, and in drift alarm: the twin leans on what it knows itself --------------------
+
+GROUP = ("s2", "s3", "s4", "s11")  # rise with wear; shifted by 3 fleet standard deviations below
+
+
+def _shifted_engine(unit: int) -> list[tuple[dict[str, float], float]]:
+    """(sensors with GROUP shifted, true RUL) per cycle of an FD001 test engine."""
+    from twinstream.datasets.cmapss import load_subset
+
+    fd = load_subset("FD001")
+    sd = {s: statistics.pstdev([r.sensors[s] for r in fd.train]) for s in GROUP}
+    rows = [r for r in fd.test if r.unit == unit]
+    last = rows[-1].cycle
+    return [({k: v + (3.0 * sd[k] if k in GROUP else 0.0) for k, v in r.sensors.items()},
+             float(fd.test_rul[unit] + last - r.cycle)) for r in rows]
+
+
+def _run(twin: PriorTwin, cycles: list[tuple[dict[str, float], float]], label_every: int = 0) -> tuple[float, float]:
+    """(RMSE against min(true RUL, 125), share of cycles answered in fallback)."""
+    err, fallbacks = [], 0
+    for i, (sensors, rul) in enumerate(cycles):
+        x = twin.observe_one(sensors)
+        err.append((twin.predict_one(x) - min(rul, 125.0)) ** 2)
+        fallbacks += twin.fallback
+        if label_every and i % label_every == 0:
+            twin.learn_one(x, rul)
+    return math.sqrt(sum(err) / len(err)), fallbacks / len(cycles)
+
+
+def test_fallback_acts_on_every_out_of_domain_cycle_and_beats_the_heads() -> None:
+    cycles = _shifted_engine(31)
+    shipped, heads = PriorTwin(), PriorTwin(mask_outside_above=1.0, abandon_prior_above=1.0, alarm_fallback=False)
+    out_of_domain = 0
+    for sensors, _ in cycles:
+        shipped.observe_one(sensors)
+        out_of_domain += not shipped.domain_state[0]
+    rmse_shipped, share = _run(PriorTwin(), cycles)
+    rmse_heads, none = _run(heads, cycles)
+    assert none == 0.0 and share >= out_of_domain / len(cycles) > 0.5
+    assert rmse_shipped < rmse_heads, (rmse_shipped, rmse_heads)
+
+
+def test_own_labels_outweigh_a_prior_that_is_wrong_out_of_domain() -> None:
+    cycles = _shifted_engine(31)
+    with_labels, _ = _run(PriorTwin(), cycles, label_every=20)
+    without, _ = _run(PriorTwin(), cycles)
+    assert with_labels < 0.7 * without, (with_labels, without)
+
+
+class _AlarmAt:
+    """A drift detector that reports a change at the given updates only (to put a twin in alarm on cue)."""
+
+    def __init__(self, at: set[int]) -> None:
+        self.at, self.n, self.drift_detected = at, 0, False
+
+    def update(self, _: float) -> None:
+        self.n += 1
+        self.drift_detected = self.n in self.at
+
+
+def _alarm_run(cycles: list[dict[str, float]], at: set[int]) -> list[tuple[bool, bool, bool, object, float]]:
+    """Per cycle: (in alarm, answered in fallback, in domain, published ``flagged``, interval width)."""
+    from twinstream.models.twin import Twin
+    from twinstream.schemas.telemetry import Telemetry
+    from twinstream.streams.records import encode_prediction
+
+    twin = PriorTwin()
+    twin._drift = _AlarmAt(at)
+    holder = Twin(entity_id="e", learner=twin)
+    out = []
+    for i, sensors in enumerate(cycles):
+        x = twin.observe_one(sensors)
+        p = twin.predict_interval(x)
+        t = Telemetry(entity_id="e", event_time=NOW, seq=i, metrics=sensors)
+        body = orjson.loads(encode_prediction(t, holder, "rul", p.value, p.lower, p.upper, kind="turbofan"))
+        out.append((twin.in_alarm, twin.fallback, twin.domain_state[0], body.get("flagged"), p.upper - p.lower))
+    assert twin.drift_alarms == len(at)
+    return out
+
+
+def test_twin_in_drift_alarm_says_so_and_falls_back_until_back_in_domain() -> None:
+    from twinstream.datasets.cmapss import load_subset
+
+    rows = [dict(r.sensors) for r in load_subset("FD001").test if r.unit == 31]
+    quiet = _alarm_run(rows, set())
+    k = next(i for i in range(30, len(rows) - 1) if quiet[i][2] and quiet[i + 1][2])  # in domain, and the next too
+    alarmed = _alarm_run(rows, {k + 1})  # the detector's count is 1-based
+    assert alarmed[k][:2] == (True, True) and alarmed[k][3] is True  # the alarm event says so and falls back
+    assert alarmed[k][4] > quiet[k][4]  # with a wider interval
+    assert alarmed[k + 1][0] is False and alarmed[k + 1][3] is None  # the next event is in domain: the alarm is over
+    assert all(f[3] is None for f in quiet)  # no alarm, never flagged
+
+    far = [{s: v * 1.3 for s, v in r.items()} for r in rows]  # moved where the fleet never went
+    alarmed = _alarm_run(far, {40})
+    after = alarmed[39:]
+    assert all(not f[2] for f in after)  # out of domain from there on
+    assert all(f[0] and f[1] and f[3] is True for f in after)  # so it stays in alarm, says so, falls back
