@@ -46,6 +46,7 @@ import faust
 from faust.streams import _current_event  # see _as_event_of_partition
 from faust.types import TP
 
+from twinstream.kafka_security import client_options
 from twinstream.settings import Settings
 from twinstream.streams.input_offsets import (
     InputOffsets,
@@ -102,7 +103,8 @@ class IngestAgent:
             help="Twin state per entity id (pickled twinstream.models.twin.Twin).",
         )
         self.processor = TwinProcessor(settings, self._load_twin, metrics)
-        self.publisher = BatchPublisher(settings.broker_servers, client_id=f"{settings.app_id}-outputs")
+        self.publisher = BatchPublisher(settings.broker_servers, client_id=f"{settings.app_id}-outputs",
+                                        security=client_options(settings))
         self.input_topics = frozenset({self.telemetry.get_topic_name(), synthetic.get_topic_name()})
         self.pending = _Pending()
         self.offsets = InputOffsets()

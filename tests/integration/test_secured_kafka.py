@@ -112,8 +112,6 @@ def assert_no_secret(*paths: Path) -> None:
         assert PASSWORD not in text and WRONG not in text, f"a password is in {path}"
 
 
-@pytest.mark.xfail(strict=True, reason="the worker's prediction publisher (IngestAgent in streams/ingest.py) is built "
-                   "without client_options(settings), so it cannot reach a secured broker; remove this mark with that fix")
 def test_worker_and_sidecar_run_end_to_end_over_sasl_ssl(secured: SecuredBroker, pki: Pki, app_id: str,
                                                          tmp_path: Path) -> None:
     settings = secured_settings(secured, pki, tmp_path, app_id)
