@@ -28,8 +28,9 @@ progressively:
 - above ``abandon_prior_above`` the prior is not used at all: the twin answers from its
   own latest label carried forward (mid-range without one), interval [0, cap], so such an
   entity never gets a confident near-failure prediction;
-- once the twin has its own labels, its answer weighs the prior's estimate against its
-  own (the latest label carried forward) by their recent squared errors on those labels.
+- in fallback, once the twin has its own labels, its answer weighs the prior's estimate
+  against its own (the latest label carried forward) by their recent squared errors on
+  those labels.
 
 A drift alarm (Page-Hinkley on the base estimate, ``drift_alarms``) puts the twin in alarm
 (``in_alarm``, published as ``flagged``): it answers in fallback, with a widened interval,
@@ -405,21 +406,22 @@ class PriorTwin(TwinLearner):
             return self._own_estimate(x)
         value = self._with_prior(x)
         w = self._prior_weight()
-        if w < 1.0:  # its own labels say the prior is off for this entity: lean on them
+        if w < 1.0:  # out of the prior's ranges its own labels say the prior is off here: lean on them
             value = w * value + (1.0 - w) * self._own_estimate(x)
         return value
 
     def _prior_weight(self) -> float:
-        """Weight of the prior's answer against the twin's own estimate (1 until the twin has labels to judge by).
+        """Weight of the prior's answer against the twin's own estimate (1 in the prior's full domain).
 
-        Once the twin has ``MIN_EVIDENCE`` own labels, each side is weighted by the other's
-        recent squared error on them (inverse-variance weighting): a prior that keeps being
-        right for this entity is kept, one that is not gives way to the entity's own labels.
-        Why in the prior's domain too: a range check on the inputs cannot see every shift
-        (an engine that lives longer than the fleet's looks like the fleet); labels can.
+        In fallback (a feature outside the prior's ranges, or in alarm), once the twin has
+        ``MIN_EVIDENCE`` own labels, each side is weighted by the other's recent squared
+        error on them (inverse-variance weighting): a prior that keeps being right for this
+        entity is kept, one that is not gives way to the entity's own labels. Where every
+        feature is within the prior's ranges the prior's answer (with the twin's personal
+        correction learned from the same labels) stands, so a swapped-in prior takes effect.
         """
         n, err_prior, err_own = self._evidence
-        if n < MIN_EVIDENCE:
+        if not self._fallback or n < MIN_EVIDENCE:
             return 1.0
         total = err_prior + err_own
         return 0.5 if total <= 0.0 else err_own / total
