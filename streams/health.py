@@ -18,6 +18,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from twinstream.kafka_security import client_options
+
 if TYPE_CHECKING:
     from twinstream.streams.ingest import IngestAgent
 
@@ -99,12 +101,13 @@ class HealthProbe:
 
     async def _lag(self) -> None:
         if self.admin is None:
-            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.group}-lag-probe")
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap, client_id=f"{self.group}-lag-probe",
+                                        **client_options(self.agent.settings))
             await admin.start()
             self.admin = admin
         if self.offsets is None:
             consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-                                        client_id=f"{self.group}-lag-probe")
+                                        client_id=f"{self.group}-lag-probe", **client_options(self.agent.settings))
             await consumer.start()
             self.offsets = consumer
         owned = self._owned()

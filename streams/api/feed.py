@@ -25,14 +25,19 @@ from twinstream.streams.api.summary import task_key
 log = logging.getLogger(__name__)
 
 Prediction = dict[str, Any]
+FETCH_RECORDS = 500
+YIELD_EVERY = 100
 
 
 class PredictionFeed:
     """Keeps, per entity, the last prediction of each task and the last ``history`` predictions."""
 
     def __init__(self, bootstrap_servers: str, topic: str, *, history: int = 256, lookback: int = 5000,
-                 max_entities: int = 100_000, on_prediction: Callable[[int, Prediction], None] | None = None) -> None:
+                 max_entities: int = 100_000, on_prediction: Callable[[int, Prediction], None] | None = None,
+                 security: dict[str, Any] | None = None) -> None:
+        """``security``: :func:`twinstream.kafka_security.client_options` (TLS / SASL); None: plaintext."""
         self.bootstrap_servers = bootstrap_servers
+        self.security = security or {}
         self.topic = topic
         self.history = history
         self.lookback = lookback
@@ -48,7 +53,7 @@ class PredictionFeed:
     async def start(self) -> None:
         self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
                                          enable_auto_commit=False, auto_offset_reset="earliest",
-                                         client_id="twinstream-api-feed")
+                                         client_id="twinstream-api-feed", **self.security)
         await self.consumer.start()
         partitions: set[int] = set()
         for _ in range(50):
@@ -80,7 +85,7 @@ class PredictionFeed:
         assert self.consumer is not None
         while True:
             try:
-                batches = await self.consumer.getmany(timeout_ms=500, max_records=5000)
+                batches = await self.consumer.getmany(timeout_ms=500, max_records=FETCH_RECORDS)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a broker outage: keep serving what we know, retry
@@ -88,7 +93,9 @@ class PredictionFeed:
                 await asyncio.sleep(1.0)
                 continue
             for tp, messages in batches.items():
-                for message in messages:
+                for index, message in enumerate(messages):
+                    if index % YIELD_EVERY == YIELD_EVERY - 1:
+                        await asyncio.sleep(0)  # let requests in: this loop also serves the API
                     try:
                         prediction = orjson.loads(message.value)
                     except orjson.JSONDecodeError:

@@ -24,6 +24,7 @@ import faust
 import httpx
 import uvicorn
 
+from twinstream.kafka_security import client_options
 from twinstream.settings import Settings
 from twinstream.streams.api.feed import PredictionFeed
 from twinstream.streams.api.http import build_api
@@ -92,7 +93,8 @@ class ApiThread(threading.Thread):
         self.directory = directory
         self.metrics = metrics
         self.feed = PredictionFeed(settings.broker_servers, predictions_topic,
-                                   on_prediction=probe.on_prediction if probe is not None else None)
+                                   on_prediction=probe.on_prediction if probe is not None else None,
+                                   security=client_options(settings))
 
     def run(self) -> None:
         try:
