@@ -1,10 +1,9 @@
 """Run the twin API in the worker process, on a thread of its own with its own event loop.
 
 Why a thread and not the worker's loop: the ingest agent applies a batch of up to
-``batch_size`` events without yielding (a quarter of a second at full load), so a
-request served in that loop waits for the batch: p99 275 ms at 100 requests/s in
-benchmarks/api_latency.py. On its own thread a request waits only for the GIL, which
-Python hands over every switch interval. What the handlers read is safe across
+``batch_size`` events without yielding, so a request served in that loop would wait
+for the whole batch. On its own thread a request waits only for the GIL, which Python
+hands over every switch interval (benchmarks/api_latency.py measures the result). What the handlers read is safe across
 threads: dict lookups of the twin cache, attribute reads, RocksDB reads (rocksdict is
 thread-safe); a summary may be taken between two fields' updates of one event, and
 its ETag then changes with the next read.
