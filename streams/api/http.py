@@ -23,6 +23,7 @@ from urllib.parse import urlencode
 import httpx
 import orjson
 from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -93,6 +94,11 @@ def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = ""
     http = client or httpx.AsyncClient(timeout=10.0)
     static = resources.files("twinstream.streams.api") / "static"
 
+    # The inspector page of one worker follows a stream redirected to another worker: a
+    # cross-origin EventSource, which the browser allows only with CORS headers. Read-only,
+    # and the token (not cookies) guards the data, so any origin may read.
+    api.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"],
+                       allow_headers=["Authorization", "Last-Event-ID"], expose_headers=["ETag"])
     if metrics is not None:
         api.add_middleware(RequestMetrics, metrics=metrics)
 
