@@ -50,6 +50,7 @@ from twinstream.kafka_security import client_options
 from twinstream.settings import Settings
 from twinstream.streams.input_offsets import (
     InputOffsets,
+    OffsetGuard,
     decode_marker,
     encode_marker,
     marker_key,
@@ -113,9 +114,8 @@ class IngestAgent:
         # True from a revocation until the table is recovered and offsets are aligned;
         # also at start, until the first assignment has been recovered.
         self.rebalancing = True
-        # Per input partition, the marker's offset until its first event after a rebalance.
-        self.resume_at: dict[TP, int] = {}
-        self.rewound: set[TP] = set()
+        # Per input partition, the next offset to apply (seeded from the markers).
+        self.guard = OffsetGuard()
         self.last_checkpoint = time.monotonic()
         self.checkpoint_number = 0
         self.stream: faust.StreamT | None = None
@@ -158,8 +158,7 @@ class IngestAgent:
         dropped = self.processor.drop_all()
         self.pending.clear()
         self.offsets.reset()
-        self.resume_at.clear()
-        self.rewound.clear()
+        self.guard.start({})
         log.info("rebalance: revoked partitions=%s, dropped %d cached twins; unacked events will be redelivered",
                  sorted(partitions), dropped)
 
@@ -180,7 +179,7 @@ class IngestAgent:
         if targets and not await app.consumer._commit(targets):
             log.warning("rebalance: could not set committed offsets to the table's markers %s; "
                         "a newer rebalance will retry", _describe(targets))
-        self.resume_at = dict(targets)
+        self.guard.start(targets)
         self.rebalancing = False
         log.info("rebalance complete: %d input partitions, resuming from the table's markers %s",
                  len(assigned), _describe(targets))
@@ -196,41 +195,45 @@ class IngestAgent:
             return db_for_partition(partition).get(key)
         return self.table.get(key)
 
-    async def _current(self, events: list[faust.EventT]) -> list[faust.EventT]:
-        """Events of the current assignment that continue from what the table reflects.
+    async def _current(self, events: list[faust.EventT]) -> tuple[list[faust.EventT], list[faust.EventT]]:
+        """Split a batch into events to apply and events only to acknowledge; discard the rest.
 
         Discarded (neither applied nor acked, so redelivered): events fetched before a
-        rebalance, and a partition's events that are ahead of its marker after one.
+        rebalance, and events past an offset that has not been applied yet (the
+        partition is sought back to it, :class:`OffsetGuard`). Acknowledged only: events
+        the table or this generation already reflects.
         """
         if self.rebalancing:
             self._discard_stale(len(events), "while the group rebalances")
-            return []
+            return [], []
         generation = self.app.consumer_generation_id
-        current = []
-        stale = 0
+        apply: list[faust.EventT] = []
+        ack_only: list[faust.EventT] = []
+        stale = skipped = 0
+        now = time.monotonic()
         for event in events:
             message = event.message
             if message.generation_id != generation:
                 stale += 1
                 continue
-            resume = self.resume_at.get(message.tp)
-            if resume is not None:
-                if message.offset > resume:
-                    if message.tp not in self.rewound:
-                        log.error("offset ahead of table state: topic=%s partition=%d offset=%d marker=%d; seeking back",
-                                  message.topic, message.partition, message.offset, resume)
-                        self.metrics.offset_rewinds.inc()
-                        self.rewound.add(message.tp)
-                        await self.app.consumer.seek(message.tp, resume)
-                    self.metrics.stale_events.inc()
-                    continue
-                del self.resume_at[message.tp]
-                log.info("resumed topic=%s partition=%d at offset=%d (marker %d)",
-                         message.topic, message.partition, message.offset, resume)
-            current.append(event)
+            verdict = self.guard.check(message.tp, message.offset, now)
+            if verdict == OffsetGuard.APPLY:
+                apply.append(event)
+            elif verdict == OffsetGuard.ACK:
+                ack_only.append(event)
+            else:
+                skipped += 1
+                if verdict == OffsetGuard.SEEK:
+                    expected = self.guard.expected[message.tp]
+                    log.error("offset skipped: topic=%s partition=%d got offset=%d, expected %d; seeking back",
+                              message.topic, message.partition, message.offset, expected)
+                    self.metrics.offset_rewinds.inc()
+                    await self.app.consumer.seek(message.tp, expected)
         if stale:
             self._discard_stale(stale, "fetched before the rebalance")
-        return current
+        if skipped:
+            self._discard_stale(skipped, "past an offset not yet applied")
+        return apply, ack_only
 
     def _discard_stale(self, count: int, why: str) -> None:
         self.metrics.stale_events.inc(count)
@@ -238,8 +241,11 @@ class IngestAgent:
 
     async def _handle(self, events: list[faust.EventT]) -> None:
         generation = self.generation
-        events = await self._current(events)
-        if not events or generation != self.generation:
+        events, ack_only = await self._current(events)
+        if generation != self.generation:
+            return
+        self.pending.events.extend(ack_only)
+        if not events:
             return
         records = []
         per_topic: dict[str, int] = {}

@@ -99,3 +99,60 @@ class InputOffsets:
         """Forget everything (a rebalance): the table is read back before anything is applied."""
         self.applied.clear()
         self.known.clear()
+
+
+class OffsetGuard:
+    """Per input partition, the next offset the agent must apply: a skipped offset is never silent.
+
+    Why: the table's markers say where each partition must resume, but between the
+    broker and the agent sit a fetcher, Faust's read-offset bookkeeping and a take
+    buffer, each of which has dropped or reordered records around a rebalance or a
+    seek. So the agent checks every event against the offset it expects next (seeded
+    from the markers after a rebalance): an earlier offset is already reflected (it is
+    acknowledged, not applied again); a later one means records were skipped, so the
+    partition is sought back to the expected offset and events are discarded until it
+    arrives. Input topics are neither compacted nor transactional, so their offsets are
+    contiguous; should a partition really have a hole (a transactional producer's
+    control records), the first offset after it is accepted once ``gap_timeout_s`` has
+    passed without the expected offset arriving.
+
+    >>> guard = OffsetGuard(gap_timeout_s=30.0)
+    >>> guard.start({"t0": 10})
+    >>> [guard.check("t0", o, now=0.0) for o in (9, 10, 11, 13)]
+    ['ack', 'apply', 'apply', 'seek']
+    >>> guard.check("t0", 14, now=1.0), guard.check("t0", 12, now=2.0), guard.check("t0", 13, now=2.0)
+    ('discard', 'apply', 'apply')
+    >>> guard.check("t1", 500, now=3.0)  # no marker: the first offset seen starts the partition
+    'apply'
+    """
+
+    APPLY, ACK, SEEK, DISCARD = "apply", "ack", "seek", "discard"
+
+    def __init__(self, gap_timeout_s: float = 30.0) -> None:
+        self.gap_timeout_s = gap_timeout_s
+        self.expected: dict[object, int] = {}
+        self.seeking: dict[object, float] = {}  # partition -> when it was sought back
+
+    def start(self, offsets: dict) -> None:
+        """After a rebalance: expect each partition's marker offset (others start at their first event)."""
+        self.expected = dict(offsets)
+        self.seeking = {}
+
+    def check(self, tp: object, offset: int, now: float) -> str:
+        expected = self.expected.get(tp)
+        if expected is None or offset == expected:
+            return self._take(tp, offset)
+        if offset < expected:
+            return self.ACK
+        since = self.seeking.get(tp)
+        if since is None:
+            self.seeking[tp] = now
+            return self.SEEK
+        if now - since >= self.gap_timeout_s:
+            return self._take(tp, offset)
+        return self.DISCARD
+
+    def _take(self, tp: object, offset: int) -> str:
+        self.expected[tp] = offset + 1
+        self.seeking.pop(tp, None)
+        return self.APPLY

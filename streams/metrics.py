@@ -39,7 +39,8 @@ class WorkerMetrics:
         )
         self.offset_rewinds = Counter(
             "twinstream_offset_rewinds_total",
-            "Input partitions sought back after a rebalance because consuming resumed ahead of the table's marker",
+            "Input partitions sought back because an event came past an offset not yet applied "
+            "(after a rebalance: past the table's marker)",
             registry=r,
         )
         self.checkpoint_seconds = Histogram(
