@@ -19,7 +19,7 @@ the cycle minus one. Training engines ran to failure, so a replay of them is a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -83,7 +83,7 @@ def cmapss_events(
     rows = [("train", row) for row in subset.train] + [("test", row) for row in subset.test]
     rows.sort(key=lambda item: (item[1].cycle, item[0] == "test", item[1].unit))
     last_cycle = max(row.cycle for _, row in rows)
-    end = end_time or datetime.now(timezone.utc)
+    end = end_time or datetime.now(UTC)
     start = end - timedelta(seconds=cycle_seconds * last_cycle)
     return [
         ReplayEvent(

@@ -40,10 +40,10 @@ class TopicSpec(BaseModel):
     cleanup_policy: Literal["delete", "compact", "compact,delete"] = "delete"
     description: str = ""
 
-    def with_partitions(self, partitions: int) -> "TopicSpec":
+    def with_partitions(self, partitions: int) -> TopicSpec:
         return self.model_copy(update={"partitions": partitions})
 
-    def in_namespace(self, namespace: str) -> "TopicSpec":
+    def in_namespace(self, namespace: str) -> TopicSpec:
         """The same topic under another leading name (several deployments on one cluster)."""
         if not NAMESPACE_PATTERN.match(namespace):
             raise ValueError(f"topic namespace {namespace!r} must match {NAMESPACE_PATTERN.pattern}")
@@ -99,5 +99,6 @@ PREDICTIONS_DLQ = TopicSpec(
 def topic_catalog(partitions: int, namespace: str = DEFAULT_NAMESPACE) -> list[TopicSpec]:
     """All platform topics, with keyed topics set to ``partitions`` partitions."""
     return [
-        spec.with_partitions(partitions).in_namespace(namespace) for spec in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ, GAPS, SYNTHETIC, PREDICTIONS_DLQ)
+        spec.with_partitions(partitions).in_namespace(namespace)
+        for spec in (TELEMETRY, PREDICTIONS, TELEMETRY_DLQ, GAPS, SYNTHETIC, PREDICTIONS_DLQ)
     ]

@@ -14,7 +14,8 @@ encoded and applied; the processor still turns any exception into a dead letter.
 <RejectReason.EMPTY: 'empty'>
 >>> decode_telemetry(b'{"entity_id": "e1"', b"e1", now=now).reason
 <RejectReason.BAD_JSON: 'bad_json'>
->>> decode_telemetry(b'{"entity_id":"e1","event_time":"2025-12-31T23:59:00Z","seq":18446744073709551616,"metrics":{}}', b"e1", now=now).reason
+>>> huge_seq = b'{"entity_id":"e1","event_time":"2025-12-31T23:59:00Z","seq":18446744073709551616,"metrics":{}}'
+>>> decode_telemetry(huge_seq, b"e1", now=now).reason
 <RejectReason.OUT_OF_RANGE: 'out_of_range'>
 >>> ok = decode_telemetry(b'{"entity_id":"e1","event_time":"2025-12-31T23:59:00Z","seq":0,"metrics":{"a":1.5}}', b"e1", now=now)
 >>> ok.entity_id, ok.metrics
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from pydantic import ValidationError
+
 from twinstream.schemas.dead_letter import RejectReason
 from twinstream.schemas.telemetry import SCHEMA_VERSION, Telemetry
 

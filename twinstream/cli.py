@@ -11,15 +11,15 @@ import json
 import signal
 import time
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 
 from twinstream.commands import connect as connect_command
-from twinstream.commands import evaluate as eval_commands
 from twinstream.commands import eval_stream as eval_stream_command
+from twinstream.commands import evaluate as eval_commands
 from twinstream.commands import federation as federation_commands
 from twinstream.commands import prior as prior_commands
 from twinstream.commands import synth as synth_commands
@@ -38,10 +38,10 @@ app.add_typer(synth_commands.app, name="synth")
 app.command("connect")(connect_command.connect)
 console = Console(stderr=True)
 
-BrokerOpt = Annotated[Optional[str], typer.Option("--broker", help="kafka://host:port (env TWINSTREAM_BROKER).")]
-AppIdOpt = Annotated[Optional[str], typer.Option("--app-id", help="Faust app id / consumer group.")]
-NamespaceOpt = Annotated[Optional[str], typer.Option("--topic-namespace", help="Leading name of the catalog topics.")]
-PartitionsOpt = Annotated[Optional[int], typer.Option("--partitions", help="Partitions of keyed topics.")]
+BrokerOpt = Annotated[str | None, typer.Option("--broker", help="kafka://host:port (env TWINSTREAM_BROKER).")]
+AppIdOpt = Annotated[str | None, typer.Option("--app-id", help="Faust app id / consumer group.")]
+NamespaceOpt = Annotated[str | None, typer.Option("--topic-namespace", help="Leading name of the catalog topics.")]
+PartitionsOpt = Annotated[int | None, typer.Option("--partitions", help="Partitions of keyed topics.")]
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -65,13 +65,13 @@ def require_broker(settings: Settings) -> Settings:
 def broker(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1 (0 = any free port).")] = 9092,
     host: Annotated[str, typer.Option(help="Listen address.")] = "127.0.0.1",
-    storage: Annotated[Optional[str], typer.Option(
+    storage: Annotated[str | None, typer.Option(
         help="memory:// (default), a directory (durable) or s3://bucket/ (env TWINSTREAM_BROKER_STORAGE).")] = None,
-    tls_cert: Annotated[Optional[Path], typer.Option(help="Serve TLS with this certificate (PEM); needs --tls-key.")] = None,
-    tls_key: Annotated[Optional[Path], typer.Option(help="The certificate's private key (PEM).")] = None,
-    tls_client_ca: Annotated[Optional[Path], typer.Option(
+    tls_cert: Annotated[Path | None, typer.Option(help="Serve TLS with this certificate (PEM); needs --tls-key.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="The certificate's private key (PEM).")] = None,
+    tls_client_ca: Annotated[Path | None, typer.Option(
         help="Mutual TLS: demand a client certificate signed by this CA (PEM).")] = None,
-    user: Annotated[Optional[list[str]], typer.Option(
+    user: Annotated[list[str] | None, typer.Option(
         help="Require SASL/SCRAM login; NAME:PASSWORD, repeatable (a local test broker: argv is visible to `ps`).")] = None,
 ) -> None:
     """Run the embedded Kafka-protocol broker (Tansu) in the foreground, in memory or durable; optionally TLS + SCRAM users."""
@@ -121,9 +121,9 @@ def worker(
     app_id: AppIdOpt = None,
     topic_namespace: NamespaceOpt = None,
     partitions: PartitionsOpt = None,
-    data_dir: Annotated[Optional[Path], typer.Option(help="State directory (RocksDB).")] = None,
-    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus /metrics here.")] = None,
-    api_port: Annotated[Optional[int], typer.Option(help="Serve the twin API and inspector page here.")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="State directory (RocksDB).")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics here.")] = None,
+    api_port: Annotated[int | None, typer.Option(help="Serve the twin API and inspector page here.")] = None,
 ) -> None:
     """Run the twin worker (Faust): telemetry in, twins updated, predictions out."""
     from twinstream.streams.worker import run_worker
@@ -139,7 +139,7 @@ def sink(
     broker: BrokerOpt = None,
     app_id: AppIdOpt = None,
     topic_namespace: NamespaceOpt = None,
-    influx_url: Annotated[Optional[str], typer.Option(help="InfluxDB URL.")] = None,
+    influx_url: Annotated[str | None, typer.Option(help="InfluxDB URL.")] = None,
 ) -> None:
     """Run the InfluxDB sink (Faust): predictions topic -> InfluxDB, nothing lost on outages."""
     from twinstream.streams.influx_sink import run_sink
@@ -158,7 +158,7 @@ def sidecar(
     app_id: AppIdOpt = None,
     topic_namespace: NamespaceOpt = None,
     partitions: PartitionsOpt = None,
-    metrics_port: Annotated[Optional[int], typer.Option(help="Serve Prometheus /metrics here.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus /metrics here.")] = None,
 ) -> None:
     """Run the synthetic-data sidecar (Faust): gaps in, synthetic fills out (docs/sidecar.md)."""
     from twinstream.streams.sidecar import run_sidecar
@@ -192,7 +192,7 @@ def replay_cmapss(
     broker: BrokerOpt = None,
     topic_namespace: NamespaceOpt = None,
     subset: Annotated[str, typer.Option(help="C-MAPSS subset.")] = "FD001",
-    data: Annotated[Optional[Path], typer.Option(help="Directory in NASA's layout (default: bundled FD001).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Directory in NASA's layout (default: bundled FD001).")] = None,
     rate: Annotated[float, typer.Option(help="Events per second; 0 = as fast as possible.")] = 0.0,
     labels: Annotated[bool, typer.Option(help="Attach known RUL to training engines.")] = True,
 ) -> None:
@@ -215,13 +215,14 @@ def replay_cmapss(
 @app.command()
 def demo(
     broker: BrokerOpt = None,
-    influx_url: Annotated[Optional[str], typer.Option(help="Also write predictions to this InfluxDB.")] = None,
-    summary_json: Annotated[Optional[Path], typer.Option(help="Write the summary as JSON here.")] = None,
+    influx_url: Annotated[str | None, typer.Option(help="Also write predictions to this InfluxDB.")] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Write the summary as JSON here.")] = None,
     report_dir: Annotated[Path, typer.Option(help="Plot, logs and worker state go here.")] = Path("twinstream-report"),
     rate: Annotated[float, typer.Option(help="Replay rate in events/s; 0 = as fast as possible.")] = 0.0,
     timeout: Annotated[float, typer.Option(help="Give up waiting for the outputs after this many seconds.")] = 600.0,
-    gaps: Annotated[bool, typer.Option("--gaps/--no-gaps", help="Blank one sensor of one engine for a stretch; the sidecar fills it.")] = True,
-    broker_storage: Annotated[Optional[str], typer.Option(
+    gaps: Annotated[bool, typer.Option(
+        "--gaps/--no-gaps", help="Blank one sensor of one engine for a stretch; the sidecar fills it.")] = True,
+    broker_storage: Annotated[str | None, typer.Option(
         help="Embedded broker's storage: memory:// (default), a directory or s3://bucket/ (env TWINSTREAM_BROKER_STORAGE).")] = None,
 ) -> None:
     """Broker + worker + gap-filling sidecar + C-MAPSS FD001 replay; waits for every event, prints a summary."""

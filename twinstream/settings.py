@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     checkpoint_interval_s: float = Field(
         default=1.0,
         ge=0,
-        description="Twin state is written to the changelog table at most this often; input offsets are acknowledged only after the checkpoint that holds them.",
+        description="Twin state is written to the changelog table at most this often; input offsets are "
+            "acknowledged only after the checkpoint that holds them.",
     )
 
     # --- twins ---------------------------------------------------------------------
@@ -95,7 +96,8 @@ class Settings(BaseSettings):
     )
     learn_from_synthetic: bool = Field(
         default=False,
-        description="Let twins learn from labelled events whose input holds synthetic values, weighted by synthetic_learn_weight (they always predict with them).",
+        description="Let twins learn from labelled events whose input holds synthetic values, weighted by "
+            "synthetic_learn_weight (they always predict with them).",
     )
     synthetic_learn_weight: float = Field(
         default=1.0, gt=0, le=1.0,
@@ -106,11 +108,13 @@ class Settings(BaseSettings):
     )
     sidecar_window: int = Field(default=64, ge=4, le=4096, description="Recent samples per entity the sidecar conditions fills on.")
     sidecar_max_missed: int = Field(
-        default=64, ge=1, description="Most missing samples the sidecar fills for one missed-samples gap (the rest are counted, not filled)."
+        default=64, ge=1, description="Most missing samples the sidecar fills for one missed-samples gap (the rest are counted, "
+            "not filled)."
     )
     sidecar_warmup_records: int = Field(
         default=10_000, ge=0,
-        description="On start/rebalance the sidecar re-reads up to this many telemetry records before its committed offset, per partition, as context.",
+        description="On start/rebalance the sidecar re-reads up to this many telemetry records before its "
+            "committed offset, per partition, as context.",
     )
     sidecar_generator_budget_s: float = Field(
         default=2.0, gt=0,
@@ -123,11 +127,13 @@ class Settings(BaseSettings):
     # --- prior pull from the federation registry -----------------------------------
     prior_registry_url: str | None = Field(
         default=None,
-        description="Prior registry base URL (twinstream federation serve), e.g. http://registry:8780. None: twins keep their configured prior.",
+        description="Prior registry base URL (twinstream federation serve), e.g. http://registry:8780. None: "
+            "twins keep their configured prior.",
     )
     prior_registry_public_key: str = Field(
         default="",
-        description="The registry's Ed25519 public key (base64, from `twinstream federation public-key`). Priors are accepted only if signed by it.",
+        description="The registry's Ed25519 public key (base64, from `twinstream federation public-key`). "
+            "Priors are accepted only if signed by it.",
     )
     prior_poll_interval_s: float = Field(default=60.0, gt=0, description="The worker asks the registry for the latest prior this often.")
     prior_registry_timeout_s: float = Field(default=5.0, gt=0, description="Timeout of each registry HTTP request.")
@@ -154,7 +160,8 @@ class Settings(BaseSettings):
         default=None, description="Generator artifact directory (twinstream synth train --out); None: the bundled FD001 one."
     )
     synth_gate_max_mae_ratio: float | None = Field(
-        default=0.8, gt=0, description="Refuse a generator whose recorded block-mask MAE exceeds this share of linear interpolation's (None: unchecked)."
+        default=0.8, gt=0, description="Refuse a generator whose recorded block-mask MAE exceeds this share of linear "
+            "interpolation's (None: unchecked)."
     )
     synth_gate_max_discriminative: float | None = Field(
         default=0.15, ge=0, le=0.5, description="Refuse a generator whose recorded discriminative score exceeds this (None: unchecked)."
@@ -219,7 +226,7 @@ class Settings(BaseSettings):
             raise ValueError(f"broker URL must start with kafka:// (got {value!r})")
         return value
 
-    def synth_gate(self) -> "GateThresholds":
+    def synth_gate(self) -> GateThresholds:
         """The generator quality gate built from the ``synth_gate_*`` fields."""
         from twinstream.schemas.generator import GateThresholds
 

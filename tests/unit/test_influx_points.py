@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import pytest
@@ -61,7 +61,7 @@ def test_optional_parts_are_left_out() -> None:
 
 
 def test_time_is_event_time_in_exact_nanoseconds() -> None:
-    moment = datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=timezone.utc)  # near the int64 ns limit
+    moment = datetime(2262, 4, 11, 23, 47, 16, 854775, tzinfo=UTC)  # near the int64 ns limit
     line = to_line(make(event_time=moment))
     assert line.endswith(" 9223372036854775000")
     before_epoch = to_line(make(event_time="1969-12-31T23:59:59.999999Z"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -78,7 +78,7 @@ def test_prediction_synthetic_share_bounds(share: float, synthetic: bool) -> Non
 
 
 def test_event_time_ns_is_exact() -> None:
-    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+    moment = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
     assert datetime_to_ns(moment) == int(moment.timestamp()) * 1_000_000_000 + 678_901_000
 
 
