@@ -32,6 +32,8 @@ from twinstream.settings import Settings
 # Settings the chart sets itself (not in values.config).
 CHART_MANAGED = {"data_dir", "metrics_port", "metrics_addr", "influx_token", "kafka_sasl_password", "kafka_sasl_password_file",
                  "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"}
+# Settings of the embedded broker only (`twinstream broker`): the chart runs against Apache Kafka.
+EMBEDDED_BROKER_ONLY = {"broker_storage"}
 # Kafka credentials and certificates (values.kafka): mounted files, never the password in the ConfigMap.
 KAFKA_VALUES = {"sasl": {"password": "kafka-pw-never-in-a-configmap"},
                 "tls": {"caSecret": "kafka-ca", "clientCertSecret": "twinstream-client"}}
@@ -166,7 +168,7 @@ def test_helm_env_names_are_settings_fields_and_values_validate(
 def test_helm_every_setting_can_be_configured(helm: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """values.config holds every Settings field the chart does not manage, and each renders and validates."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert set(values["config"]) == set(Settings.model_fields) - CHART_MANAGED
+    assert set(values["config"]) == set(Settings.model_fields) - CHART_MANAGED - EMBEDDED_BROKER_ONLY
     helpers = (CHART / "templates" / "_helpers.tpl").read_text()
     listed = re.search(r'define "twinstream.settingsFields" -}}\s*(.*?)\s*{{-', helpers, re.S).group(1).split()
     assert sorted(listed) == sorted(Settings.model_fields), "update twinstream.settingsFields in _helpers.tpl"
