@@ -30,7 +30,7 @@ from pydantic import SecretStr
 from twinstream.settings import Settings
 
 # Settings the chart sets itself (not in values.config).
-CHART_MANAGED = {"data_dir", "metrics_port", "metrics_addr", "influx_token", "kafka_sasl_password", "kafka_sasl_password_file",
+CHART_MANAGED = {"data_dir", "metrics_port", "metrics_addr", "influx_token", "api_token", "kafka_sasl_password", "kafka_sasl_password_file",
                  "kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile"}
 # Settings of the embedded broker only (`twinstream broker`): the chart runs against Apache Kafka.
 EMBEDDED_BROKER_ONLY = {"broker_storage"}
@@ -190,11 +190,19 @@ def test_helm_every_setting_can_be_configured(helm: str, tmp_path: Path, monkeyp
         synthetic_learn_weight=0.25,
         kafka_security_protocol="SASL_SSL",
         kafka_sasl_username="twinstream",
+        api_port=8088,
+        api_advertised_url="http://twins.example:8088",
     )
-    docs = render(helm, tmp_path, {"config": config, "metrics": {"port": 9100}, "kafka": KAFKA_VALUES})
+    docs = render(helm, tmp_path, {"config": config, "metrics": {"port": 9100}, "kafka": KAFKA_VALUES,
+                                   "api": {"token": "api-token-never-in-a-configmap"}})
     configmap = one(docs, "ConfigMap")
     assert set(configmap["data"]) == ({ENV_PREFIX + n.upper() for n in Settings.model_fields}
-                                      - {f"{ENV_PREFIX}INFLUX_TOKEN", f"{ENV_PREFIX}KAFKA_SASL_PASSWORD"})
+                                      - {f"{ENV_PREFIX}INFLUX_TOKEN", f"{ENV_PREFIX}KAFKA_SASL_PASSWORD",
+                                         f"{ENV_PREFIX}API_TOKEN"})
+    assert "api-token-never-in-a-configmap" not in yaml.safe_dump(configmap)
+    worker = one(docs, "StatefulSet")
+    worker_env = {e["name"]: e for e in worker["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert worker_env["TWINSTREAM_API_TOKEN"]["valueFrom"]["secretKeyRef"]["name"].endswith("-api")
     sink = one(docs, "Deployment", "sink")
     settings = settings_from_env(monkeypatch, container_env(docs, sink, sink["spec"]["template"]["spec"]["containers"][0]))
     assert settings.batch_size == 2_000_000, "large numbers must not render as 2e+06"

@@ -130,6 +130,10 @@ TWINSTREAM_KAFKA_SSL_KEYFILE: "/etc/twinstream/kafka/client/tls.key"
 {{- end }}
 {{- end }}
 
+{{- define "twinstream.apiSecretName" -}}
+{{- default (printf "%s-api" (include "twinstream.fullname" .)) .Values.api.existingSecret }}
+{{- end }}
+
 {{- define "twinstream.influxSecretName" -}}
 {{- default (printf "%s-influx" (include "twinstream.fullname" .)) .Values.influx.existingSecret }}
 {{- end }}
@@ -146,7 +150,7 @@ broker broker_storage app_id topic_namespace partitions data_dir store session_t
 Settings the chart sets itself; values.config may not hold them.
 */}}
 {{- define "twinstream.chartManagedFields" -}}
-data_dir metrics_port metrics_addr influx_token kafka_sasl_password kafka_sasl_password_file kafka_ssl_cafile kafka_ssl_certfile kafka_ssl_keyfile
+data_dir metrics_port metrics_addr influx_token api_token kafka_sasl_password kafka_sasl_password_file kafka_ssl_cafile kafka_ssl_certfile kafka_ssl_keyfile
 {{- end }}
 
 {{/*
@@ -165,7 +169,7 @@ Fails the render on invalid combinations; included by the ConfigMap.
 {{- $managed := splitList " " (include "twinstream.chartManagedFields" .) }}
 {{- range $key, $value := .Values.config }}
 {{- if has $key $managed }}
-{{- fail (printf "config.%s is set by the chart (data_dir: worker.persistence.mountPath, metrics_port: metrics.port, influx_token: influx.token or influx.existingSecret, kafka_sasl_password and kafka_ssl_*file: the kafka block)" $key) }}
+{{- fail (printf "config.%s is set by the chart (data_dir: worker.persistence.mountPath, metrics_port: metrics.port, influx_token: influx.token or influx.existingSecret, api_token: api.token or api.existingSecret, kafka_sasl_password and kafka_ssl_*file: the kafka block)" $key) }}
 {{- end }}
 {{- if not (has $key $known) }}
 {{- fail (printf "config.%s is not a twinstream setting (known: %s)" $key (join ", " $known)) }}
