@@ -327,8 +327,9 @@ told the true RUL every {LABEL_EVERY}th cycle (scored on every cycle).
 {table(report)}
 
 - **Same population** (the reference): prior + twin {m('in_population', 'prior_twin_rmse')} against
-  {m('in_population', 'prior_twin_hard_fallback_rmse')} for the earlier rule: hiding the few features that stray
-  outside the ranges of a prior trained on only 40 engines costs a little here.
+  {m('in_population', 'prior_twin_hard_fallback_rmse')} for the earlier rule: the price of the fallback. A prior trained
+  on only 40 engines has narrow ranges; features of ordinary engines stray outside them on
+  {pct('in_population', 'fallback_share')} of cycles, and hiding them costs accuracy there.
 - **Short-lived → long-lived**: {m('lifetime', 'prior_twin_rmse')} (earlier rule {m('lifetime', 'prior_twin_hard_fallback_rmse')}),
   with {pct('lifetime', 'in_domain_share')} of cycles in domain: a long-lived engine's readings look like the
   fleet's, so no range check sees this shift as a whole. Told its RUL every {LABEL_EVERY}th cycle,
