@@ -265,3 +265,16 @@ def test_twin_in_drift_alarm_says_so_and_falls_back_until_back_in_domain() -> No
     after = alarmed[39:]
     assert all(not f[2] for f in after)  # out of domain from there on
     assert all(f[0] and f[1] and f[3] is True for f in after)  # so it stays in alarm, says so, falls back
+
+
+def test_prior_reference_names_one_source(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="exactly one of bundled, artifact"):
+        processor(write_spec(tmp_path, "    prior: {artifact: a, path: b}\n"))
+
+
+def test_bundled_prior_starts_a_kind_that_names_no_prior_in_its_params(tmp_path: Path) -> None:
+    spec = tmp_path / "twins.yaml"
+    spec.write_text("kinds:\n  - name: turbofan\n    match: {entity_id: ['fd001-*']}\n"
+                    "    tasks: [{type: label, target: rul}]\n    prior: {bundled: fd001}\n")
+    out = processor(spec).process([message("fd001-test-001", 0, {"s2": 642.0, "s3": 1590.0}, {"rul": 100.0})])
+    assert Prediction.model_validate_json(out.predictions[0][1]).prior_version == "rul-mlp-v2"
