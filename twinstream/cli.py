@@ -224,17 +224,22 @@ def demo(
         "--gaps/--no-gaps", help="Blank one sensor of one engine for a stretch; the sidecar fills it.")] = True,
     broker_storage: Annotated[str | None, typer.Option(
         help="Embedded broker's storage: memory:// (default), a directory or s3://bucket/ (env TWINSTREAM_BROKER_STORAGE).")] = None,
+    keep_running: Annotated[bool, typer.Option(
+        help="After the summary, keep the broker, worker and inspector page running until Ctrl-C.")] = False,
 ) -> None:
     """Broker + worker + gap-filling sidecar + C-MAPSS FD001 replay; waits for every event, prints a summary."""
     from twinstream.demo import DemoOptions, print_summary, run_demo
 
+    def show(summary: dict) -> None:
+        print_summary(summary, console)
+        if summary_json is not None:
+            summary_json.parent.mkdir(parents=True, exist_ok=True)
+            summary_json.write_text(json.dumps(summary, indent=2) + "\n")
+            console.print(f"summary written to {summary_json}")
+
     settings = load_settings(broker=broker, influx_url=influx_url, broker_storage=broker_storage)
-    summary = run_demo(settings, DemoOptions(rate=rate, timeout_s=timeout, report_dir=report_dir, gaps=gaps), console)
-    print_summary(summary, console)
-    if summary_json is not None:
-        summary_json.parent.mkdir(parents=True, exist_ok=True)
-        summary_json.write_text(json.dumps(summary, indent=2) + "\n")
-        console.print(f"summary written to {summary_json}")
+    options = DemoOptions(rate=rate, timeout_s=timeout, report_dir=report_dir, gaps=gaps, keep_running=keep_running)
+    run_demo(settings, options, console, on_summary=show)
 
 
 def main() -> None:  # pragma: no cover

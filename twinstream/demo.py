@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from twinstream.broker import EmbeddedBroker
+from twinstream.broker import EmbeddedBroker, free_port
 from twinstream.connectors.cmapss_replay import ReplayEvent, cmapss_events, test_last_cycles
 from twinstream.connectors.producer import send_all
 from twinstream.datasets.cmapss import load_subset
@@ -60,6 +61,7 @@ class DemoOptions:
     gap_sensor: str = "s11"
     gap_seqs: tuple[int, int] = (60, 139)
     fill_wait_s: float = 60.0  # wait at most this long for the first fill, and again for the rest of them
+    keep_running: bool = False  # after the summary, keep broker, worker and inspector up until Ctrl-C
 
 
 def start_process(module: str, settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
@@ -113,8 +115,13 @@ def plot_report(tally: OutputTally, events: list[ReplayEvent], subset: str, path
     return path
 
 
-def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict[str, Any]:
-    """Run the demo end to end and return the summary (keys as in ``--summary-json``)."""
+def run_demo(settings: Settings, options: DemoOptions, console: Console,
+             on_summary: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run the demo end to end and return the summary (keys as in ``--summary-json``).
+
+    ``on_summary`` gets the summary while everything still runs (with ``keep_running``,
+    the processes then stay up until Ctrl-C).
+    """
     broker: EmbeddedBroker | None = None
     worker = sidecar = sink = None
     run_id = uuid.uuid4().hex[:8]
@@ -128,7 +135,10 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
         settings = settings.model_copy(update={
             "app_id": f"{settings.app_id}-demo-{run_id}",
             "data_dir": report_dir / "state",
+            "api_port": settings.api_port or free_port(settings.api_addr),
         })
+        inspector_url = f"http://{settings.api_addr}:{settings.api_port}/"
+        console.print(f"twin inspector (live): {inspector_url}")
         security = client_options(settings)
         ensure_topics(settings)
         namespace = settings.topic_namespace
@@ -241,7 +251,17 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console) -> dict
             "gap_extra_s": round(gap_extra_s, 1),  # after the main replay: first fill, held-back cycles, the other fills
             "measured_overwritten": len(gap.violations),
             "measured_overwritten_examples": gap.violations[:5],
+            "inspector_url": inspector_url,
         }
+        if on_summary is not None:
+            on_summary(summary)
+        if options.keep_running:
+            console.print(f"still serving: inspector {inspector_url}, broker {settings.broker}; Ctrl-C stops everything")
+            try:
+                while worker.poll() is None:
+                    time.sleep(1.0)
+            except KeyboardInterrupt:
+                pass
         return summary
     finally:
         # SIGTERM, wait, SIGKILL after 15 s (stop_process) for each child, concurrently:

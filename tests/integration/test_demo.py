@@ -29,6 +29,7 @@ def test_demo_accounts_for_every_event(tmp_path: Path) -> None:
     assert summary["dlq"] == 0
     assert summary["twins"] == len(fd001.train_life) + len(fd001.test_rul) == 200
     assert summary["events_per_s"] > 0
+    assert summary["inspector_url"].startswith("http://127.0.0.1:")
     # The same twins and prior as `eval cmapss` (prior + twin arm, RMSE <= 12 there): the live pipeline must not lose accuracy.
     assert summary["rmse_engines"] == 100 and 0 < summary["rmse"] <= 12.0
     png = Path(summary["report_png"])
