@@ -57,13 +57,14 @@ from typing import Any
 
 from river import drift, linear_model, optim, stats
 
+from twinstream.models.active_priors import active_prior, clear_active_priors, set_active_prior  # noqa: F401 (re-exported)
 from twinstream.models.base import Features, IntervalPrediction, TwinLearner, check_weight
-from twinstream.models.domain import DomainBounds
 from twinstream.models.features import RulFeatures, feature_names
 from twinstream.models.fleet import FleetModel, get_fleet
 from twinstream.models.generic_features import GenericFeatures
 from twinstream.models.generic_features import feature_names as generic_feature_names
 from twinstream.models.prior import FleetPrior, PriorMismatchError, bundled_prior_dir, load_prior
+from twinstream.models.prior_domain import FeatureDomain, prior_domain
 from twinstream.schemas.prior import FeatureSchema
 
 BASE_KEY = "base_rul"
@@ -74,70 +75,6 @@ MASK_OUTSIDE_ABOVE = 0.0  # domain score above which the prior hears only the fe
 ABANDON_PRIOR_ABOVE = 0.5  # domain score above which the prior is not used at all
 MIN_EVIDENCE = 2  # own labels before the twin weighs its own estimate against the prior's out of domain
 EVIDENCE_ALPHA = 0.2  # weight of the newest label in the running squared errors
-
-
-class _FeatureDomain:
-    """A prior's training ranges, as positions in the learner's feature vector (checked per event)."""
-
-    __slots__ = ("idx", "low", "high", "max_outside")
-
-    def __init__(self, bounds: DomainBounds, names: list[str]) -> None:
-        known = [(names.index(n), lo, hi) for n, lo, hi in zip(bounds.names, bounds.low, bounds.high) if n in names]
-        self.idx = [k for k, _, _ in known]
-        self.low = [lo for _, lo, _ in known]
-        self.high = [hi for _, _, hi in known]
-        self.max_outside = bounds.max_outside
-
-    def score(self, vector: list[float]) -> float:
-        seen = out = 0
-        for k, lo, hi in zip(self.idx, self.low, self.high):
-            v = vector[k]
-            if v == v:
-                seen += 1
-                if v < lo or v > hi:
-                    out += 1
-        return out / seen if seen else 0.0
-
-    def mask(self, vector: list[float]) -> list[float]:
-        """``vector`` with every feature outside the training ranges read as missing (the prior imputes its mean)."""
-        out = list(vector)
-        for k, lo, hi in zip(self.idx, self.low, self.high):
-            v = out[k]
-            if v == v and (v < lo or v > hi):
-                out[k] = math.nan
-        return out
-
-
-_DOMAINS: dict[str, DomainBounds | None] = {}  # by weights digest: one fit or parse per prior and process
-
-
-def prior_domain(prior: FleetPrior) -> DomainBounds | None:
-    """The training ranges of ``prior``'s features (its manifest's ``domain``); None for an artifact without them."""
-    key = prior.digest
-    if key not in _DOMAINS:
-        recorded = getattr(prior.manifest, "domain", None)
-        _DOMAINS[key] = DomainBounds.from_manifest(recorded) if recorded else None
-    return _DOMAINS[key]
-
-
-# Priors swapped in at run time (pulled from a registry), by prior family. Process-wide,
-# like the prior cache: a twin restored from its pickled state (which holds only its
-# configured prior) or created later picks up the active prior of its family.
-_ACTIVE_PRIORS: dict[str, FleetPrior] = {}
-
-
-def set_active_prior(prior: FleetPrior) -> None:
-    """Make ``prior`` the one every twin of its family uses from now on (see :func:`hot_swap`)."""
-    _ACTIVE_PRIORS[prior.manifest.family] = prior
-
-
-def active_prior(family: str) -> FleetPrior | None:
-    return _ACTIVE_PRIORS.get(family)
-
-
-def clear_active_priors() -> None:
-    """Back to each twin's configured prior for twins attached from now on (tests)."""
-    _ACTIVE_PRIORS.clear()
 
 
 def hot_swap(learners: Iterable[object], prior: FleetPrior) -> int:
@@ -253,7 +190,7 @@ class PriorTwin(TwinLearner):
         if self.prior is not None:
             directory = bundled_prior_dir() if self.prior == "bundled" else self.prior
             self._prior = load_prior(directory, self._fx.schema())
-            active = _ACTIVE_PRIORS.get(self._prior.manifest.family)
+            active = active_prior(self._prior.manifest.family)
             if active is not None and not active.manifest.feature_schema.differences(self._fx.schema()):
                 self._prior = active
             if math.isfinite(self._prior.cap):  # a prior trained without --cap keeps the twin's own cap
@@ -265,7 +202,7 @@ class PriorTwin(TwinLearner):
 
     def _attach_domain(self) -> None:
         bounds = prior_domain(self._prior) if self._prior is not None else None
-        self._domain = _FeatureDomain(bounds, self._names) if bounds is not None else None
+        self._domain = FeatureDomain(bounds, self._names) if bounds is not None else None
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
