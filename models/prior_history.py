@@ -24,41 +24,26 @@ changes is where rows and labels come from and which features pin it:
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from twinstream.datasets.history import EntityHistory
-from twinstream.models.domain import DomainBounds
-from twinstream.models.forecast_prior import fit_forecast_prior, forecast_prior_arrays, forecast_prior_from_arrays
-from twinstream.models.generic_features import GenericFeatures
-from twinstream.models.prior import FleetPrior, PriorMismatchError, load_prior, sha256_file
+from twinstream.models.forecast_prior import fit_forecast_prior, forecast_prior_arrays
+from twinstream.models.kind_prior import (  # noqa: F401 (re-exported for training entry points)
+    FORECAST_PREFIX,
+    HistoryError,
+    KindPrior,
+    kind_features,
+    load_kind_prior,
+    trainable_tasks,
+)
+from twinstream.models.prior import sha256_file
 from twinstream.models.prior_train import WEIGHTS_FILE, fit_heads, training_domain, write_weights
-from twinstream.models.rls import ForecastPrior
-from twinstream.schemas.prior import MANIFEST_FILE, FeatureSchema, PriorManifest
-from twinstream.schemas.twin_spec import ForecastTask, KindSpec, LabelTask
+from twinstream.schemas.prior import MANIFEST_FILE, PriorManifest
+from twinstream.schemas.twin_spec import ForecastTask, KindSpec
 
-FORECAST_PREFIX = "forecast."
 MIN_LABELLED_ROWS = 50
-
-
-class HistoryError(ValueError):
-    """The history cannot train this kind's prior; the message says why."""
-
-
-def trainable_tasks(kind: KindSpec) -> tuple[list[str], list[str]]:
-    """(label targets, forecast task keys) of a kind that a prior can be trained for (anomaly tasks need none)."""
-    labels = [t.target for t in kind.tasks if isinstance(t, LabelTask)]
-    forecasts = [t.key for t in kind.tasks if isinstance(t, ForecastTask)]
-    return labels, forecasts
-
-
-def kind_features(kind: KindSpec) -> GenericFeatures:
-    """The feature extractor of a kind (its declared metrics, default spans): what its prior's schema pins."""
-    if not kind.metric_names:
-        raise HistoryError(f"kind {kind.name!r} declares no metrics: a prior needs features")
-    return GenericFeatures(kind.metric_names)
 
 
 def history_features(kind: KindSpec, history: Mapping[str, EntityHistory]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,48 +160,3 @@ def train_history_prior(
     (out / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
     load_kind_prior(out, kind)  # refuse to hand back an artifact that does not load
     return manifest
-
-
-@dataclass
-class KindPrior:
-    """A verified kind prior: the label heads (if trained), forecast priors by task key, the training ranges."""
-
-    manifest: PriorManifest
-    label: FleetPrior | None = None
-    forecasts: dict[str, ForecastPrior] = field(default_factory=dict)
-    domain: DomainBounds | None = None
-
-
-def load_kind_prior(directory: str | Path, kind: KindSpec | None = None, expected: FeatureSchema | None = None) -> KindPrior:
-    """Load and verify a prior artifact for ``kind`` (weights sha256, the kind's feature schema, its task arrays).
-
-    Raises :class:`~.prior.PriorMismatchError` naming what does not match.
-    """
-    directory = Path(directory).resolve()
-    manifest = PriorManifest.model_validate_json((directory / MANIFEST_FILE).read_bytes())
-    schema = expected or (kind_features(kind).schema() if kind is not None else None)
-    if schema is not None:
-        problems = manifest.feature_schema.differences(schema)
-        if problems:
-            raise PriorMismatchError(f"prior {directory}: feature schema mismatch: {'; '.join(problems)}")
-    weights_path = directory / manifest.weights_file
-    actual = sha256_file(weights_path)
-    if actual != manifest.weights_sha256:
-        raise PriorMismatchError(f"prior {directory}: weights sha256 mismatch: {manifest.weights_file} has {actual}, "
-                                 f"manifest says {manifest.weights_sha256}")
-    label = load_prior(directory, schema) if manifest.prior_inputs else None
-    forecasts: dict[str, ForecastPrior] = {}
-    with np.load(weights_path, allow_pickle=False) as npz:
-        for key in manifest.forecast_tasks:
-            prefix = f"{FORECAST_PREFIX}{key}."
-            arrays = {n[len(prefix):]: npz[n] for n in npz.files if n.startswith(prefix)}
-            try:
-                forecasts[key] = forecast_prior_from_arrays(arrays, version=manifest.prior_version)
-            except ValueError as exc:
-                raise PriorMismatchError(f"prior {directory}: forecast task {key}: {exc}") from None
-    if kind is not None:
-        labels, _ = trainable_tasks(kind)
-        if manifest.prior_inputs and manifest.target not in labels:
-            raise PriorMismatchError(f"prior {directory}: predicts {manifest.target!r}, kind {kind.name!r} has no such label task")
-    domain = DomainBounds.from_manifest(manifest.domain) if manifest.domain else None
-    return KindPrior(manifest, label, forecasts, domain)

@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 
 from twinstream.models.base import TwinLearner
+from twinstream.models.kind_prior import KindPrior, load_kind_prior
 from twinstream.models.kind_twin import KindTwin, TaskPrediction, kind_learner
 from twinstream.models.prior import bundled_prior_dir
-from twinstream.models.prior_history import KindPrior, load_kind_prior
 from twinstream.models.twin import Twin
 from twinstream.schemas.prior import MANIFEST_FILE
 from twinstream.schemas.telemetry import Telemetry
