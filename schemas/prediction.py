@@ -69,7 +69,11 @@ class Prediction(BaseModel):
     domain_score: float | None = Field(
         default=None, ge=0.0, le=1.0, description="Share of the checked features outside their known range (0 = all inside)."
     )
-    flagged: bool | None = Field(default=None, description="Anomaly tasks: the score reached the kind's threshold.")
+    flagged: bool | None = Field(
+        default=None,
+        description="Anomaly tasks: the score reached the kind's threshold. "
+        "Label tasks: the twin is in a drift alarm and answers from its own data (fallback).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Prediction:
