@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from abc import ABC, abstractmethod
 from datetime import datetime
 
 from twinstream.connectors.backoff import Backoff
@@ -21,7 +22,7 @@ from twinstream.connectors.metrics import ConnectorMetrics
 log = logging.getLogger(__name__)
 
 
-class PlantSource:
+class PlantSource(ABC):
     """Base class: subclasses implement :meth:`session` (connect, read until failure)."""
 
     kind = "source"
@@ -38,8 +39,9 @@ class PlantSource:
         self.last_error: str | None = None
         self._backoff = Backoff(reconnect.initial_s, reconnect.max_s)
 
-    async def session(self) -> None:  # pragma: no cover - abstract
-        raise NotImplementedError
+    @abstractmethod
+    async def session(self) -> None:
+        """One connection's life: connect, call :meth:`on_connected`, read until it fails."""
 
     def on_connected(self) -> None:
         """Called by :meth:`session` once the connection is usable."""
