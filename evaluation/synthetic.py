@@ -22,6 +22,10 @@ one entity, one sample per row), the first ``train_fraction`` of the rows give t
 z-score statistics and the fitted parameters, the rest is masked and scored; the block
 mask places one 10-sample block in each consecutive run of 100 rows.
 
+The ``adaptive`` arm (:mod:`twinstream.evaluation.adaptive_fill`) picks a filler per
+series segment and column on pseudo-gaps cut from the observed values around the
+masked ones (never the hidden values); ``choices`` counts what it picked.
+
 Only the non-generative baselines exist so far: no generator, discriminative score,
 TSTR or RUL-with-missing number is produced, and the report lists them as not measured.
 
@@ -51,6 +55,7 @@ from twinstream.datasets.series import (  # noqa: F401 (re-exported)
     random_mask,
     zscore,
 )
+from twinstream.evaluation.adaptive_fill import AdaptiveFill
 from twinstream.evaluation.synth_docs import write_docs  # noqa: F401 (re-exported)
 from twinstream.models.imputation import Imputer, KalmanLLT, LastValue, LinearInterpolation, hidden_error
 
@@ -140,9 +145,11 @@ def score_all(data: Dataset, smoother: KalmanLLT, masks: dict[str, list[np.ndarr
     out: dict[str, dict[str, dict[str, float]]] = {}
     for mask_name, mask in masks.items():
         out[mask_name] = {}
-        for imputer in [*extra, *baselines(smoother)]:
+        adaptive = AdaptiveFill(smoother, next((e for e in extra if e.name == "generator"), None))
+        for imputer in [*extra, *baselines(smoother), adaptive]:
             say(f"{mask_name} mask: {imputer.name}")
             out[mask_name][imputer.name] = score(imputer, data.test, mask)
+        out[mask_name]["adaptive"]["choices"] = dict(sorted(adaptive.counts.items()))
     return out
 
 

@@ -81,6 +81,24 @@ MetricName = Annotated[str, StringConstraints(min_length=1, max_length=64, patte
 KindField = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 
 
+class FillChoice(BaseModel):
+    """How the sidecar chose the filler of one sensor of a synthetic sample, and how it did.
+
+    The sidecar hides pieces of the entity's own recent measured values of that sensor
+    (pseudo-gaps shaped like the real one), fills them with each candidate and keeps the
+    best; ``validation_mae`` is the chosen filler's error there, in the sensor's units
+    (None when the window had no room for a pseudo-gap and the default filler was used).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    method: str = Field(max_length=MAX_NAME_CHARS, description="Filler used: kalman, generator, linear or last_value.")
+    validation_mae: float | None = Field(
+        default=None, ge=0.0, le=MAX_ABS_VALUE, description="Its mean absolute error on the pseudo-gaps (sensor units).")
+    validation_cells: int = Field(default=0, ge=0, description="Measured values hidden and scored to choose it.")
+    step_like: bool = Field(default=False, description="The sensor looked step-like or flat: only fillers that do not overshoot.")
+
+
 class Telemetry(BaseModel):
     """A measured (or, with ``synthetic=True``, generated) sample of one entity."""
 
@@ -108,6 +126,11 @@ class Telemetry(BaseModel):
     confidence: dict[MetricName, float] = Field(
         default_factory=dict,
         description="Synthetic samples: standard deviation of each filled value (same units as the value).",
+    )
+    fill: dict[MetricName, FillChoice] = Field(
+        default_factory=dict,
+        description="Synthetic samples: per filled sensor, the filler the sidecar chose for it and its measured error "
+        "on the entity's own recent data; empty when the sidecar does not choose per sensor.",
     )
     kind: KindField | None = Field(
         default=None,
@@ -154,6 +177,12 @@ class Telemetry(BaseModel):
                     raise ValueError(f"confidence of {name!r} is out of range ({std:g}; <= {MAX_ABS_VALUE:g})")
         if self.generator is not None and not self.synthetic:
             raise ValueError("generator is set only on synthetic samples")
+        if self.fill:
+            if not self.synthetic:
+                raise ValueError("fill is for synthetic samples only")
+            for name in self.fill:
+                if name not in self.metrics:
+                    raise ValueError(f"fill for {name!r}, which is not among the metrics")
         return self
 
     @property

@@ -45,6 +45,7 @@ way. :attr:`FillMethod.fallbacks` counts these batches by reason (``timeout``, `
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -56,7 +57,9 @@ from typing import Any
 
 import numpy as np
 
-from twinstream.models.imputation import KalmanLLT
+from twinstream.models import fill_select
+from twinstream.models.fill_select import Choice
+from twinstream.models.imputation import KalmanLLT, LastValue, LinearInterpolation
 from twinstream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -149,11 +152,12 @@ class FillMethod:
     reason: str
     generator: Any = None  # twinstream.models.generator.Generator when kind == "generator"
     budget_s: float | None = None
+    adaptive: bool = False  # choose the filler per window and column (fill_choosing) instead of generator-else-Kalman
     _calls: _OneCall = field(default_factory=_OneCall, compare=False, repr=False)
 
     @staticmethod
-    def baseline(reason: str) -> FillMethod:
-        return FillMethod("baseline", BASELINE_VERSION, reason)
+    def baseline(reason: str, adaptive: bool = False) -> FillMethod:
+        return FillMethod("baseline", BASELINE_VERSION, reason, adaptive=adaptive)
 
     @property
     def fallbacks(self) -> dict[str, int]:
@@ -172,8 +176,13 @@ class FillMethod:
         and the columns the generator filled (the rest, and all of them when the generator was over
         its budget: baseline)."""
         out = [(value, std, set()) for value, std in _baseline(windows)]
-        if self.generator is None:
-            return out
+        if self.generator is not None:
+            self._with_generator(windows, columns, seed, out)
+        return out
+
+    def _with_generator(self, windows: list[np.ndarray], columns: list[list[str]], seed: int,
+                        out: list[tuple[np.ndarray, np.ndarray, set[str]]]) -> None:
+        """Overwrite ``out``'s fills of the generator's in-domain columns with its point estimates (within the budget)."""
         g = self.generator
         index = {name: i for i, name in enumerate(g.sensors)}
 
@@ -185,7 +194,7 @@ class FillMethod:
                 for k, cols in enumerate(columns)]
         jobs = [(k, pairs) for k, pairs in jobs if pairs]
         if not jobs:
-            return out
+            return
         z_windows = []
         for k, pairs in jobs:
             raw = np.full((windows[k].shape[0], len(g.sensors)), np.nan)
@@ -207,7 +216,7 @@ class FillMethod:
             if result is None:
                 cells = sum(int(np.isnan(windows[k][:, [j for j, _ in pairs]]).sum()) for k, pairs in jobs)
                 self._calls.fallback(str(why), f"{why}: {detail}; {len(jobs)} windows, {cells} generator cells")
-                return out
+                return
             points, sds = result
         for (k, pairs), z, sd in zip(jobs, points, sds):
             raw, sd_raw = g.from_z(z), sd * g.std
@@ -217,11 +226,76 @@ class FillMethod:
                 value[missing, j] = raw[missing, gi]
                 std[missing, j] = sd_raw[missing, gi]
                 used.add(columns[k][j])
+
+    def fill_choosing(self, windows: list[np.ndarray], columns: list[list[str]], seed: int = 0
+                      ) -> list[tuple[np.ndarray, np.ndarray, set[str], dict[str, Choice]]]:
+        """Like :meth:`fill`, with the filler of each column chosen on the window's own measured values.
+
+        Candidates: the Kalman baseline, the generator (its in-domain columns, when it runs
+        within the budget), linear interpolation and the last value; step-like or flat
+        columns only get the last two, which never overshoot. Each window gets
+        :data:`fill_select.COPIES` validation copies with pseudo-gaps shaped like its real
+        gaps; every candidate fills originals and copies in one batch (the generator in
+        one call, so its budget covers both). The fourth element names each filled
+        column's :class:`~twinstream.models.fill_select.Choice`. The standard deviation of
+        a linear or last-value fill is its RMSE on the pseudo-gaps (the Kalman one when it
+        could not be measured).
+        """
+        plans = [fill_select.plan(w) for w in windows]
+        copies = [c for p in plans for c in p.copies]
+        owners = [k for k, p in enumerate(plans) for _ in p.copies]
+        every, cols = [*windows, *copies], [*columns, *(columns[k] for k in owners)]
+        base = _baseline(every)
+        fills: dict[str, list[np.ndarray]] = {
+            fill_select.KALMAN: [v for v, _ in base],
+            fill_select.LINEAR: LinearInterpolation().impute_many(every),
+            fill_select.LAST_VALUE: LastValue().impute_many(every),
+        }
+        generated: list[tuple[np.ndarray, np.ndarray, set[str]]] = []
+        if self.generator is not None:
+            generated = [(v.copy(), sd.copy(), set()) for v, sd in base]
+            self._with_generator(every, cols, seed, generated)
+            if any(used for _, _, used in generated):
+                fills[fill_select.GENERATOR] = [
+                    np.where(np.isin(np.array(c), list(used))[None, :] | ~np.isnan(w), v, np.nan) if c else v
+                    for w, c, (v, _, used) in zip(every, cols, generated)]
+        n, out, start = len(windows), [], len(windows)
+        for k, (w, p) in enumerate(zip(windows, plans)):
+            stop = start + len(p.copies)
+            chosen = fill_select.choose(w, p, {name: f[start:stop] for name, f in fills.items()})
+            start = stop
+            value = fill_select.combine(w, chosen, {name: f[k] for name, f in fills.items()})
+            std = base[k][1].copy()
+            by_generator: set[str] = set()
+            picks: dict[str, fill_select.Choice] = {}
+            for j, choice in enumerate(chosen):
+                if choice is None:
+                    continue
+                picks[columns[k][j]] = choice
+                if choice.method == fill_select.GENERATOR:
+                    std[:, j] = generated[k][1][:, j]
+                    by_generator.add(columns[k][j])
+                elif choice.method in fill_select.NO_OVERSHOOT and choice.rmse is not None:
+                    std[:, j] = np.where(np.isnan(w[:, j]), choice.rmse, 0.0)
+            value[:, ~(~np.isnan(w)).any(axis=0)] = np.nan  # nothing of the entity to condition on
+            out.append((value, std, by_generator, picks))
+        assert start == n + len(copies)
         return out
 
 
 def choose_fill_method(settings: Settings) -> FillMethod:
-    """The generator when it loads and passes the configured gate, else the baseline; the reason says which."""
+    """The generator when it loads and passes the configured gate, else the baseline; the reason says which.
+
+    With ``sidecar_adaptive_fill`` (default) the fills are chosen per entity and sensor
+    among these and linear / last value (:meth:`FillMethod.fill_choosing`).
+    """
+    method = _choose_fill_method(settings)
+    if getattr(settings, "sidecar_adaptive_fill", False):
+        return dataclasses.replace(method, adaptive=True, reason=f"{method.reason}; filler chosen per entity and sensor")
+    return method
+
+
+def _choose_fill_method(settings: Settings) -> FillMethod:
     try:
         from twinstream.models.generator import choose_imputer
     except ImportError as exc:  # generator module not installed in this build

@@ -15,7 +15,9 @@ samples, one per ``(entity, seq)`` to fill, carrying only the filled sensors:
 
 Fills are conditioned on the window (the entity's last ``window`` samples and what
 came after the hole, if it arrived): :mod:`.fill_method` fills the NaN cells of the
-window and gives each value a standard deviation (the published ``confidence``). Each
+window and gives each value a standard deviation (the published ``confidence``). With
+an adaptive method the filler of each sensor is chosen on the window's own measured
+values, and each fill names it and its measured error (``Telemetry.fill``). Each
 ``(entity, seq, sensor)`` is filled once per process lifetime (bounded memo); after a
 restart, fills for redelivered messages are made again (at-least-once) and the twins
 keep the first one they accepted.
@@ -50,8 +52,9 @@ from datetime import datetime, timedelta
 
 import numpy as np
 
+from twinstream.models.fill_select import Choice
 from twinstream.schemas.gaps import Gap, GapKind
-from twinstream.schemas.telemetry import Telemetry
+from twinstream.schemas.telemetry import FillChoice, Telemetry
 from twinstream.streams.fill_method import BASELINE_VERSION, FillMethod
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,11 @@ class _Entity:
     filled: OrderedDict = field(default_factory=OrderedDict)  # seq -> set of sensors already filled
     wanted: dict[int, set[str]] = field(default_factory=dict)  # seq -> sensors to fill in the next produce()
     missed_times: dict[int, datetime] = field(default_factory=dict)  # event time of each missed seq to fill
+
+
+def _choice(choice: Choice) -> FillChoice:
+    return FillChoice(method=choice.method, validation_mae=choice.mae, validation_cells=choice.cells,
+                      step_like=choice.step_like)
 
 
 class GapFiller:
@@ -221,9 +229,12 @@ class GapFiller:
             columns.append(cols)
             layouts.append(seq_index)
         seed = zlib.crc32(repr(sorted((e, sorted(w)) for e, _, w in jobs)).encode())
-        results = self.method.fill(windows, columns, seed=seed)
+        if self.method.adaptive:
+            results = self.method.fill_choosing(windows, columns, seed=seed)
+        else:
+            results = [(value, std, used, {}) for value, std, used in self.method.fill(windows, columns, seed=seed)]
         fills: list[Telemetry] = []
-        for (entity_id, state, wanted), window, cols, seq_index, (value, std, by_generator) in zip(
+        for (entity_id, state, wanted), window, cols, seq_index, (value, std, by_generator, picks) in zip(
                 jobs, windows, columns, layouts, results):
             col_of = {c: j for j, c in enumerate(cols)}
             for seq in sorted(wanted):
@@ -247,7 +258,7 @@ class GapFiller:
                 fills.append(Telemetry(
                     entity_id=entity_id, event_time=self._time(state, seq), seq=seq, metrics=metrics,
                     source=SOURCE, synthetic=True, generator=self._made_by(set(metrics), by_generator),
-                    confidence=confidence,
+                    confidence=confidence, fill={sensor: _choice(picks[sensor]) for sensor in metrics if sensor in picks},
                 ))
                 done = state.filled.setdefault(seq, set())
                 done.update(metrics)

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
         ),
     )
     sidecar_window: int = Field(default=64, ge=4, le=4096, description="Recent samples per entity the sidecar conditions fills on.")
+    sidecar_adaptive_fill: bool = Field(
+        default=True,
+        description="Choose the filler per entity and sensor (Kalman, generator, linear, last value) by its error on "
+            "pseudo-gaps cut from the window's measured values; false: generator where it passes its gate, else Kalman.",
+    )
     sidecar_max_missed: int = Field(
         default=64, ge=1, description="Most missing samples the sidecar fills for one missed-samples gap (the rest are counted, "
             "not filled)."
