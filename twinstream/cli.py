@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from twinstream.commands import connect as connect_command
+from twinstream.commands import eval_scarcity as eval_scarcity_command
 from twinstream.commands import eval_stream as eval_stream_command
 from twinstream.commands import evaluate as eval_commands
 from twinstream.commands import federation as federation_commands
@@ -33,6 +34,7 @@ app.add_typer(replay_app, name="replay")
 app.add_typer(prior_commands.app, name="prior")
 app.add_typer(eval_commands.app, name="eval")
 eval_commands.app.command("stream")(eval_stream_command.stream)
+eval_commands.app.command("scarcity")(eval_scarcity_command.scarcity)
 app.add_typer(federation_commands.app, name="federation")
 app.add_typer(synth_commands.app, name="synth")
 app.command("connect")(connect_command.connect)
