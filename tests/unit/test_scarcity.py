@@ -1,0 +1,70 @@
+"""Scarcity curve: engine draws, the trajectory generator, the augmentation, and that nothing leaks across engines."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from twinstream.datasets import cmapss
+from twinstream.evaluation import scarcity
+from twinstream.evaluation.synth_rul_tasks import engines
+from twinstream.models.trajectory_gen import TrajectoryModel
+
+
+def test_draws_are_seeded_distinct_and_k_sized() -> None:
+    units = list(range(1, 101))
+    a = scarcity.draw_units(units, 5, 0, 0)
+    assert a == scarcity.draw_units(units, 5, 0, 0) and len(set(a)) == 5
+    assert a != scarcity.draw_units(units, 5, 1, 0)
+    assert scarcity.draw_units(units, None, 2, 0) == units
+
+
+def test_training_budget_is_steps_not_epochs() -> None:
+    for rows in (500, 5_000, 60_000):
+        epochs = scarcity.epochs_for(rows, folds=3, steps=400)
+        per_epoch = -(-rows * 2 // 3 // scarcity.BATCH)
+        assert 400 <= epochs * max(per_epoch, 1) < 400 + max(per_epoch, 1) * 2
+
+
+def test_generated_engines_look_like_the_real_ones_they_came_from() -> None:
+    fd = cmapss.load_subset("FD001")
+    e = engines(fd.train, np.zeros(14), np.ones(14))
+    raw = [e.series[u] for u in (3, 17, 40, 66, 90)]
+    stacked = np.vstack(raw)
+    z = [(r - stacked.mean(axis=0)) / stacked.std(axis=0) for r in raw]
+    fake = TrajectoryModel.fit(z).sample(30, np.random.default_rng(0))
+    real_start = np.mean([s[:10].mean(axis=0) for s in z], axis=0)
+    real_end = np.mean([s[-10:].mean(axis=0) for s in z], axis=0)
+    fake_start = np.mean([s[:10].mean(axis=0) for s in fake], axis=0)
+    fake_end = np.mean([s[-10:].mean(axis=0) for s in fake], axis=0)
+    assert np.abs(fake_start - real_start).mean() < 0.3 and np.abs(fake_end - real_end).mean() < 0.4
+    real_noise = np.mean([np.diff(s, axis=0).std(axis=0) for s in z], axis=0)
+    fake_noise = np.mean([np.diff(s, axis=0).std(axis=0) for s in fake], axis=0)
+    assert np.allclose(fake_noise, real_noise, rtol=0.15)
+    assert 0.7 < np.mean([len(s) for s in fake]) / np.mean([len(s) for s in z]) < 1.3
+
+
+def test_jitter_keeps_length_and_stays_near_its_source() -> None:
+    series = [np.cumsum(np.ones((50, 3)), axis=0)]
+    out = scarcity.jitter(series, 4, np.random.default_rng(0))
+    assert all(o.shape == (50, 3) for o in out)
+    assert all(np.abs(o - series[0]).mean() < 3.0 for o in out) and not any(np.allclose(o, series[0]) for o in out)
+
+
+def test_each_draw_fits_its_generator_on_its_own_engines_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    fitted: list[list[int]] = []
+    real_fit = TrajectoryModel.fit
+
+    def spy(series):  # record which engines the generator saw, by their lengths
+        fitted.append(sorted(len(s) for s in series))
+        return real_fit(series)
+
+    monkeypatch.setattr(scarcity.TrajectoryModel, "fit", staticmethod(spy))
+    report = scarcity.evaluate_scarcity(ks=(3,), draws=1, steps=10)
+    units = report["curve"]["3"]["units"][0]
+    life = cmapss.load_subset("FD001").train_life
+    assert fitted == [sorted(life[u] for u in units)]
+    row = report["curve"]["3"]
+    assert row["train_engines"] == 3 and row["extra_engines"] == 6
+    for arm in scarcity.ARMS:
+        assert np.isfinite(row[arm]["rmse"]["mean"]) and len(row[arm]["rmse"]["draws"]) == 1
