@@ -92,6 +92,11 @@ def write_docs(report: dict[str, Any], docs_dir: Path) -> Path:
         columns=", ".join(report["columns"]), n_columns=len(report["columns"]), seconds=report["seconds"],
         not_measured=", ".join(f"`{k}`" for k in report["not_measured"]) or "nothing",
     )
+    from twinstream.evaluation import scarcity_docs
+
+    scarcity = scarcity_docs.load()  # the committed eval scarcity report, if any: its section closes the page
+    if scarcity is not None:
+        text = text.rstrip("\n") + "\n" + scarcity_docs.section(scarcity)
     docs_dir.mkdir(parents=True, exist_ok=True)
     out = docs_dir / "synthetic.md"
     out.write_text(text)

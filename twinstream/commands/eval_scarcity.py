@@ -37,6 +37,9 @@ def scarcity(
     draws: int = typer.Option(3, "--draws", min=1, help="Random draws of the k engines per point."),
     steps: int = typer.Option(400, "--steps", min=1, help="Gradient steps per ensemble member (the training budget)."),
     seed: int = typer.Option(0, help="Seed of the engine draws."),
+    docs: Path | None = typer.Option(None, "--docs", help="Also draw img/scarcity.png here and regenerate synthetic.md "
+                                     "(from benchmarks/results/eval_synth.json and the --json report, which must be "
+                                     "benchmarks/results/scarcity.json)."),
 ) -> None:
     """Train the prior on k real engines (several draws), alone, with generated trajectories, with jitter; score the twins."""
     import torch
@@ -55,3 +58,13 @@ def scarcity(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n")
         console.print(f"[green]wrote[/] {json_path}")
+    if docs is not None:
+        from twinstream.evaluation import scarcity_docs
+        from twinstream.evaluation.synth_docs import write_docs
+
+        if json_path is None or json_path.resolve() != scarcity_docs.RESULTS:
+            console.print(f"[red]--docs needs --json {scarcity_docs.RESULTS}: the page is built from that file[/red]")
+            raise typer.Exit(2)
+        console.print(f"[green]wrote[/] {scarcity_docs.plot(report, docs / scarcity_docs.PLOT)}")
+        synth_report = json.loads((scarcity_docs.RESULTS.parent / "eval_synth.json").read_text())
+        console.print(f"[green]wrote[/] {write_docs(synth_report, docs)}")
