@@ -15,6 +15,7 @@ LABELS = {
     "last_value": "last value carried forward",
     "kalman": "Kalman local-linear-trend smoother",
     "kalman_filter": "Kalman local-linear-trend filter (causal)",
+    "adaptive": "chosen per segment and sensor on pseudo-gaps of the measured values (as the sidecar)",
 }
 
 
