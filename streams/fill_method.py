@@ -26,6 +26,15 @@ generator's observation-noise variance ``kalman.r`` of that sensor), times the s
 training standard deviation for raw units. It says how far the measurement could be
 from the published value, not how uncertain the level alone is.
 
+Adaptive (``adaptive=True``, the sidecar's default via ``sidecar_adaptive_fill``):
+:meth:`FillMethod.fill_choosing` picks, per window and column, among the Kalman
+baseline, the generator (its in-domain columns), linear interpolation and the last
+value, by their error on pseudo-gaps cut from the window's own measured values
+(:mod:`twinstream.models.fill_select`); step-like or flat columns only get linear or
+last value, which never overshoot. The generator then fills the window and its
+validation copies in one call, so its budget covers both. Non-generator fills keep the
+baseline's version in ``generator``; ``Telemetry.fill`` names the filler actually used.
+
 Time budget (``budget_s``, from ``TWINSTREAM_SIDECAR_GENERATOR_BUDGET_S``): the generator
 part of a batch runs in its own thread and is waited for at most ``budget_s``.
 When it takes longer, the batch keeps its baseline fills (so its fills carry the
