@@ -82,10 +82,12 @@ def test_command_on_csv_writes_the_documented_keys(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
     for mask in ("block", "random"):
-        for method in ("generator", "linear", "last_value", "kalman", "kalman_filter"):
+        for method in ("generator", "linear", "last_value", "kalman", "kalman_filter", "adaptive"):
             assert math.isfinite(report["imputation"][mask][method]["mae"])
             assert report["imputation"][mask][method]["rmse"] >= report["imputation"][mask][method]["mae"]
         assert report["imputation"][mask]["kalman"]["mae"] < report["imputation"][mask]["last_value"]["mae"]
+        choices = report["imputation"][mask]["adaptive"]["choices"]  # what the adaptive arm picked, per window and column
+        assert sum(choices.values()) > 0 and set(choices) <= {"kalman", "generator", "linear", "last_value"}
     # the generator was trained by the run on the CSV's first part; the RUL effects are C-MAPSS only
     assert report["generator"]["artifact"].startswith("trained by this run") and "t.csv" in report["generator"]["training_data"]
     assert 0.0 <= report["discriminative_score"] <= 0.5
@@ -177,6 +179,9 @@ def test_committed_report_is_what_the_code_computes_and_the_page_is_generated_fr
     report = json.loads((repo / "benchmarks" / "results" / "eval_synth.json").read_text())
     for mask in ("block", "random"):
         for name, fresh in fd001_report["imputation"][mask].items():
+            if name == "adaptive":  # its candidates include the generator in the committed run, not in this one
+                assert report["imputation"][mask][name]["choices"], "the committed report has no adaptive arm"
+                continue
             assert report["imputation"][mask][name] == pytest.approx(fresh, abs=1e-6), (
                 f"benchmarks/results/eval_synth.json is stale for {mask}/{name}: rerun twinstream eval synth --seeds 10 "
                 "--json benchmarks/results/eval_synth.json --docs docs")
