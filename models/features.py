@@ -22,9 +22,9 @@ the live twin, so the prior never sees features the twin cannot produce.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 
+from twinstream.models.ew_features import advance_metrics
 from twinstream.schemas.prior import FeatureSchema
 
 # The sensors the RUL prior family is defined on (the bundled prior's feature schema
@@ -102,26 +102,7 @@ class RulFeatures:
         out = [float(self.n)]
         af, a_s, bn_max = self._af, self._as, self.baseline_n
         fast, slow, bsum, bn = self._fast, self._slow, self._bsum, self._bn
-        for i, name in enumerate(self.sensors):
-            v = metrics.get(name)
-            if v is not None and v == v and v not in (math.inf, -math.inf):
-                f = fast[i]
-                if f != f:  # first reading: start the means at it
-                    fast[i] = slow[i] = float(v)
-                else:
-                    fast[i] = f + af * (v - f)
-                    slow[i] += a_s * (v - slow[i])
-                if bn[i] < bn_max and name not in synthetic:
-                    bsum[i] += v
-                    bn[i] += 1
-                raw = float(v)
-            else:
-                raw = NAN
-            f = fast[i]
-            if bn[i]:
-                out += (raw, f, f - bsum[i] / bn[i], f - slow[i])
-            else:
-                out += (raw, NAN, NAN, NAN)
+        advance_metrics(self.sensors, metrics, synthetic, fast, slow, bsum, bn, af, a_s, bn_max, out)
         return out
 
     def update(self, metrics: Mapping[str, float | None], synthetic: Collection[str] = ()) -> dict[str, float]:

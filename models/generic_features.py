@@ -19,9 +19,9 @@ prior trained on one kind's features is refused for another.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Mapping, Sequence
 
+from twinstream.models.ew_features import advance_metrics
 from twinstream.schemas.prior import FeatureSchema
 
 EXTRACTOR = "generic-features"
@@ -78,26 +78,7 @@ class GenericFeatures:
         out = [float(self.n)]
         af, a_s, bn_max = self._af, self._as, self.baseline_n
         fast, slow, bsum, bn = self._fast, self._slow, self._bsum, self._bn
-        for i, name in enumerate(self.metrics):
-            v = values.get(name)
-            if v is not None and v == v and v not in (math.inf, -math.inf):
-                f = fast[i]
-                if f != f:
-                    fast[i] = slow[i] = float(v)
-                else:
-                    fast[i] = f + af * (v - f)
-                    slow[i] += a_s * (v - slow[i])
-                if bn[i] < bn_max and name not in synthetic:
-                    bsum[i] += v
-                    bn[i] += 1
-                raw = float(v)
-            else:
-                raw = NAN
-            f = fast[i]
-            if bn[i]:
-                out += (raw, f, f - bsum[i] / bn[i], f - slow[i])
-            else:
-                out += (raw, NAN, NAN, NAN)
+        advance_metrics(self.metrics, values, synthetic, fast, slow, bsum, bn, af, a_s, bn_max, out)
         return out
 
     def update(self, values: Mapping[str, float | None], synthetic: Collection[str] = ()) -> dict[str, float]:
