@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from abc import ABC, abstractmethod
 from datetime import datetime
 
 from twinstream.connectors.backoff import Backoff
@@ -22,7 +21,7 @@ from twinstream.connectors.metrics import ConnectorMetrics
 log = logging.getLogger(__name__)
 
 
-class PlantSource(ABC):
+class PlantSource:
     """Base class: subclasses implement :meth:`session` (connect, read until failure)."""
 
     kind = "source"
@@ -39,9 +38,13 @@ class PlantSource(ABC):
         self.last_error: str | None = None
         self._backoff = Backoff(reconnect.initial_s, reconnect.max_s)
 
-    @abstractmethod
     async def session(self) -> None:
-        """One connection's life: connect, call :meth:`on_connected`, read until it fails."""
+        """One connection's life: connect, call :meth:`on_connected`, read until it fails.
+
+        Sources that use the reconnect loop of :meth:`run` define it; a source with a
+        ``run`` of its own (the file replay) never calls it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} defines no session(): it must override run()")
 
     def on_connected(self) -> None:
         """Called by :meth:`session` once the connection is usable."""
