@@ -64,7 +64,10 @@ class Plant:
 
     async def stop(self) -> None:
         if self.server is not None:
-            await self.server.shutdown()
+            try:  # pymodbus's shutdown can wait forever on a connection it keeps; the task is cancelled below
+                await asyncio.wait_for(self.server.shutdown(), timeout=10)
+            except TimeoutError:
+                pass
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)

@@ -117,8 +117,13 @@ def test_prometheus_scrapes_every_documented_metric(stack: tuple[Settings, str, 
     predictions = TopicReader(kafka_broker.bootstrap_servers, PREDICTIONS.in_namespace(settings.topic_namespace).name)
     wait_until(lambda: predictions.poll() >= len(events), 180, lambda: f"predictions; logs:\n{logs()}")
     predictions.close()
-    wait_until(lambda: httpx.get(f"{api}/twins/{ENGINES[0]}", timeout=5).status_code == 200, 60,
-               lambda: f"the twin API; logs:\n{logs()}")
+    def api_serves_the_twin() -> bool:
+        try:  # the API starts with the worker's first assignment: refused until it listens
+            return httpx.get(f"{api}/twins/{ENGINES[0]}", timeout=5).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    wait_until(api_serves_the_twin, 60, lambda: f"the twin API; logs:\n{logs()}")
 
     missing: set[str] = set()
 
