@@ -80,6 +80,12 @@ class Settings(BaseSettings):
         default_factory=dict, description="Learner constructor parameters (JSON in env), e.g. {\"prior\": \"bundled\"}."
     )
     target: str = Field(default="rul", description="What twins predict; learned from telemetry targets of that name.")
+    twin_idle_evict_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="Twins that got no event for this many seconds leave the worker's memory once a checkpoint holds "
+            "their state (they stay in the table and reload on their next event); 0: never evicted.",
+    )
     twins_spec: str = Field(
         default=BUNDLED_TWINS_SPEC,
         min_length=1,
