@@ -38,7 +38,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +119,8 @@ class IngestAgent:
         self.last_checkpoint = time.monotonic()
         self.checkpoint_number = 0
         self.stream: faust.StreamT | None = None
+        # Told the records of every applied batch (the twin API publishes the twins they touched).
+        self.on_batch: Callable[[list[Record]], None] | None = None
         app.agent(self.inputs, name="twinstream.ingest")(self._agent)
         app.timer(max(settings.checkpoint_interval_s, 0.05))(self._on_timer)
         app.on_partitions_revoked.connect(self._on_revoked)
@@ -258,6 +260,8 @@ class IngestAgent:
         for topic, count in per_topic.items():
             self.metrics.events_in.labels(topic).inc(count)
         output = self.processor.process(records)
+        if self.on_batch is not None:
+            self.on_batch(records)
         partitions = self.settings.partitions
         sends: list[Awaitable[Any]] = []
         if output.predictions:
