@@ -22,7 +22,7 @@ import abc
 import copy
 import math
 import pickle
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
@@ -70,6 +70,28 @@ def check_weight(w: float) -> float:
     return w
 
 
+Observation = tuple["TwinLearner", Features, Collection[str]]  # (learner, its input, the synthetic input names)
+
+
+def observe_all(items: Sequence[Observation]) -> list[Features | Exception]:
+    """:meth:`TwinLearner.observe_many` over learners of any classes (one event each), results in item order.
+
+    Learners are grouped by class, so each family batches its own events.
+
+    >>> from twinstream.models.river_linear import RiverLinearTwin
+    >>> observe_all([(RiverLinearTwin(), {"a": 1.0}, ())])
+    [{'a': 1.0}]
+    """
+    groups: dict[type[TwinLearner], list[int]] = {}
+    for i, (learner, _, _) in enumerate(items):
+        groups.setdefault(type(learner), []).append(i)
+    out: list[Features | Exception] = [{}] * len(items)
+    for cls, where in groups.items():
+        for i, result in zip(where, cls.observe_many([items[i] for i in where]), strict=True):
+            out[i] = result
+    return out
+
+
 class TwinLearner(abc.ABC):
     """Base class of per-entity online learners.
 
@@ -90,6 +112,27 @@ class TwinLearner(abc.ABC):
         The default passes ``x`` through.
         """
         return x
+
+    @classmethod
+    def observe_many(cls, items: Sequence[Observation]) -> list[Features | Exception]:
+        """:meth:`observe_one` for several learners of this class, one event each; results in order.
+
+        Why: stateless work given the features (e.g. a fleet prior's network) is far
+        cheaper as one array operation over many events than as many calls with batch
+        size 1. The worker applies a batch of events in waves with at most one event per
+        entity, so the learners of one call are distinct and their order is free; what
+        must stay sequential (each learner's own feature state) stays per learner.
+        The result for each item is exactly what ``learner.observe_one(x, synthetic)``
+        returns (to float tolerance), or the exception it raised: one learner's failure
+        leaves the others' results standing. The default loops over :meth:`observe_one`.
+        """
+        out: list[Features | Exception] = []
+        for learner, x, synthetic in items:
+            try:
+                out.append(learner.observe_one(x, synthetic))
+            except Exception as exc:  # noqa: BLE001 - reported per item, see the docstring
+                out.append(exc)
+        return out
 
     @abc.abstractmethod
     def learn_one(self, x: Features, y: float, w: float = 1.0) -> None:

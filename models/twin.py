@@ -21,11 +21,11 @@ recognised as late, not as a duplicate, and can be reported instead of vanishing
 from __future__ import annotations
 
 import pickle
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from twinstream.models.base import Features, IntervalPrediction, TwinLearner, unpickle_as
+from twinstream.models.base import Features, IntervalPrediction, Observation, TwinLearner, observe_all, unpickle_as
 from twinstream.models.fills import FillBook
 from twinstream.models.gaps import GapDetector
 from twinstream.models.kind_twin import KindTwin
@@ -40,6 +40,18 @@ class SeqStatus(StrEnum):
     NEW = "new"
     DUPLICATE = "duplicate"
     LATE = "late"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One event for :meth:`Twin.step_many`: the arguments of :meth:`Twin.step`, with its twin."""
+
+    twin: Twin
+    seq: int
+    metrics: Features
+    target: float | None = None
+    synthetic: Collection[str] = ()
+    weight: float = 1.0
 
 
 @dataclass(slots=True)
@@ -106,17 +118,68 @@ class Twin:
         ``weight`` is the label's sample weight (``TwinLearner.learn_one``'s ``w``, in
         [0, 1]; the worker passes ``synthetic_learn_weight`` for synthetic input).
         """
+        learner = self._stepping(seq)
+        return self._conclude(seq, learner, learner.observe_one(self.features(metrics), synthetic), target, weight)
+
+    def _stepping(self, seq: int) -> TwinLearner:
+        """The learner, when ``seq`` may be stepped (a NEW event of a twin with a label task); else ``ValueError``."""
         if seq <= self.last_seq:
             raise ValueError(f"{self.entity_id}: seq {seq} is not after last applied seq {self.last_seq}")
         if self.learner is None:
             raise ValueError(f"{self.entity_id}: a twin of kind {self.kind!r} has no label task to step")
-        x = self.learner.observe_one(self.features(metrics), synthetic)
-        prediction = self.learner.predict_interval(x)
+        return self.learner
+
+    def _conclude(self, seq: int, learner: TwinLearner, x: Features, target: float | None, weight: float) -> IntervalPrediction:
+        """After observing: predict, learn, advance (the rest of :meth:`step`)."""
+        prediction = learner.predict_interval(x)
         if target is not None:
-            self.learner.learn_one(x, target, w=weight)
+            learner.learn_one(x, target, w=weight)
             self.labelled += 1
         self.advance(seq)
         return prediction
+
+    @staticmethod
+    def step_many(steps: Sequence[Step]) -> list[IntervalPrediction | Exception]:
+        """:meth:`step` for several twins, one event each, with their learners' observations batched.
+
+        Each result is what ``twin.step(...)`` returns for its step (to float tolerance), or
+        the exception it raised; a failed step leaves the others standing. The twins must be
+        distinct (one event per entity: the worker's waves); :func:`observe_all` lets each
+        learner family batch its stateless work (``TwinLearner.observe_many``).
+
+        >>> from twinstream.models.river_linear import RiverLinearTwin
+        >>> a, b = Twin("a", RiverLinearTwin()), Twin("b", RiverLinearTwin())
+        >>> [r.value for r in Twin.step_many([Step(a, 0, {"s1": 1.0}, 5.0), Step(b, 0, {"s1": 2.0})])]
+        [0.0, 0.0]
+        >>> a.labelled, b.labelled, isinstance(Twin.step_many([Step(a, 0, {"s1": 1.0})])[0], ValueError)
+        (1, 0, True)
+        """
+        if len(steps) == 1:  # nothing to batch
+            step = steps[0]
+            try:
+                return [step.twin.step(step.seq, step.metrics, step.target, step.synthetic, weight=step.weight)]
+            except Exception as exc:  # noqa: BLE001 - reported per step
+                return [exc]
+        out: list[IntervalPrediction | Exception] = [ValueError("not stepped")] * len(steps)
+        observing: list[tuple[int, TwinLearner]] = []
+        items: list[Observation] = []
+        for i, step in enumerate(steps):
+            try:
+                learner = step.twin._stepping(step.seq)
+                items.append((learner, step.twin.features(step.metrics), step.synthetic))
+                observing.append((i, learner))
+            except Exception as exc:  # noqa: BLE001 - reported per step
+                out[i] = exc
+        for (i, learner), x in zip(observing, observe_all(items), strict=True):
+            if isinstance(x, Exception):
+                out[i] = x
+                continue
+            step = steps[i]
+            try:
+                out[i] = step.twin._conclude(step.seq, learner, x, step.target, step.weight)
+            except Exception as exc:  # noqa: BLE001 - reported per step
+                out[i] = exc
+        return out
 
     def advance(self, seq: int) -> None:
         """The sequence bookkeeping of a NEW event (gaps, last seq, update count), without a learner.

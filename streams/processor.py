@@ -43,12 +43,15 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from twinstream.models.base import IntervalPrediction
 from twinstream.models.gaps import GapDetector
 from twinstream.models.registry import make_learner
-from twinstream.models.twin import SeqStatus, Twin
+from twinstream.models.twin import SeqStatus, Step, Twin
 from twinstream.schemas.dead_letter import RejectReason
 from twinstream.schemas.telemetry import Telemetry
 from twinstream.schemas.topics import SYNTHETIC
@@ -67,6 +70,20 @@ from twinstream.streams.twin_journal import NEW_TWIN, TwinJournal
 from twinstream.streams.validation import Rejection, decode_telemetry
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Deferred:
+    """A valid event whose label step waits for its wave (see :meth:`TwinProcessor.process`)."""
+
+    record: Record
+    decoded: Telemetry
+    kind: str | None  # the matched kind's name (None without a twins spec)
+    target: str
+    label: float | None
+    share: float
+    step: Step
+    gaps_before: int
 
 
 class TwinProcessor:
@@ -88,6 +105,8 @@ class TwinProcessor:
         self.metrics = metrics or WorkerMetrics()
         self.clock = clock
         self.twins: dict[str, Twin] = {}
+        self.touched: OrderedDict[str, float] = OrderedDict()  # entity -> clock time of its latest event, oldest first
+        self._now_s = 0.0
         self.partition_of: dict[str, int] = {}
         self.dirty: set[str] = set()
         self.journal = TwinJournal()
@@ -113,13 +132,27 @@ class TwinProcessor:
             self.twins[entity_id] = twin
             self.partition_of[entity_id] = partition
             self.metrics.twins.set(len(self.twins))
+        self.touched[entity_id] = self._now_s
+        self.touched.move_to_end(entity_id)
         return twin
 
     def process(self, records: Iterable[Record]) -> BatchOutput:
-        """Handle a batch; never raises for anything in a record (see the module docstring)."""
+        """Handle a batch; never raises for anything in a record (see the module docstring).
+
+        The label steps of a batch run in waves with at most one event per entity: an
+        event's sequential work (validation, sequence check, fills, feature state) runs
+        as it comes, its label step waits, and the next event of an entity that has one
+        waiting first completes the wave (``Twin.step_many``: each learner family batches
+        its stateless work, e.g. the fleet prior's network, over the wave). Every entity's
+        events keep their order and predict-then-learn semantics exactly; outputs keep
+        each entity's order (not the order across entities).
+        """
         out = BatchOutput()
         now = self.clock()
+        self._now_s = now.timestamp()
         counts = TargetCounts(self.metrics)  # one label lookup per target and batch, not per event
+        wave: list[_Deferred] = []
+        waiting: set[str] = set()
         last_event_time: datetime | None = None
         applied = 0
         for record in records:
@@ -137,13 +170,24 @@ class TwinProcessor:
                 if isinstance(decoded, Rejection):
                     self._reject(out, record, decoded.reason, decoded.error, decoded.entity_id)
                     continue
-                if self._apply(out, record, decoded, now, counts):
+                if decoded.entity_id in waiting:  # its twin must first finish the waiting event
+                    done, last = self._run_wave(out, wave, now, counts)
+                    applied, last_event_time = applied + done, last or last_event_time
+                    waiting.clear()
+                    marks = (len(out.predictions), len(out.dead_letters), len(out.gaps))
+                result = self._apply(out, record, decoded, now, counts)
+                if isinstance(result, _Deferred):
+                    wave.append(result)
+                    waiting.add(decoded.entity_id)
+                elif result:
                     last_event_time = decoded.event_time
                     applied += 1
             except Exception as exc:  # noqa: BLE001 - one record's failure must not lose the batch
                 del out.predictions[marks[0]:], out.dead_letters[marks[1]:], out.gaps[marks[2]:]
                 counts.withdraw(marks[0])
                 self._twin_error(out, record, decoded if isinstance(decoded, Telemetry) else None, exc, now)
+        done, last = self._run_wave(out, wave, now, counts)
+        applied, last_event_time = applied + done, last or last_event_time
         if applied:
             self.metrics.events_applied.inc(applied)
         counts.publish()
@@ -151,8 +195,46 @@ class TwinProcessor:
             self.metrics.lag_seconds.set((now - last_event_time).total_seconds())
         return out
 
-    def _apply(self, out: BatchOutput, record: Record, decoded: Telemetry, now: datetime, counts: TargetCounts) -> bool:
-        """One valid record onto its twin; True when it was applied (predictions published). May raise (see process)."""
+    def _run_wave(self, out: BatchOutput, wave: list[_Deferred], now: datetime, counts: TargetCounts) -> tuple[int, datetime | None]:
+        """The waiting label steps, batched; each finished in order. Returns (events applied, latest event time).
+
+        Never raises: a step or finish that fails makes its record a dead letter ``twin_error``
+        (its outputs withdrawn, its twin restored), as in :meth:`process`.
+        """
+        if not wave:
+            return 0, None
+        applied = 0
+        last: datetime | None = None
+        results = Twin.step_many([d.step for d in wave])
+        for deferred, result in zip(wave, results, strict=True):
+            marks = (len(out.predictions), len(out.dead_letters), len(out.gaps))
+            try:
+                if isinstance(result, Exception):
+                    raise result
+                self._finish(out, deferred, result, now, counts)
+                applied += 1
+                last = deferred.decoded.event_time
+            except Exception as exc:  # noqa: BLE001 - one record's failure must not lose the batch
+                del out.predictions[marks[0]:], out.dead_letters[marks[1]:], out.gaps[marks[2]:]
+                counts.withdraw(marks[0])
+                self._twin_error(out, deferred.record, deferred.decoded, exc, now)
+        wave.clear()
+        return applied, last
+
+    def _apply_now(self, out: BatchOutput, record: Record, decoded: Telemetry, now: datetime, counts: TargetCounts) -> None:
+        """:meth:`_apply` with its label step run at once (a wave of one); raises what the step raised."""
+        result = self._apply(out, record, decoded, now, counts)
+        if isinstance(result, _Deferred):
+            interval = Twin.step_many([result.step])[0]
+            if isinstance(interval, Exception):
+                raise interval
+            self._finish(out, result, interval, now, counts)
+
+    def _apply(
+        self, out: BatchOutput, record: Record, decoded: Telemetry, now: datetime, counts: TargetCounts
+    ) -> bool | _Deferred:
+        """One valid record onto its twin; True when it was applied (predictions published), a
+        :class:`_Deferred` when its label step waits for the wave. May raise (see process)."""
         spec: KindSpec | None = None
         if self.kinds is not None:
             spec = self.kinds.match(decoded.entity_id, decoded.kind)
@@ -188,11 +270,18 @@ class TwinProcessor:
             return False
         gaps_before = twin.gaps
         self.dirty.add(decoded.entity_id)  # before the step: a half-done step changed the twin too
-        if twin.learner is None:  # a kind with forecast/anomaly tasks only
-            twin.advance(decoded.seq)
-            share = 1.0 if decoded.synthetic and any(v is not None for v in decoded.metrics.values()) else 0.0
-        else:
-            share = self._label_step(out, record, decoded, twin, spec, counts)
+        if twin.learner is not None:
+            return self._label_input(record, decoded, twin, spec, gaps_before)
+        twin.advance(decoded.seq)  # a kind with forecast/anomaly tasks only
+        share = 1.0 if decoded.synthetic and any(v is not None for v in decoded.metrics.values()) else 0.0
+        self._after_step(out, record, decoded, twin, share, gaps_before, now, counts)
+        return True
+
+    def _after_step(
+        self, out: BatchOutput, record: Record, decoded: Telemetry, twin: Twin, share: float, gaps_before: int,
+        now: datetime, counts: TargetCounts,
+    ) -> None:
+        """The kind's forecast/anomaly tasks, gap detection and bookkeeping of an applied event."""
         if twin.tasks is not None:
             for p in twin.tasks.step(decoded.metrics, decoded.seq, decoded.targets):
                 if not (math.isfinite(p.value) and (p.lower is None or math.isfinite(p.lower))
@@ -205,12 +294,11 @@ class TwinProcessor:
         self.journal.applied(decoded.entity_id, record, decoded, twin)
         if twin.gaps != gaps_before:
             self.metrics.sequence_gaps.inc(twin.gaps - gaps_before)
-        return True
 
-    def _label_step(
-        self, out: BatchOutput, record: Record, decoded: Telemetry, twin: Twin, spec: KindSpec | None, counts: TargetCounts
-    ) -> float:
-        """The label task (the twin's learner): predict, learn, publish; returns the input's synthetic share."""
+    def _label_input(
+        self, record: Record, decoded: Telemetry, twin: Twin, spec: KindSpec | None, gaps_before: int
+    ) -> _Deferred:
+        """The label task's input (fills applied, synthetic share, learn weight), ready for its wave."""
         label_task = self.kinds.label_task(spec) if spec is not None and self.kinds is not None else None
         target = label_task.target if label_task is not None else self.settings.target
         label = decoded.targets.get(target)
@@ -227,18 +315,25 @@ class TwinProcessor:
                     label = None
                 else:
                     weight = learn_weight
-        interval = twin.step(decoded.seq, inputs, label, synthetic, weight=weight)
+        step = Step(twin, decoded.seq, inputs, label, synthetic, weight)
+        return _Deferred(record, decoded, None if spec is None else spec.name, target, label, share, step, gaps_before)
+
+    def _finish(
+        self, out: BatchOutput, deferred: _Deferred, interval: IntervalPrediction, now: datetime, counts: TargetCounts
+    ) -> None:
+        """Publish a stepped label prediction, then the rest of the event (:meth:`_after_step`)."""
         if not (math.isfinite(interval.value) and math.isfinite(interval.lower) and math.isfinite(interval.upper)
                 and interval.lower <= interval.upper):
             raise BadPrediction(f"learner predicted value={interval.value!r} lower={interval.lower!r} "
                                 f"upper={interval.upper!r}")
-        prediction = encode_prediction(decoded, twin, target, interval.value, interval.lower, interval.upper, share,
-                                       None if spec is None else spec.name)
-        if label is not None:
-            counts.error(target, abs(interval.value - label))
+        record, decoded, twin, target = deferred.record, deferred.decoded, deferred.step.twin, deferred.target
+        prediction = encode_prediction(decoded, twin, target, interval.value, interval.lower, interval.upper,
+                                       deferred.share, deferred.kind)
+        if deferred.label is not None:
+            counts.error(target, abs(interval.value - deferred.label))
         out.predictions.append((record.key or b"", prediction))
         counts.predicted(target)
-        return share
+        self._after_step(out, record, decoded, twin, deferred.share, deferred.gaps_before, now, counts)
 
     def _twin_error(self, out: BatchOutput, record: Record, decoded: Telemetry | None, exc: Exception, now: datetime) -> None:
         """Dead-letter a record whose handling raised, and undo what it did to its twin."""
@@ -262,13 +357,14 @@ class TwinProcessor:
             self.twins[entity_id] = Twin.from_bytes(base) if base else self.new_twin(entity_id, spec)
             scratch = BatchOutput()
             for record, decoded in done:
-                self._apply(scratch, record, decoded, now, TargetCounts(self.metrics))
+                self._apply_now(scratch, record, decoded, now, TargetCounts(self.metrics))
             log.warning("twin restored entity=%s: checkpoint state + %d records replayed", entity_id, len(done))
         except Exception:
             log.exception("twin restore failed entity=%s: back to its last checkpoint, %d records since then "
                           "are not in its state", entity_id, len(done))
             metrics.twin_errors.labels("restore").inc()
             self.twins.pop(entity_id, None)
+            self.touched.pop(entity_id, None)
             self.partition_of.pop(entity_id, None)
             self.dirty.discard(entity_id)
             self.journal.base.pop(entity_id, None)
@@ -370,12 +466,43 @@ class TwinProcessor:
             grouped.setdefault(self.partition_of[entity_id], []).append((entity_id, blob))
         self.dirty.clear()
         self.journal.records.clear()  # a twin that is not dirty is its base: nothing to replay
+        if self.settings.twin_idle_evict_s > 0:
+            self.evict_idle()
         return grouped
+
+    def evict_idle(self) -> int:
+        """Drop twins idle for ``twin_idle_evict_s`` (by ``clock``) and not dirty; returns how many.
+
+        Why: a fleet of a million entities, most of them quiet at any time, need not stay
+        resident. A twin leaves memory only when its state needs no checkpoint (not dirty):
+        :meth:`take_dirty` evicts right after serializing every changed twin, which the
+        agent writes to the table before it processes the next batch, so the twin reloads
+        its latest state (``load_twin``) on its next event.
+        """
+        horizon = self.clock().timestamp() - self.settings.twin_idle_evict_s
+        idle: list[str] = []
+        for entity_id, seen in self.touched.items():  # oldest first
+            if seen > horizon:
+                break
+            if entity_id not in self.dirty:
+                idle.append(entity_id)
+        for entity_id in idle:
+            del self.touched[entity_id]
+            self.twins.pop(entity_id, None)
+            self.partition_of.pop(entity_id, None)
+            self.journal.base.pop(entity_id, None)
+            self.journal.records.pop(entity_id, None)
+        if idle:
+            self.metrics.twins.set(len(self.twins))
+            log.debug("evicted %d twins idle for %.0f s; %d stay in memory", len(idle), self.settings.twin_idle_evict_s,
+                      len(self.twins))
+        return len(idle)
 
     def drop_all(self) -> int:
         """Forget every cached twin (after a rebalance); their checkpointed state lives on in the table."""
         dropped = len(self.twins)
         self.twins.clear()
+        self.touched.clear()
         self.partition_of.clear()
         self.dirty.clear()
         self.journal.clear()
