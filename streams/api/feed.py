@@ -32,9 +32,17 @@ YIELD_EVERY = 100
 class PredictionFeed:
     """Keeps, per entity, the last prediction of each task and the last ``history`` predictions."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, history: int = 256, lookback: int = 5000,
-                 max_entities: int = 100_000, on_prediction: Callable[[int, Prediction], None] | None = None,
-                 security: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        *,
+        history: int = 256,
+        lookback: int = 5000,
+        max_entities: int = 100_000,
+        on_prediction: Callable[[int, Prediction], None] | None = None,
+        security: dict[str, Any] | None = None,
+    ) -> None:
         """``security``: :func:`twinstream.kafka_security.client_options` (TLS / SASL); None: plaintext."""
         self.bootstrap_servers = bootstrap_servers
         self.security = security or {}
@@ -51,9 +59,14 @@ class PredictionFeed:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self.consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, group_id=None,
-                                         enable_auto_commit=False, auto_offset_reset="earliest",
-                                         client_id="twinstream-api-feed", **self.security)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id="twinstream-api-feed",
+            **self.security,
+        )
         await self.consumer.start()
         partitions: set[int] = set()
         for _ in range(50):
@@ -99,8 +112,9 @@ class PredictionFeed:
                     try:
                         prediction = orjson.loads(message.value)
                     except orjson.JSONDecodeError:
-                        log.warning("prediction feed: unreadable record topic=%s partition=%d offset=%d",
-                                    tp.topic, tp.partition, message.offset)
+                        log.warning(
+                            "prediction feed: unreadable record topic=%s partition=%d offset=%d", tp.topic, tp.partition, message.offset
+                        )
                         continue
                     if isinstance(prediction, dict) and isinstance(prediction.get("entity_id"), str):
                         self.add(prediction, tp.partition)

@@ -15,7 +15,7 @@ import asyncio
 import hmac
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import resources
 from typing import Any
 from urllib.parse import urlencode
@@ -36,9 +36,9 @@ from twinstream.streams.api.summary import (
     decode_cursor,
     encode_cursor,
     etag,
+    join_summary,
     prediction_view,
     select_fields,
-    twin_summary,
 )
 from twinstream.streams.metrics import WorkerMetrics
 
@@ -53,12 +53,25 @@ def _json(doc: Any, status: int = 200, headers: dict[str, str] | None = None) ->
     return Response(orjson.dumps(doc), status_code=status, media_type="application/json", headers=headers)
 
 
+Recorder = Callable[[str, str, int, float], None]  # route template, method, status, seconds to the response head
+
+
+def metrics_recorder(metrics: WorkerMetrics) -> Recorder:
+    """A recorder that counts into ``metrics`` directly (the API process instead reports to the worker)."""
+
+    def record(route: str, method: str, status: int, seconds: float) -> None:
+        metrics.api_requests.labels(route, method, str(status)).inc()
+        metrics.api_request_seconds.labels(route).observe(seconds)
+
+    return record
+
+
 class RequestMetrics:
     """Counts requests and times them to the response head, by route template (pure ASGI: no per-request task)."""
 
-    def __init__(self, app: Any, metrics: WorkerMetrics) -> None:
+    def __init__(self, app: Any, record: Recorder) -> None:
         self.app = app
-        self.metrics = metrics
+        self.record_request = record
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -71,8 +84,7 @@ class RequestMetrics:
             nonlocal recorded
             recorded = True
             template = getattr(scope.get("route"), "path", "unmatched")
-            self.metrics.api_requests.labels(template, scope["method"], str(status)).inc()
-            self.metrics.api_request_seconds.labels(template).observe(time.perf_counter() - started)
+            self.record_request(template, scope["method"], status, time.perf_counter() - started)
             log.debug("api %s %s -> %d", scope["method"], scope["path"], status)
 
         async def send_and_record(message: dict) -> None:
@@ -87,9 +99,29 @@ class RequestMetrics:
                 record(500)
 
 
-def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = "", metrics: WorkerMetrics | None = None,
-              client: httpx.AsyncClient | None = None) -> FastAPI:
-    """The API of one worker; ``client`` forwards requests to peers."""
+def build_api(
+    directory: TwinDirectory,
+    feed: PredictionFeed,
+    *,
+    token: str = "",
+    metrics: WorkerMetrics | None = None,
+    client: httpx.AsyncClient | None = None,
+    record: Recorder | None = None,
+    metrics_text: Callable[[], Awaitable[bytes]] | None = None,
+) -> FastAPI:
+    """The API of one worker; ``client`` forwards requests to peers.
+
+    Request metrics go to ``record`` (default: counted in ``metrics``); ``/metrics`` serves
+    ``metrics_text()`` (default: ``metrics``' registry).
+    """
+    if record is None and metrics is not None:
+        record = metrics_recorder(metrics)
+    if metrics_text is None and metrics is not None:
+        registry = metrics.registry
+
+        async def metrics_text() -> bytes:
+            return generate_latest(registry)
+
     api = FastAPI(title="twinstream twin API", docs_url="/docs", redoc_url=None)
     http = client or httpx.AsyncClient(timeout=10.0)
     static = resources.files("twinstream.streams.api") / "static"
@@ -97,10 +129,15 @@ def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = ""
     # The inspector page of one worker follows a stream redirected to another worker: a
     # cross-origin EventSource, which the browser allows only with CORS headers. Read-only,
     # and the token (not cookies) guards the data, so any origin may read.
-    api.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET"],
-                       allow_headers=["Authorization", "Last-Event-ID"], expose_headers=["ETag"])
-    if metrics is not None:
-        api.add_middleware(RequestMetrics, metrics=metrics)
+    api.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET"],
+        allow_headers=["Authorization", "Last-Event-ID"],
+        expose_headers=["ETag"],
+    )
+    if record is not None:
+        api.add_middleware(RequestMetrics, record=record)
 
     def authorize(request: Request) -> None:
         if not token:
@@ -137,10 +174,12 @@ def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = ""
 
     def check_local(request: Request, entity_id: str) -> bool:
         """True when this worker holds the twin; raises 503 while it recovers, 404 on a routed miss."""
-        if directory.agent.rebalancing:
+        if directory.rebalancing:
             raise not_ready("this worker is recovering its partitions after a rebalance; retry")
-        if directory.twin(entity_id) is not None:
+        if directory.state(entity_id) is not None:
             return True
+        if directory.loading and directory.is_local(entity_id):
+            raise not_ready("this worker is still loading its twins after a rebalance; retry")
         if request.headers.get(ROUTED_HEADER):
             raise unknown(entity_id)
         return False
@@ -156,8 +195,7 @@ def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = ""
             if reply.status_code == 404:
                 continue
             relay = {k: v for k, v in reply.headers.items() if k.lower() in ("etag", "retry-after", "www-authenticate")}
-            return Response(reply.content, status_code=reply.status_code, headers=relay,
-                            media_type=reply.headers.get("content-type"))
+            return Response(reply.content, status_code=reply.status_code, headers=relay, media_type=reply.headers.get("content-type"))
         if unreachable:
             raise not_ready(f"the worker holding {entity_id!r} may be unreachable or rebalancing; retry")
         raise unknown(entity_id)
@@ -166,11 +204,10 @@ def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = ""
         return HTTPException(404, f"no twin for entity {entity_id!r}: this deployment has received no telemetry for it")
 
     def summary(entity_id: str) -> dict[str, Any] | None:
-        found = directory.twin(entity_id)
-        if found is None:
+        state = directory.state(entity_id)
+        if state is None:
             return None
-        twin, size = found
-        return twin_summary(twin, size, feed.last.get(entity_id, {}))
+        return join_summary(state, feed.last.get(entity_id, {}))
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -179,14 +216,23 @@ def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = ""
     @api.get("/readyz")
     async def readyz() -> Response:
         ready = directory.ready()
-        body = {"ready": ready, "rebalancing": directory.agent.rebalancing, "partitions": sorted(directory.owned_partitions())}
+        body = {
+            "ready": ready,
+            "rebalancing": directory.rebalancing,
+            "loading": directory.loading,
+            "partitions": sorted(directory.owned_partitions()),
+        }
         return _json(body, 200 if ready else 503)
 
     @api.get("/metrics")
     async def metrics_endpoint() -> Response:
-        if metrics is None:
+        if metrics_text is None:
             raise HTTPException(404, "no metrics registry")
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        try:
+            text = await metrics_text()
+        except TimeoutError as exc:
+            raise not_ready("the worker did not answer for its metrics in time") from exc
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/twins/{entity_id}")
     async def get_twin(entity_id: str, request: Request, fields: str | None = None) -> Response:
@@ -211,9 +257,15 @@ def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = ""
         return _json({"entity_id": entity_id, "predictions": [prediction_view(p) for p in feed.since(entity_id, since)]})
 
     @api.get("/twins")
-    async def list_twins(request: Request, kind: str | None = None, filter: str | None = None,  # noqa: A002 - Ditto's name
-                         size: int = Query(DEFAULT_PAGE_SIZE, ge=1), cursor: str | None = None,
-                         fields: str | None = None, scope: str = "fleet") -> Response:
+    async def list_twins(
+        request: Request,
+        kind: str | None = None,
+        filter: str | None = None,  # noqa: A002 - Ditto's name
+        size: int = Query(DEFAULT_PAGE_SIZE, ge=1),
+        cursor: str | None = None,
+        fields: str | None = None,
+        scope: str = "fleet",
+    ) -> Response:
         authorize(request)
         if size > MAX_PAGE_SIZE:
             raise HTTPException(400, f"size must be at most {MAX_PAGE_SIZE}")
@@ -245,8 +297,9 @@ def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = ""
         next_cursor = encode_cursor(items[-1]["entity_id"]) if more and items else None
         return _json({"items": [select_fields(doc, fields) for doc in items], "next_cursor": next_cursor})
 
-    def local_page(kind: str | None, predicate: Callable[[dict[str, Any]], bool], after: str | None,
-                   size: int) -> tuple[list[dict[str, Any]], bool]:
+    def local_page(
+        kind: str | None, predicate: Callable[[dict[str, Any]], bool], after: str | None, size: int
+    ) -> tuple[list[dict[str, Any]], bool]:
         items: list[dict[str, Any]] = []
         for entity_id in directory.entity_ids():
             if after is not None and entity_id <= after:
@@ -281,8 +334,11 @@ def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = ""
                 resume = int(header)
             except ValueError as exc:
                 raise HTTPException(400, f"Last-Event-ID must be a sequence number, got {header!r}") from exc
-        return StreamingResponse(events(entity_id, resume, request), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return StreamingResponse(
+            events(entity_id, resume, request),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
 
     async def events(entity_id: str, resume: int | None, request: Request) -> AsyncIterator[bytes]:
         queue = feed.subscribe(entity_id)
@@ -326,7 +382,6 @@ def build_api(directory: TwinDirectory, feed: PredictionFeed, *, token: str = ""
 
     @api.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"detail": exc.detail, "status": exc.status_code}, status_code=exc.status_code,
-                            headers=exc.headers)
+        return JSONResponse({"detail": exc.detail, "status": exc.status_code}, status_code=exc.status_code, headers=exc.headers)
 
     return api

@@ -37,8 +37,24 @@ Document = dict[str, Any]
 
 def prediction_view(prediction: Mapping[str, Any]) -> Document:
     """The part of a published prediction the summary and the stream show."""
-    keys = ("seq", "event_time", "task", "target", "target_seq", "value", "lower", "upper", "in_domain", "domain_score",
-            "flagged", "synthetic_share", "prior_version", "model_version", "updates")
+    keys = (
+        "seq",
+        "event_time",
+        "task",
+        "target",
+        "target_seq",
+        "value",
+        "lower",
+        "upper",
+        "measured",
+        "in_domain",
+        "domain_score",
+        "flagged",
+        "synthetic_share",
+        "prior_version",
+        "model_version",
+        "updates",
+    )
     return {key: prediction.get(key) for key in keys}
 
 
@@ -47,23 +63,24 @@ def task_key(prediction: Mapping[str, Any]) -> str:
     return f"{prediction.get('task') or 'label'}:{prediction.get('target')}"
 
 
-def twin_summary(twin: Twin, state_bytes: int, last: Mapping[str, Mapping[str, Any]]) -> Document:
-    """The summary of one twin; ``last`` holds its last prediction per task key."""
+def twin_state(twin: Twin, state_bytes: int) -> Document:
+    """What the twin itself knows: the summary without its published predictions.
+
+    Computed in the worker (it reads the live twin), joined with the predictions in the
+    API process (:func:`join_summary`).
+    """
     learner = twin.learner
     tasks = twin.tasks
     prior_version = getattr(learner, "prior_version", None) if learner is not None else None
     if prior_version is None and tasks is not None:
         prior_version = getattr(tasks, "prior_version", None)
-    latest = max(last.values(), key=lambda p: p.get("seq", -1), default=None)
     return {
         "entity_id": twin.entity_id,
         "kind": twin.kind,
         "last_seq": twin.last_seq,
-        "event_time": latest.get("event_time") if latest else None,
         "updates": twin.updates,
         "labelled": twin.labelled,
         "learner": type(learner).__name__ if learner is not None else None,
-        "predictions": {key: prediction_view(p) for key, p in sorted(last.items())},
         "prior_version": prior_version,
         "drift": {
             "alarms": getattr(learner, "drift_alarms", None),
@@ -75,9 +92,24 @@ def twin_summary(twin: Twin, state_bytes: int, last: Mapping[str, Mapping[str, A
             "absorbed": len(twin.absorbed),
             "detector": twin.detector is not None,
         },
-        "synthetic_share": latest.get("synthetic_share") if latest else None,
         "state_bytes": state_bytes,
     }
+
+
+def join_summary(state: Mapping[str, Any], last: Mapping[str, Mapping[str, Any]]) -> Document:
+    """The summary of one twin: its state and its last prediction per task key (``last``)."""
+    latest = max(last.values(), key=lambda p: p.get("seq", -1), default=None)
+    return {
+        **state,
+        "event_time": latest.get("event_time") if latest else None,
+        "predictions": {key: prediction_view(p) for key, p in sorted(last.items())},
+        "synthetic_share": latest.get("synthetic_share") if latest else None,
+    }
+
+
+def twin_summary(twin: Twin, state_bytes: int, last: Mapping[str, Mapping[str, Any]]) -> Document:
+    """The summary of one twin; ``last`` holds its last prediction per task key."""
+    return join_summary(twin_state(twin, state_bytes), last)
 
 
 def select_fields(doc: Document, fields: str | None) -> Document:
@@ -108,7 +140,12 @@ def decode_cursor(cursor: str) -> str:
 
 # --- RQL subset ---------------------------------------------------------------------------
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "eq": operator.eq, "ne": operator.ne, "gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le,
+    "eq": operator.eq,
+    "ne": operator.ne,
+    "gt": operator.gt,
+    "ge": operator.ge,
+    "lt": operator.lt,
+    "le": operator.le,
 }
 _TOKEN = re.compile(r'\s*(?:(?P<str>"(?:[^"\\]|\\.)*")|(?P<punct>[(),])|(?P<word>[^\s(),"]+))')
 

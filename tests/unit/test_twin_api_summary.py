@@ -24,8 +24,19 @@ def a_twin() -> Twin:
 
 
 def test_summary_joins_twin_state_and_last_predictions() -> None:
-    last = {"label:rul": {"seq": 4, "event_time": "2026-01-01T00:00:04Z", "task": "label", "target": "rul", "value": 90.0,
-                          "lower": 80.0, "upper": 99.0, "in_domain": True, "synthetic_share": 0.25}}
+    last = {
+        "label:rul": {
+            "seq": 4,
+            "event_time": "2026-01-01T00:00:04Z",
+            "task": "label",
+            "target": "rul",
+            "value": 90.0,
+            "lower": 80.0,
+            "upper": 99.0,
+            "in_domain": True,
+            "synthetic_share": 0.25,
+        }
+    }
     doc = twin_summary(a_twin(), 1234, last)
     assert doc["entity_id"] == "engine-7" and doc["kind"] == "turbofan"
     assert (doc["last_seq"], doc["updates"], doc["labelled"]) == (4, 3, 3)
@@ -44,19 +55,27 @@ def test_fields_and_etag() -> None:
     assert etag(doc).startswith('"') and etag(doc).endswith('"')
 
 
-@pytest.mark.parametrize(("expression", "expected"), [
-    ('eq(kind,"pump")', True),
-    ("ne(kind,pump)", False),
-    ("and(ge(updates,12),lt(updates,13))", True),
-    ("or(gt(updates,100),not(exists(prior_version)))", True),
-    ("eq(predictions.forecast:flow.in_domain,false)", True),
-    ("eq(predictions/forecast:flow/in_domain,true)", False),
-    ("gt(prior_version,1)", False),  # comparisons with a missing value are false
-    ('eq(entity_id,"pump-7")', True),
-])
+@pytest.mark.parametrize(
+    ("expression", "expected"),
+    [
+        ('eq(kind,"pump")', True),
+        ("ne(kind,pump)", False),
+        ("and(ge(updates,12),lt(updates,13))", True),
+        ("or(gt(updates,100),not(exists(prior_version)))", True),
+        ("eq(predictions.forecast:flow.in_domain,false)", True),
+        ("eq(predictions/forecast:flow/in_domain,true)", False),
+        ("gt(prior_version,1)", False),  # comparisons with a missing value are false
+        ('eq(entity_id,"pump-7")', True),
+    ],
+)
 def test_rql_filters(expression: str, expected: bool) -> None:
-    doc = {"entity_id": "pump-7", "kind": "pump", "updates": 12, "prior_version": None,
-           "predictions": {"forecast:flow": {"in_domain": False}}}
+    doc = {
+        "entity_id": "pump-7",
+        "kind": "pump",
+        "updates": 12,
+        "prior_version": None,
+        "predictions": {"forecast:flow": {"in_domain": False}},
+    }
     assert compile_filter(expression)(doc) is expected
 
 
