@@ -49,6 +49,7 @@ from twinstream.settings import Settings  # noqa: E402
 from twinstream.streams.topic_admin import ensure_topics  # noqa: E402
 
 APPLIED = re.compile(r"^twinstream_events_applied_total (\S+)$", re.M)
+CONTENT_LENGTH = re.compile(rb"(?i)\r\ncontent-length: *(\d+)")
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -58,39 +59,87 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def applied(client: httpx.AsyncClient, api: str) -> float | None:
+async def applied(client: httpx.AsyncClient, api: str) -> tuple[float | None, str]:
+    """The worker's applied-events counter and its whole metrics text (None while the API does not answer)."""
     try:
-        reply = await client.get(f"{api}/metrics", timeout=5)
+        reply = await client.get(f"{api}/metrics", timeout=10)
     except httpx.HTTPError:
-        return None
+        return None, ""
     match = APPLIED.search(reply.text) if reply.status_code == 200 else None
-    return float(match.group(1)) if match else None
+    return (float(match.group(1)) if match else None), reply.text
 
 
-async def run_arm(base: Settings, arm: str, n: int, entities: list[str], rate: float, workdir: Path,
-                  timeout_s: float) -> dict:
+class KeepAliveClient:
+    """A minimal HTTP/1.1 GET client over a pool of keep-alive connections.
+
+    Why not httpx for the load: its per-request cost (about a millisecond of Python) runs
+    on the same two cores as the worker and would count as the API's cost.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+
+    async def get(self, path: str) -> str:
+        """The status code of ``GET path``, or the exception's name."""
+        conn = self.idle.pop() if self.idle else None
+        try:
+            if conn is None:
+                conn = await asyncio.open_connection(self.host, self.port)
+            reader, writer = conn
+            writer.write(b"GET %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (path.encode(), self.host.encode()))
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = CONTENT_LENGTH.search(head)
+            await reader.readexactly(int(length.group(1)) if length else 0)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+            if conn is not None:
+                conn[1].close()
+            return type(exc).__name__
+        self.idle.append(conn)
+        return head[9:12].decode()
+
+    def close(self) -> None:
+        for _, writer in self.idle:
+            writer.close()
+
+
+def server_share_within(metrics_text: str, seconds: float) -> float | None:
+    """Share of ``GET /twins/{entity_id}`` requests the API answered within ``seconds`` (its own histogram)."""
+    route = 'route="/twins/{entity_id}"'
+    buckets = {}
+    for line in metrics_text.splitlines():
+        if line.startswith("twinstream_api_request_seconds_bucket") and route in line:
+            le = re.search(r'le="([^"]+)"', line).group(1)
+            buckets[float(le)] = float(line.rsplit(" ", 1)[1])
+    total = buckets.get(float("inf"))
+    return buckets.get(seconds, 0.0) / total if total else None
+
+
+async def run_arm(base: Settings, arm: str, n: int, entities: list[str], rate: float, workdir: Path, timeout_s: float) -> dict:
     port = free_port()
     app_id = f"apibench-{arm}-{uuid.uuid4().hex[:6]}"
     settings = base.model_copy(update={"app_id": app_id, "api_port": port, "data_dir": workdir / app_id})
     log = (workdir / f"{app_id}.log").open("wb")
-    worker = subprocess.Popen([sys.executable, "-m", "twinstream.streams.worker"], env=settings_env(settings),
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "twinstream.streams.worker"],
+        env=settings_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     api = f"http://127.0.0.1:{port}"
     latencies: list[float] = []
     ok_latencies: list[float] = []
     statuses: dict[str, int] = {}
     samples: list[tuple[float, float]] = []
     stop = asyncio.Event()
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=50)
-    async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+    loadgen = KeepAliveClient("127.0.0.1", port)
+    metrics_text = ""
+    async with httpx.AsyncClient(timeout=10) as client:
 
         async def one(entity: str) -> None:
             started = time.perf_counter()
-            try:
-                reply = await client.get(f"{api}/twins/{entity}")
-                status = str(reply.status_code)
-            except httpx.HTTPError as exc:
-                status = type(exc).__name__
+            status = await loadgen.get(f"/twins/{entity}")
             elapsed = (time.perf_counter() - started) * 1000.0
             latencies.append(elapsed)
             if status == "200":
@@ -111,36 +160,46 @@ async def run_arm(base: Settings, arm: str, n: int, entities: list[str], rate: f
 
         try:
             deadline = time.monotonic() + timeout_s
-            while await applied(client, api) is None:  # the API is up once the worker has started
-                if worker.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"arm {arm}: the worker did not start (see {log.name})")
-                await asyncio.sleep(0.2)
-            loader = asyncio.create_task(load()) if arm == "load" else None
+            loader = None
             while True:
-                value = await applied(client, api)
+                value, metrics_text = await applied(client, api)
                 if value is not None:
                     samples.append((time.monotonic(), value))
+                    if value > 0 and loader is None and arm == "load":  # the load spans the measured events
+                        loader = asyncio.create_task(load())
                     if value >= n:
                         break
                 if worker.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"arm {arm}: {samples[-1][1] if samples else 0} of {n} events applied")
-                await asyncio.sleep(0.25)
+                    raise RuntimeError(f"arm {arm}: {samples[-1][1] if samples else 0} of {n} events applied (see {log.name})")
+                await asyncio.sleep(0.5 if samples else 0.2)
             stop.set()
             if loader is not None:
                 await loader
+            await asyncio.sleep(0.6)  # the API reports its request metrics to the worker every 0.25 s
+            _, metrics_text = await applied(client, api)
         finally:
             stop.set()
+            loadgen.close()
             stop_process(worker, timeout_s=30)
             log.close()
     first = next(t for t, v in samples if v > 0)
     before = max((t for t, v in samples if v == 0), default=first)
     span = samples[-1][0] - (before + first) / 2
     return {
-        "arm": arm, "events": n, "events_per_s": n / span if span > 0 else None, "span_s": span,
-        "requests": len(latencies), "statuses": statuses,
-        "latency_ms": {"p50": percentile(latencies, 0.50), "p90": percentile(latencies, 0.90),
-                       "p99": percentile(latencies, 0.99), "max": max(latencies) if latencies else None},
+        "arm": arm,
+        "events": n,
+        "events_per_s": n / span if span > 0 else None,
+        "span_s": span,
+        "requests": len(latencies),
+        "statuses": statuses,
+        "latency_ms": {
+            "p50": percentile(latencies, 0.50),
+            "p90": percentile(latencies, 0.90),
+            "p99": percentile(latencies, 0.99),
+            "max": max(latencies) if latencies else None,
+        },
         "latency_ms_200": {"p50": percentile(ok_latencies, 0.50), "p99": percentile(ok_latencies, 0.99)},
+        "server_share_within_20ms": server_share_within(metrics_text, 0.02),
         "achieved_rate": len(latencies) / span if latencies and span > 0 else 0.0,
     }
 
@@ -157,14 +216,16 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="twinstream-apibench-"))
-    messages = make_messages(args.messages, args.entities)
+    messages = make_messages(args.messages, args.entities)  # the throughput benchmark's measured telemetry
     entities = sorted({m.key.decode() for m in messages})
     with EmbeddedBroker(log_path=workdir / "tansu.log") as broker:
-        base = Settings(broker=broker.url, topic_namespace=f"apibench_{uuid.uuid4().hex[:6]}", partitions=args.partitions,
-                        log_level="WARNING")
+        base = Settings(
+            broker=broker.url, topic_namespace=f"apibench_{uuid.uuid4().hex[:6]}", partitions=args.partitions, log_level="WARNING"
+        )
         ensure_topics(base)
-        producer = Producer({"bootstrap.servers": broker.bootstrap_servers, "enable.idempotence": False,
-                             "partitioner": "murmur2_random", "linger.ms": 20})
+        producer = Producer(
+            {"bootstrap.servers": broker.bootstrap_servers, "enable.idempotence": False, "partitioner": "murmur2_random", "linger.ms": 20}
+        )
         topic = TELEMETRY.in_namespace(base.topic_namespace).name
         for message in messages:
             while True:
@@ -181,16 +242,25 @@ def main() -> None:
                 result["repeat"] = repeat
                 results.append(result)
                 lat = result["latency_ms"]
-                print(f"r{repeat} {arm:4s}: {result['events_per_s']:8.0f} events/s over {result['span_s']:.1f} s; "
-                      f"{result['requests']} requests ({result['achieved_rate']:.0f}/s) {result['statuses']} "
-                      f"p50 {lat['p50']} ms p99 {lat['p99']} ms max {lat['max']} ms", flush=True)
+                print(
+                    f"r{repeat} {arm:4s}: {result['events_per_s']:8.0f} events/s over {result['span_s']:.1f} s; "
+                    f"{result['requests']} requests ({result['achieved_rate']:.0f}/s) {result['statuses']} "
+                    f"p50 {lat['p50']} ms p99 {lat['p99']} ms max {lat['max']} ms",
+                    flush=True,
+                )
     idle = [r["events_per_s"] for r in results if r["arm"] == "idle"]
     loaded = [r["events_per_s"] for r in results if r["arm"] == "load"]
     all_latencies_p99 = [r["latency_ms"]["p99"] for r in results if r["arm"] == "load"]
     summary = {
-        "messages": args.messages, "entities": args.entities, "partitions": args.partitions, "rate": args.rate,
-        "repeats": args.repeat, "cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0],
-        "events_per_s_idle_mean": sum(idle) / len(idle), "events_per_s_load_mean": sum(loaded) / len(loaded),
+        "messages": args.messages,
+        "entities": args.entities,
+        "partitions": args.partitions,
+        "rate": args.rate,
+        "repeats": args.repeat,
+        "cpus": os.cpu_count(),
+        "load_average_1m_at_end": os.getloadavg()[0],
+        "events_per_s_idle_mean": sum(idle) / len(idle),
+        "events_per_s_load_mean": sum(loaded) / len(loaded),
         "events_per_s_drop": 1.0 - (sum(loaded) / len(loaded)) / (sum(idle) / len(idle)),
         "latency_p99_ms_worst": max(all_latencies_p99),
         "arms": results,

@@ -13,6 +13,16 @@ ARM_NAMES = {
     "b": "bare loop + TwinProcessor (twins learn)",
     "c": "twinstream worker, 1 process",
     "d": "twinstream worker, 2 processes",
+    "r": "twinstream worker, 1 process, river-linear (the peer's learner)",
+    "p": "Quix Streams app, River model per entity in its state (peer)",
+}
+
+# Arm r: the worker configured like the peer (arm p): every entity a twin of the River
+# StandardScaler | LinearRegression learner (no declared kinds, so no fleet prior), no gap detector.
+PEER_WORKER_ENV = {
+    "TWINSTREAM_LEARNER": "river-linear",
+    "TWINSTREAM_TWINS_SPEC": "none",
+    "TWINSTREAM_GAP_DETECTION": "false",
 }
 
 

@@ -28,6 +28,7 @@ class OutputStats:
     records: int
     first_ms: int
     last_ms: int
+    times: dict[tuple[str, int], int] | None = None  # (entity, seq) -> first output's CreateTime, ms (keep_times)
 
     @property
     def span_s(self) -> float:
@@ -53,8 +54,12 @@ class TopicReader:
 
     def admin_consumer(self) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
-            bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
-            client_id=f"bench-admin-{uuid.uuid4().hex[:6]}", request_timeout_ms=30000, **self.security,
+            bootstrap_servers=self.servers,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"bench-admin-{uuid.uuid4().hex[:6]}",
+            request_timeout_ms=30000,
+            **self.security,
         )
 
     async def snapshot(self, topic: str) -> dict[int, int]:
@@ -65,8 +70,11 @@ class TopicReader:
         tail is found by reading from the reported offset until nothing more comes.
         """
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
-            client_id=f"bench-snapshot-{uuid.uuid4().hex[:6]}", **self.security,
+            bootstrap_servers=self.servers,
+            group_id=None,
+            enable_auto_commit=False,
+            client_id=f"bench-snapshot-{uuid.uuid4().hex[:6]}",
+            **self.security,
         )
         await asyncio.wait_for(consumer.start(), timeout=30)
         try:
@@ -90,7 +98,7 @@ class TopicReader:
         finally:
             await consumer.stop()
 
-    async def read_outputs(self, topic: str, start: dict[int, int], timeout_s: float = 120.0) -> OutputStats:
+    async def read_outputs(self, topic: str, start: dict[int, int], timeout_s: float = 120.0, keep_times: bool = False) -> OutputStats:
         """Read ``topic`` from ``start`` until nothing more comes; dedupe by (entity_id, seq).
 
         "Nothing more" = two empty polls *after* every partition was read up to its reported
@@ -98,9 +106,13 @@ class TopicReader:
         poll lasts, and the reported end (short by one batch on Tansu) is still a lower bound.
         """
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.servers, group_id=None, enable_auto_commit=False,
-            max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=32 * 1024 * 1024,
-            client_id=f"bench-reader-{uuid.uuid4().hex[:6]}", **self.security,
+            bootstrap_servers=self.servers,
+            group_id=None,
+            enable_auto_commit=False,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_bytes=32 * 1024 * 1024,
+            client_id=f"bench-reader-{uuid.uuid4().hex[:6]}",
+            **self.security,
         )
         await asyncio.wait_for(consumer.start(), timeout=30)
         try:
@@ -133,7 +145,7 @@ class TopicReader:
             if not first:
                 return OutputStats(0, 0, 0, 0)
             times = first.values()
-            return OutputStats(len(first), records, min(times), max(times))
+            return OutputStats(len(first), records, min(times), max(times), first if keep_times else None)
         finally:
             await consumer.stop()
 

@@ -35,12 +35,15 @@ def sensor_profile(sensors: int) -> tuple[list[str], np.ndarray, np.ndarray]:
     return names, np.concatenate([mean, np.full(extra, 100.0)]), np.concatenate([std, np.ones(extra)])
 
 
-def make_messages(n: int, entities: int, sensors: int = 14, seed: int = 7) -> list[Message]:
+def make_messages(n: int, entities: int, sensors: int = 14, seed: int = 7, synthetic: bool = False) -> list[Message]:
     """``n`` telemetry messages, entities interleaved (message k: entity k % E, seq k // E).
 
     Sensors look like C-MAPSS FD001's: each entity has its own offset and drifts with wear
     plus noise; ``targets.rul`` counts down to its end of life, so the twins learn.
-    Event times lie in the past.
+    Event times lie in the past. ``synthetic`` sets the messages' ``synthetic`` flag; off
+    by default because the worker treats a flagged sample as generated input: its twins
+    then predict but do not learn from it (``learn_from_synthetic``) and run no gap
+    detector, which is not the work a plant's measured telemetry costs.
     """
     rng = np.random.default_rng(seed)
     names, mean, std = sensor_profile(sensors)
@@ -67,7 +70,7 @@ def make_messages(n: int, entities: int, sensors: int = 14, seed: int = 7) -> li
                 "source": "benchmark",
                 "kind": "turbofan",  # C-MAPSS-like engines: the default twins spec's turbofan kind
                 "schema_version": 1,
-                "synthetic": True,
+                "synthetic": synthetic,
             }
         )
         out.append(Message(keys[e], value))

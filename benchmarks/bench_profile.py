@@ -20,9 +20,9 @@ def start_py_spy(pid: int, path: Path) -> subprocess.Popen | None:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [exe, "record", "--pid", str(pid), "--rate", "100", "--idle", "--nonblocking",
-         "--format", "raw", "--output", str(path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [exe, "record", "--pid", str(pid), "--rate", "100", "--idle", "--nonblocking", "--format", "raw", "--output", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 

@@ -77,11 +77,13 @@ def main() -> int:
     args = parser.parse_args()
     started = time.perf_counter()
     fd001 = [(e.key, e.value) for e in cmapss_events("FD001")]
-    bench = [(m.key, m.value) for m in make_messages(args.messages, args.entities)]
+    bench = [(m.key, m.value) for m in make_messages(args.messages, args.entities, synthetic=True)]  # as recorded
     result: dict[str, object] = {
         "command": "python benchmarks/twin_size.py" + (f" --json {args.json}" if args.json else ""),
-        "inputs": {"fd001": "C-MAPSS FD001 replay (demo): 24 metrics per sample, labels at failure",
-                   "throughput": f"bench_messages.make_messages({args.messages}, {args.entities}): 14 sensors, a label on every message"},
+        "inputs": {
+            "fd001": "C-MAPSS FD001 replay (demo): 24 metrics per sample, labels at failure",
+            "throughput": f"bench_messages.make_messages({args.messages}, {args.entities}): 14 sensors, a label on every message",
+        },
     }
     for name, messages in (("fd001", fd001), ("throughput", bench)):
         for detection in (True, False):
