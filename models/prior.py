@@ -135,6 +135,17 @@ class FleetPrior:
         x[-1] = a
         return a, self._clip(a + self.twin_net(x))
 
+    def predict_pairs(self, matrix: np.ndarray | list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`predict_pair` for each row of feature vectors at once: (prior head, prior + twin head) arrays.
+
+        Why: the worker evaluates the prior for a wave of events (one per twin) in one
+        pair of matrix products instead of one small product per event; equal to
+        ``predict_pair`` row by row up to float rounding.
+        """
+        x = np.array(matrix, dtype=np.float64)
+        a = np.clip(self.prior_net.many(x[:, self.prior_cols]), 0.0, self.cap)
+        return a, np.clip(a + self.twin_net.many(np.column_stack([x, a])), 0.0, self.cap)
+
     def predict_many(self, matrix: np.ndarray, head: str = "twin") -> np.ndarray:
         """Predictions for rows of features (training reports and tests)."""
         x = np.asarray(matrix, dtype=np.float64)

@@ -48,6 +48,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from threadpoolctl import threadpool_limits
+
 from twinstream.models.base import IntervalPrediction
 from twinstream.models.registry import make_learner
 from twinstream.models.twin import SeqStatus, Step, Twin
@@ -114,6 +116,9 @@ class TwinProcessor(FillsAndGaps):
         self.synthetic_topic = SYNTHETIC.in_namespace(settings.topic_namespace).name
         # Raises SpecError for a bad spec: the worker stops before it consumes anything.
         self.kinds = WorkerKinds.load(settings.twins_spec)
+        # One BLAS thread for the process: the twins' matrix products (a wave of prior evaluations)
+        # are small, and a BLAS thread pool on a busy node made them several times slower, not faster.
+        threadpool_limits(limits=1, user_api="blas")
 
     def new_twin(self, entity_id: str, spec: KindSpec | None = None) -> Twin:
         if spec is not None and self.kinds is not None:

@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 
 from twinstream.datasets.cmapss import load_subset
+from twinstream.models.features import RulFeatures
+from twinstream.models.prior import bundled_prior_dir, load_prior
 from twinstream.models.registry import LEARNERS
 from twinstream.models.twin import Step, Twin
 from twinstream.settings import Settings
@@ -169,3 +171,18 @@ def test_step_many_equals_step_across_families(learner: str) -> None:
         got = Twin.step_many([Step(t, r.cycle, dict(r.sensors), float(fd.train_rul_at(r)) if cycle % 2 else None) for t, r in steps_many])
         assert_close(got, expected, f"cycle {cycle}")
     assert_close(many, one, "twins")
+
+
+def test_prior_pairs_equal_pair_row_by_row() -> None:
+    """The fleet prior over a matrix of feature vectors (missing values too) is its one-vector answer per row."""
+    prior = load_prior(bundled_prior_dir(), RulFeatures().schema())
+    fx = RulFeatures()
+    fd = load_subset("FD001")
+    vectors = [fx.update_vector(dict(r.sensors)) for r in sorted(fd.train, key=lambda r: (r.unit, r.cycle))[:200]]
+    for k, vector in enumerate(vectors[::7]):
+        vector[1 + k % (len(vector) - 1)] = math.nan
+    a, b = prior.predict_pairs(vectors)
+    expected = np.array([prior.predict_pair(v) for v in vectors])
+    np.testing.assert_allclose(a, expected[:, 0], rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(b, expected[:, 1], rtol=1e-12, atol=1e-9)
+    assert len(set(np.round(b, 3))) > 50  # varied inputs, not one answer
