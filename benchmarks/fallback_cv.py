@@ -28,11 +28,13 @@ from typing import Any
 import numpy as np
 
 from twinstream.datasets.cmapss import CmapssSubset
+from twinstream.models.prior_domain import FeatureDomain
 from twinstream.models.prior_train import train_prior
 from twinstream.models.prior_twin import PriorTwin
 
 CV_GROUP = ("s7", "s12", "s20", "s21")  # HPC outlet pressure, fuel-flow ratio, coolant bleeds: fall with wear
 MASK_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 1.0)
+MARGIN_GRID = (0.0, 0.1, 0.25, 0.5)  # ranges widened by this share of their width before a feature counts as outside
 ABANDON_GRID = (0.3, 0.5, 0.7, 1.0)
 MODES = ("none", "reversed_drift", "shifted")
 SHIFT_SD = 3.0
@@ -50,8 +52,8 @@ def _transform(sensors: dict[str, float], baseline: dict[str, float], mode: str,
     return out
 
 
-def _cycles(prior_dir: Path, data: CmapssSubset, units: list[int], mode: str, sd: dict[str, float]) -> list[tuple[float, ...]]:
-    """(true RUL, domain score, value unmasked, value masked, mid-range) per scored cycle of the held-out engines."""
+def _cycles(prior_dir: Path, data: CmapssSubset, units: list[int], mode: str, sd: dict[str, float]) -> list[tuple[Any, ...]]:
+    """(true RUL, value unmasked, mid-range, [(domain score, value masked) per margin]) per scored cycle of the held-out engines."""
     by_unit: dict[int, list] = {}
     for r in data.train:
         by_unit.setdefault(r.unit, []).append(r)
@@ -60,29 +62,34 @@ def _cycles(prior_dir: Path, data: CmapssSubset, units: list[int], mode: str, sd
         rows = sorted(by_unit[u], key=lambda r: r.cycle)
         baseline = {s: float(np.mean([r.sensors[s] for r in rows[:BASELINE_N]])) for s in CV_GROUP}
         twin = PriorTwin(prior=str(prior_dir), mask_outside_above=1.0, abandon_prior_above=1.0, alarm_fallback=False)
-        domain, prior = twin._domain, twin.fleet_prior
-        assert domain is not None and prior is not None
+        bounds, prior = twin._domain_bounds, twin.fleet_prior
+        assert bounds is not None and prior is not None
+        domains = [FeatureDomain(bounds, twin._names, margin) for margin in MARGIN_GRID]
         for r in rows:
             x = twin.observe_one(_transform(r.sensors, baseline, mode, sd))
             true = float(data.train_rul_at(r))
             if not LOW <= true <= HIGH:
                 continue
             vector = [math.nan if (v := x.get(n)) is None else float(v) for n in twin._names]
-            masked = prior.predict_pair(domain.mask(vector))[1]
-            rows_out.append((true, domain.score(vector), twin.predict_one(x), masked, twin.cap / 2.0))
+            per_margin = [
+                (score, prior.predict_pair(d.mask(vector))[1] if score > 0.0 else math.nan) for d in domains for score in (d.score(vector),)
+            ]
+            rows_out.append((true, twin.predict_one(x), twin.cap / 2.0, per_margin))
     return rows_out
 
 
-def _rmse(cycles: list[tuple[float, ...]], mask: float, abandon: float) -> float:
+def _rmse(cycles: list[tuple[Any, ...]], margin: int, mask: float, abandon: float) -> float:
     err = 0.0
-    for true, score, plain, masked, mid in cycles:
+    for true, plain, mid, per_margin in cycles:
+        score, masked = per_margin[margin]
         value = mid if score > abandon else (masked if score > mask else plain)
         err += (value - true) ** 2
     return math.sqrt(err / len(cycles))
 
 
-def fallback_cv(data: CmapssSubset, workdir: Path, epochs: int, folds: int = 5, prior_folds: int = 5, seed: int = 0,
-                log: Callable[[str], None] = print) -> dict[str, Any]:
+def fallback_cv(
+    data: CmapssSubset, workdir: Path, epochs: int, folds: int = 5, prior_folds: int = 5, seed: int = 0, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """RMSE per (mask_outside_above, abandon_prior_above) and condition over held-out folds, and the choice."""
     start = time.perf_counter()
     ids = [int(u) for u in np.random.default_rng(seed).permutation(sorted(data.train_life))]
@@ -97,15 +104,34 @@ def fallback_cv(data: CmapssSubset, workdir: Path, epochs: int, folds: int = 5, 
         for mode in MODES:
             cycles[mode] += _cycles(out, data, held, mode, sd)
     grid = []
-    for mask in MASK_GRID:
-        for abandon in ABANDON_GRID:
-            per = {m: _rmse(cycles[m], mask, abandon) for m in MODES}
-            grid.append({"mask_outside_above": mask, "abandon_prior_above": abandon, "rmse": per,
-                         "mean_rmse": statistics.mean(per.values())})
-    best = min(grid, key=lambda g: (round(g["mean_rmse"], 6), -g["mask_outside_above"], -g["abandon_prior_above"]))
-    return {"folds": folds, "group": list(CV_GROUP), "shift_sd": SHIFT_SD, "conditions": list(MODES),
-            "criterion": "mean over conditions of RMSE on held-out engines (true RUL in [5, 145], no labels)",
-            "scored_cycles": {m: len(c) for m, c in cycles.items()}, "grid": grid,
-            "chosen": {"mask_outside_above": best["mask_outside_above"], "abandon_prior_above": best["abandon_prior_above"],
-                       "mean_rmse": best["mean_rmse"], "rmse": best["rmse"]},
-            "seconds": time.perf_counter() - start}
+    for i, margin in enumerate(MARGIN_GRID):
+        for mask in MASK_GRID:
+            for abandon in ABANDON_GRID:
+                per = {m: _rmse(cycles[m], i, mask, abandon) for m in MODES}
+                grid.append(
+                    {
+                        "fallback_margin": margin,
+                        "mask_outside_above": mask,
+                        "abandon_prior_above": abandon,
+                        "rmse": per,
+                        "mean_rmse": statistics.mean(per.values()),
+                    }
+                )
+    best = min(grid, key=lambda g: (round(g["mean_rmse"], 6), g["fallback_margin"], -g["mask_outside_above"], -g["abandon_prior_above"]))
+    return {
+        "folds": folds,
+        "group": list(CV_GROUP),
+        "shift_sd": SHIFT_SD,
+        "conditions": list(MODES),
+        "criterion": "mean over conditions of RMSE on held-out engines (true RUL in [5, 145], no labels)",
+        "scored_cycles": {m: len(c) for m, c in cycles.items()},
+        "grid": grid,
+        "chosen": {
+            "fallback_margin": best["fallback_margin"],
+            "mask_outside_above": best["mask_outside_above"],
+            "abandon_prior_above": best["abandon_prior_above"],
+            "mean_rmse": best["mean_rmse"],
+            "rmse": best["rmse"],
+        },
+        "seconds": time.perf_counter() - start,
+    }

@@ -18,11 +18,25 @@ class FeatureDomain:
 
     __slots__ = ("idx", "low", "high", "max_outside")
 
-    def __init__(self, bounds: DomainBounds, names: list[str]) -> None:
+    def __init__(self, bounds: DomainBounds, names: list[str], margin: float = 0.0) -> None:
+        """``margin`` widens each finite range by that share of its width on both sides.
+
+        Why a margin of its own: the manifest's ranges say what is *in domain* (the interval
+        widens outside them); whether the prior should stop hearing a feature is a separate
+        decision, and a feature a hair outside its training band (a held-out engine near
+        failure, a gap fill that overshoots a little) is still better heard than imputed.
+
+        >>> d = FeatureDomain(DomainBounds(("a",), (0.0,), (1.0,)), ["a"], margin=0.5)
+        >>> d.score([1.4]), d.score([1.6]), d.mask([1.6])
+        (0.0, 1.0, [nan])
+        """
+        if margin < 0.0:
+            raise ValueError("margin must be >= 0")
         known = [(names.index(n), lo, hi) for n, lo, hi in zip(bounds.names, bounds.low, bounds.high) if n in names]
+        widen = [margin * (hi - lo) if math.isfinite(hi - lo) else 0.0 for _, lo, hi in known]
         self.idx = [k for k, _, _ in known]
-        self.low = [lo for _, lo, _ in known]
-        self.high = [hi for _, _, hi in known]
+        self.low = [lo - w for (_, lo, _), w in zip(known, widen)]
+        self.high = [hi + w for (_, _, hi), w in zip(known, widen)]
         self.max_outside = bounds.max_outside
 
     def score(self, vector: list[float]) -> float:

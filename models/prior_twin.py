@@ -72,6 +72,7 @@ MIN_OWN_RESIDUALS = 20
 OOD_WIDEN = 1.5  # interval half-width factor out of the prior's domain (as a kind twin's label task)
 # Chosen by engine-level cross-validation on FD001's training engines (benchmarks/transfer.py, ``fallback_cv``).
 MASK_OUTSIDE_ABOVE = 0.0  # domain score above which the prior hears only the features within its training ranges
+FALLBACK_MARGIN = 0.0  # for the fallback, a feature is outside when beyond its range widened by this share of its width
 ABANDON_PRIOR_ABOVE = 0.5  # domain score above which the prior is not used at all
 MIN_EVIDENCE = 2  # own labels before the twin weighs its own estimate against the prior's out of domain
 EVIDENCE_ALPHA = 0.2  # weight of the newest label in the running squared errors
@@ -106,7 +107,8 @@ class PriorTwin(TwinLearner):
     parameters (must match the prior's manifest), ``seed``, ``abandon_prior_above`` (share of
     features outside the prior's training ranges above which the prior is not used; 1:
     never), ``mask_outside_above`` (share above which features outside those ranges are
-    not shown to the prior; 1: never), ``alarm_fallback`` (a drift alarm puts the twin in
+    not shown to the prior; 1: never), ``fallback_margin`` (those two decisions count a feature
+    as outside only beyond its range widened by this share of its width), ``alarm_fallback`` (a drift alarm puts the twin in
     fallback), ``metrics`` (a declared kind's metrics: generic features over them instead
     of C-MAPSS's sensor features, for a prior trained on the kind's own history).
 
@@ -138,6 +140,7 @@ class PriorTwin(TwinLearner):
         metrics: Sequence[str] | None = None,
         mask_outside_above: float = MASK_OUTSIDE_ABOVE,
         alarm_fallback: bool = True,
+        fallback_margin: float = FALLBACK_MARGIN,
     ) -> None:
         if not 0.0 < coverage < 1.0:
             raise ValueError("coverage must be in (0, 1)")
@@ -145,6 +148,9 @@ class PriorTwin(TwinLearner):
             raise ValueError("abandon_prior_above must be in [0, 1] (1: never)")
         if not 0.0 <= mask_outside_above <= 1.0:
             raise ValueError("mask_outside_above must be in [0, 1] (1: never)")
+        if not 0.0 <= fallback_margin:
+            raise ValueError("fallback_margin must be >= 0")
+        self.fallback_margin = fallback_margin
         self.abandon_prior_above = abandon_prior_above
         self.mask_outside_above = mask_outside_above
         self.alarm_fallback = alarm_fallback
@@ -196,13 +202,16 @@ class PriorTwin(TwinLearner):
             if math.isfinite(self._prior.cap):  # a prior trained without --cap keeps the twin's own cap
                 self.cap = self._prior.cap
         self._attach_domain()
-        self._fleet: FleetModel | None = (
-            get_fleet(self.fleet, residual=self._prior is not None, cap=self.cap) if self.fleet else None
-        )
+        self._fleet: FleetModel | None = get_fleet(self.fleet, residual=self._prior is not None, cap=self.cap) if self.fleet else None
 
     def _attach_domain(self) -> None:
         bounds = prior_domain(self._prior) if self._prior is not None else None
+        self._domain_bounds = bounds
         self._domain = FeatureDomain(bounds, self._names) if bounds is not None else None
+        # What the fallback (masking, abandoning) counts as outside: the ranges widened by fallback_margin.
+        self._fallback_domain = (
+            self._domain if bounds is None or self.fallback_margin == 0.0 else FeatureDomain(bounds, self._names, self.fallback_margin)
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -210,6 +219,8 @@ class PriorTwin(TwinLearner):
         state.pop("_fleet", None)
         state.pop("_names", None)
         state.pop("_domain", None)
+        state.pop("_domain_bounds", None)
+        state.pop("_fallback_domain", None)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -224,16 +235,27 @@ class PriorTwin(TwinLearner):
         state.setdefault("_evidence", [0.0, 0.0, 0.0])
         state.setdefault("alarm_fallback", False)
         state.setdefault("metrics", None)
+        state.setdefault("fallback_margin", 0.0)  # a twin pickled before the margin: as it was
         self.__dict__.update(state)
         self._names = self._feature_names()
         self._attach()
 
     def params(self) -> dict[str, Any]:
         return {
-            "prior": self.prior, "fleet": self.fleet, "personal": self.personal, "coverage": self.coverage,
-            "lr": self.lr, "cap": self.cap, "fast_span": self.fast_span, "slow_span": self.slow_span,
-            "baseline_n": self.baseline_n, "seed": self.seed, "abandon_prior_above": self.abandon_prior_above,
-            "metrics": self.metrics, "mask_outside_above": self.mask_outside_above,
+            "prior": self.prior,
+            "fleet": self.fleet,
+            "personal": self.personal,
+            "coverage": self.coverage,
+            "lr": self.lr,
+            "cap": self.cap,
+            "fast_span": self.fast_span,
+            "slow_span": self.slow_span,
+            "baseline_n": self.baseline_n,
+            "seed": self.seed,
+            "abandon_prior_above": self.abandon_prior_above,
+            "metrics": self.metrics,
+            "mask_outside_above": self.mask_outside_above,
+            "fallback_margin": self.fallback_margin,
             "alarm_fallback": self.alarm_fallback,
         }
 
@@ -304,18 +326,19 @@ class PriorTwin(TwinLearner):
     def observe_one(self, x: Features, synthetic: Collection[str] = ()) -> Features:
         vector = self._fx.update_vector(x, synthetic)  # synthetic fills stay out of the personal baseline
         self._fallback = False
-        if self._domain is not None:
+        if self._domain is not None and self._fallback_domain is not None:
             score = self._domain.score(vector)
             self._domain_score = score
             self._in_domain = score <= self._domain.max_outside
-            self._far = score > self.abandon_prior_above
+            outside = score if self._fallback_domain is self._domain else self._fallback_domain.score(vector)
+            self._far = outside > self.abandon_prior_above
             if self._alarm and self._in_domain:
                 self._alarm = False  # back in the prior's domain
-            self._fallback = score > self.mask_outside_above or self._alarm
+            self._fallback = outside > self.mask_outside_above or self._alarm
         features: dict[str, float | None] = dict(zip(self._names, vector))
         # In fallback the prior hears only what lies within its experience: a feature outside its
         # training ranges is missing, and its nets impute the training mean for it.
-        heard = self._domain.mask(vector) if self._fallback and self._domain is not None else vector
+        heard = self._fallback_domain.mask(vector) if self._fallback and self._fallback_domain is not None else vector
         base = self.base_from_vector(heard, features)
         features[BASE_KEY] = base
         self._drift.update(base)
@@ -420,8 +443,11 @@ class PriorTwin(TwinLearner):
         """
         if self._fleet is None:
             return 0
-        fx = self._new_features() if self.metrics else RulFeatures(
-            sensors=self._fx.sensors, fast_span=self.fast_span, slow_span=self.slow_span, baseline_n=self.baseline_n)  # type: ignore[union-attr]
+        fx = (
+            self._new_features()
+            if self.metrics
+            else RulFeatures(sensors=self._fx.sensors, fast_span=self.fast_span, slow_span=self.slow_span, baseline_n=self.baseline_n)
+        )  # type: ignore[union-attr]
         fleet, self._fleet = self._fleet, None  # the base the fleet model corrects excludes itself
         try:
             for metrics, y in history:
