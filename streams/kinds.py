@@ -151,13 +151,19 @@ class WorkerKinds:
 
 
 def encode_task_prediction(telemetry: Telemetry, twin: Twin, p: TaskPrediction, synthetic_share: float) -> bytes:
-    """JSON of a forecast or anomaly :class:`~twinstream.schemas.prediction.Prediction` (a test validates it)."""
+    """JSON of a forecast or anomaly :class:`~twinstream.schemas.prediction.Prediction` (a test validates it).
+
+    A forecast carries the metric's measured value at this seq (``measured``), to set
+    against the forecast made for this seq ``horizon`` samples earlier.
+    """
+    measured = telemetry.metrics.get(p.target) if p.task == "forecast" and not telemetry.synthetic else None
     return orjson.dumps(
         {
             "entity_id": telemetry.entity_id,
             "event_time": telemetry.event_time,
             "seq": telemetry.seq,
             **p.prediction_fields(),
+            **({} if measured is None else {"measured": measured}),
             "updates": twin.updates,
             "synthetic": telemetry.synthetic or synthetic_share > 0.0,
             "synthetic_share": synthetic_share,
