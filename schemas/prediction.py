@@ -74,6 +74,12 @@ class Prediction(BaseModel):
         description="Anomaly tasks: the score reached the kind's threshold. "
         "Label tasks: the twin is in a drift alarm and answers from its own data (fallback).",
     )
+    measured: float | None = Field(
+        default=None,
+        description="The measured value of target in the telemetry behind it: the label it carried (label tasks), or the "
+        "metric's value at seq (forecasts; compare with the forecast whose target_seq is this seq). None when that event "
+        "did not carry it, when the event was synthetic, and for anomaly scores (not in the metric's units).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Prediction:

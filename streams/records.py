@@ -46,11 +46,15 @@ def encode_prediction(
     """JSON of a :class:`~twinstream.schemas.prediction.Prediction`, built without a model instance.
 
     Hot path: ~1 per event. A unit test checks the output validates as ``Prediction``.
+    A label the event carried (measured, not synthetic) goes along as ``measured``.
     With a ``kind`` (a twin of a declared kind) it is the kind's label task, and says so,
     with the learner's domain check when it has one (``PriorTwin.domain_state``), and
     ``flagged`` while the learner is in drift alarm (``PriorTwin.in_alarm``).
     """
     tagged = {} if kind is None else {"kind": kind, "task": "label", "target_seq": telemetry.seq}
+    measured = None if telemetry.synthetic else telemetry.targets.get(target)
+    if measured is not None:  # the label this event carried: what the inspector draws against the prediction
+        tagged["measured"] = measured
     domain = getattr(twin.learner, "domain_state", None)
     if domain is not None:
         tagged["in_domain"], tagged["domain_score"] = domain
