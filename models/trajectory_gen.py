@@ -83,30 +83,38 @@ class TrajectoryModel:
         means = np.array([z[bins == b].mean(axis=0) for b in present])
         kernel = np.array([1.0, 2.0, 1.0])
         padded = np.vstack([means[:1], means, means[-1:]])
-        smooth = np.array([(kernel[:, None] * padded[i:i + 3]).sum(axis=0) / kernel.sum() for i in range(len(means))])
+        smooth = np.array([(kernel[:, None] * padded[i : i + 3]).sum(axis=0) / kernel.sum() for i in range(len(means))])
         curve = smooth - smooth[-1]  # healthy level: the bin farthest from failure
-        model = TrajectoryModel((present + 0.5) * BIN, curve, np.zeros((len(series), z.shape[1])), 0.0, 0.0,
-                                np.array([len(s) for s in series]), KalmanLLT())
+        model = TrajectoryModel(
+            (present + 0.5) * BIN, curve, np.zeros((len(series), z.shape[1])), 0.0, 0.0, np.array([len(s) for s in series]), KalmanLLT()
+        )
         offsets, amps, residuals = [], [], []
         for s in series:
             g = model.shape(_tau(len(s)))
             gc, sc = g - g.mean(axis=0), s - s.mean(axis=0)
-            denom = float((gc ** 2).sum())
+            denom = float((gc**2).sum())
             amp = max(float((gc * sc).sum() / denom) if denom > 0 else 1.0, 0.05)
             off = (s - amp * g).mean(axis=0)
             offsets.append(off)
             amps.append(amp)
             residuals.append(s - off - amp * g)
         log_amps = np.log(np.array(amps))
-        return TrajectoryModel(model.centers, curve, np.array(offsets), float(log_amps.mean()),
-                               float(log_amps.std()) if len(series) > 1 else 0.0, model.lengths,
-                               KalmanLLT().fit(residuals))
+        return TrajectoryModel(
+            model.centers,
+            curve,
+            np.array(offsets),
+            float(log_amps.mean()),
+            float(log_amps.std()) if len(series) > 1 else 0.0,
+            model.lengths,
+            KalmanLLT().fit(residuals),
+        )
 
     def _residual(self, length: int, rng: np.random.Generator) -> np.ndarray:
         """One residual series simulated from the fitted local-linear-trend model (level and slope start at 0)."""
         d = self.curve.shape[1]
-        ql, qs, r = (np.broadcast_to(np.asarray(v, dtype=float), (d,)) for v in
-                     (self.residual.q_level, self.residual.q_slope, self.residual.r))
+        ql, qs, r = (
+            np.broadcast_to(np.asarray(v, dtype=float), (d,)) for v in (self.residual.q_level, self.residual.q_slope, self.residual.r)
+        )
         level, slope = np.zeros(d), np.zeros(d)
         out = np.empty((length, d))
         for t in range(length):

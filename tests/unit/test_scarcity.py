@@ -1,13 +1,15 @@
-"""Scarcity curve: engine draws, the trajectory generator, the augmentation, and that nothing leaks across engines."""
+"""Scarcity curve: engine draws, the trajectory generators, the augmentation, the gate, and that nothing leaks across engines."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from twinstream.datasets import cmapss
 from twinstream.evaluation import scarcity
 from twinstream.evaluation.synth_rul_tasks import engines
+from twinstream.models import discriminative
 from twinstream.models.trajectory_gen import TrajectoryModel
 
 
@@ -59,12 +61,30 @@ def test_each_draw_fits_its_generator_on_its_own_engines_only(monkeypatch: pytes
         fitted.append(sorted(len(s) for s in series))
         return real_fit(series)
 
+    deep: list[list[int]] = []
+    real_deep = scarcity.train_trajectory_generator
+
+    def deep_spy(out, entities, sensors, **kwargs):  # the deep generator's training entities, by their lengths
+        deep.append(sorted(len(s) for s in entities.values()))
+        return real_deep(out, entities, sensors, **kwargs)
+
     monkeypatch.setattr(scarcity.TrajectoryModel, "fit", staticmethod(spy))
-    report = scarcity.evaluate_scarcity(ks=(3,), draws=1, steps=10)
+    monkeypatch.setattr(scarcity, "train_trajectory_generator", deep_spy)
+    monkeypatch.setattr(discriminative, "MIN_STEPS", 60)  # the real classifier, fewer steps: wiring, not accuracy
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = scarcity.evaluate_scarcity(ks=(3,), draws=1, steps=10, generator_steps=20, gate_splits=1)
+    finally:
+        torch.set_num_threads(threads)
     units = report["curve"]["3"]["units"][0]
     life = cmapss.load_subset("FD001").train_life
-    assert fitted == [sorted(life[u] for u in units)]
+    assert fitted == [sorted(life[u] for u in units)] and deep == fitted
     row = report["curve"]["3"]
     assert row["train_engines"] == 3 and row["extra_engines"] == 6
     for arm in scarcity.ARMS:
         assert np.isfinite(row[arm]["rmse"]["mean"]) and len(row[arm]["rmse"]["draws"]) == 1
+    gate = row["diffusion_gate"][0]
+    assert {"discriminative_score", "tstr_ratio", "refused"} <= set(gate) and row["refused"] == int(bool(gate["refused"]))
+    same = "real" if gate["refused"] else "real_diffusion_ungated"  # a refused generator leaves the prior on real engines
+    assert row["real_diffusion"]["rmse"]["draws"] == row[same]["rmse"]["draws"]

@@ -17,15 +17,26 @@ console = Console(stderr=True)
 
 
 def print_curve(report: dict) -> None:
-    table = Table(title=f"scarcity curve on {report['subset']} ({report['test_engines']} test engines, "
-                        f"{report['protocol']['draws']} draws per k), RMSE mean ± sd over draws")
-    for col in ("k", "real", "real + synthetic", "real + jitter", "PHM08 real", "PHM08 real + synthetic", "PHM08 real + jitter"):
+    table = Table(
+        title=f"scarcity curve on {report['subset']} ({report['test_engines']} test engines, "
+        f"{report['protocol']['draws']} draws per k), RMSE mean ± sd over draws"
+    )
+    arms = {
+        "real": "real",
+        "real_synthetic": "real + synthetic",
+        "real_jitter": "real + jitter",
+        "real_diffusion": "real + diffusion (gated)",
+        "real_diffusion_ungated": "real + diffusion (ungated)",
+    }
+    arms = {a: label for a, label in arms.items() if all(a in row for row in report["curve"].values())}
+    for col in ("k", *arms.values(), "diffusion refused", *(f"PHM08 {label}" for label in arms.values())):
         table.add_column(col, justify="right")
     for k, row in report["curve"].items():
-        cells = [f"{row[a]['rmse']['mean']:.2f} ± {row[a]['rmse']['std']:.2f}" for a in ("real", "real_synthetic", "real_jitter")]
-        cells += [f"{row[a]['phm_score']['mean']:.0f}" for a in ("real", "real_synthetic", "real_jitter")]
+        cells = [f"{row[a]['rmse']['mean']:.2f} ± {row[a]['rmse']['std']:.2f}" for a in arms]
+        cells.append(f"{row.get('refused', 0)}/{report['protocol']['draws']}")
+        cells += [f"{row[a]['phm_score']['mean']:.0f}" for a in arms]
         table.add_row(k, *cells)
-    Console(width=max(Console().width, 120)).print(table)
+    Console(width=max(Console().width, 200)).print(table)
     console.print(f"{report['seconds']:.0f} s")
 
 
@@ -37,11 +48,16 @@ def scarcity(
     draws: int = typer.Option(3, "--draws", min=1, help="Random draws of the k engines per point."),
     steps: int = typer.Option(400, "--steps", min=1, help="Gradient steps per ensemble member (the training budget)."),
     seed: int = typer.Option(0, help="Seed of the engine draws."),
-    docs: Path | None = typer.Option(None, "--docs", help="Also draw img/scarcity.png here and regenerate synthetic.md "
-                                     "(from benchmarks/results/eval_synth.json and the --json report, which must be "
-                                     "benchmarks/results/scarcity.json)."),
+    docs: Path | None = typer.Option(
+        None,
+        "--docs",
+        help="Also draw img/scarcity.png here and regenerate synthetic.md "
+        "(from benchmarks/results/eval_synth.json and the --json report, which must be "
+        "benchmarks/results/scarcity.json).",
+    ),
 ) -> None:
-    """Train the prior on k real engines (several draws), alone, with generated trajectories, with jitter; score the twins."""
+    """Train the prior on k real engines (several draws), alone, with generated trajectories (baseline and diffusion
+    generators), with jitter; score the twins."""
     import torch
 
     torch.set_num_threads(1)  # shared cores
@@ -50,8 +66,13 @@ def scarcity(
     ks = KS if not k else tuple(None if v == "all" else int(v) for v in k)
     with console.status("scarcity curve ...") as status:
         report = evaluate_scarcity(subset, data, ks, draws=draws, steps=steps, seed=seed, progress=status.update)
-    parts = [f"--subset {subset}", *(f"--k {v}" for v in k or []), f"--draws {draws}" if draws != 3 else "",
-             f"--steps {steps}" if steps != 400 else "", f"--seed {seed}" if seed else ""]
+    parts = [
+        f"--subset {subset}",
+        *(f"--k {v}" for v in k or []),
+        f"--draws {draws}" if draws != 3 else "",
+        f"--steps {steps}" if steps != 400 else "",
+        f"--seed {seed}" if seed else "",
+    ]
     report["command"] = "twinstream eval scarcity " + " ".join(p for p in parts if p)
     print_curve(report)
     if json_path is not None:
