@@ -31,7 +31,6 @@ from pydantic import ValidationError
 
 from twinstream.schemas.dead_letter import RejectReason
 from twinstream.schemas.telemetry import SCHEMA_VERSION, Telemetry
-from twinstream.streams.telemetry_fast import fast_telemetry
 
 DEFAULT_MAX_PAYLOAD = 64 * 1024
 DEFAULT_MAX_FUTURE_SKEW = timedelta(minutes=5)
@@ -100,16 +99,14 @@ def decode_telemetry(
         return Rejection(
             RejectReason.OVERSIZED, f"payload is {len(raw)} bytes, limit {max_payload}", _entity_hint(raw, key)
         )
-    telemetry = fast_telemetry(raw)  # the plainly valid common case; None: the schema decides
-    if telemetry is None:
-        try:
-            telemetry = Telemetry.model_validate_json(raw)
-        except ValidationError as exc:
-            reason = _reason_for(exc)
-            detail = _summary(exc)
-            if reason is RejectReason.SCHEMA_VERSION:
-                detail = f"{detail} (this worker reads schema_version {SCHEMA_VERSION})"
-            return Rejection(reason, detail, _entity_hint(raw, key))
+    try:
+        telemetry = Telemetry.model_validate_json(raw)
+    except ValidationError as exc:
+        reason = _reason_for(exc)
+        detail = _summary(exc)
+        if reason is RejectReason.SCHEMA_VERSION:
+            detail = f"{detail} (this worker reads schema_version {SCHEMA_VERSION})"
+        return Rejection(reason, detail, _entity_hint(raw, key))
     if len(telemetry.metrics) > max_metrics:
         return Rejection(
             RejectReason.INVALID, f"{len(telemetry.metrics)} metrics, limit {max_metrics}", telemetry.entity_id
