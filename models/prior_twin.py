@@ -58,13 +58,14 @@ from typing import Any
 from river import drift, linear_model, optim, stats
 
 from twinstream.models.active_priors import active_prior, clear_active_priors, set_active_prior  # noqa: F401 (re-exported)
-from twinstream.models.base import Features, IntervalPrediction, TwinLearner, check_weight
+from twinstream.models.base import Features, IntervalPrediction, Observation, TwinLearner, check_weight
 from twinstream.models.features import RulFeatures, feature_names
 from twinstream.models.fleet import FleetModel, get_fleet
 from twinstream.models.generic_features import GenericFeatures
 from twinstream.models.generic_features import feature_names as generic_feature_names
 from twinstream.models.prior import FleetPrior, PriorMismatchError, bundled_prior_dir, load_prior
 from twinstream.models.prior_domain import FeatureDomain, prior_domain
+from twinstream.models.prior_twin_batch import observe_prior_twins
 from twinstream.schemas.prior import FeatureSchema
 
 BASE_KEY = "base_rul"
@@ -324,6 +325,17 @@ class PriorTwin(TwinLearner):
         return base
 
     def observe_one(self, x: Features, synthetic: Collection[str] = ()) -> Features:
+        vector, heard = self._observe_vector(x, synthetic)
+        features: dict[str, float | None] = dict(zip(self._names, vector))
+        return self._observe_base(features, self.base_from_vector(heard, features))
+
+    @classmethod
+    def observe_many(cls, items: Sequence[Observation]) -> list[Features | Exception]:
+        """:meth:`observe_one` for a wave of twins with the prior evaluated once over the wave (:mod:`.prior_twin_batch`)."""
+        return observe_prior_twins(items)
+
+    def _observe_vector(self, x: Features, synthetic: Collection[str]) -> tuple[list[float], list[float]]:
+        """:meth:`observe_one` up to the prior: feature state and domain check; (feature vector, what the prior hears)."""
         vector = self._fx.update_vector(x, synthetic)  # synthetic fills stay out of the personal baseline
         self._fallback = False
         if self._domain is not None and self._fallback_domain is not None:
@@ -335,11 +347,13 @@ class PriorTwin(TwinLearner):
             if self._alarm and self._in_domain:
                 self._alarm = False  # back in the prior's domain
             self._fallback = outside > self.mask_outside_above or self._alarm
-        features: dict[str, float | None] = dict(zip(self._names, vector))
         # In fallback the prior hears only what lies within its experience: a feature outside its
         # training ranges is missing, and its nets impute the training mean for it.
         heard = self._fallback_domain.mask(vector) if self._fallback and self._fallback_domain is not None else vector
-        base = self.base_from_vector(heard, features)
+        return vector, heard
+
+    def _observe_base(self, features: dict[str, float | None], base: float) -> Features:
+        """:meth:`observe_one` from the base estimate on: the drift detector sees it; the features carry it."""
         features[BASE_KEY] = base
         self._drift.update(base)
         if self._drift.drift_detected:

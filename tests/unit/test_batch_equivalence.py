@@ -122,6 +122,11 @@ def assert_close(a: Any, b: Any, where: str = "", seen: set[int] | None = None) 
         assert type(a) is type(b) and len(a) == len(b), f"{where}: {a!r} != {b!r}"
         for i, (x, y) in enumerate(zip(a, b)):
             assert_close(x, y, f"{where}[{i}]", seen)
+    elif type(a).__module__.startswith(("river.utils", "river._river_rust.vectordict")) and hasattr(
+        a, "keys"
+    ):  # e.g. a linear model's weights
+        assert type(a) is type(b), f"{where}: {type(a)} != {type(b)}"
+        assert_close({k: a[k] for k in a.keys()}, {k: b[k] for k in b.keys()}, where, seen)
     elif type(a).__module__.startswith("river.stats") and hasattr(a, "get"):  # state held in Rust: compare its value
         assert type(a) is type(b), f"{where}: {type(a)} != {type(b)}"
         assert_close(a.get(), b.get(), f"{where}.get()", seen)
