@@ -49,6 +49,9 @@ class SnapshotPublisher:
         self.metrics = metrics
         self.probe = probe
         self.touched: dict[str, int] = {}  # entity id -> partition, since the last tick
+        # Published before a checkpoint wrote them (entity id -> partition, checkpoint number
+        # then): published once more after the next checkpoint, for their stored size.
+        self.unsized: dict[str, tuple[int, int]] = {}
         self.conn: Connection | None = None
         self.outbox: queue.Queue[Any] = queue.Queue()
         self.sent_ownership: Ownership | None = None
@@ -111,16 +114,24 @@ class SnapshotPublisher:
         return Ownership(rebalancing=rebalancing, owned=owned, distribution=distribution, loaded=loaded)
 
     def _states(self) -> list[tuple[str, int, dict[str, Any]]]:
-        touched, self.touched = self.touched, {}
+        fresh, self.touched = self.touched, {}
+        checkpoint = self.agent.checkpoint_number
+        touched = dict(fresh)
+        for entity_id, (partition, published_at) in list(self.unsized.items()):
+            if published_at < checkpoint:  # checkpointed since: publish its stored size
+                touched.setdefault(entity_id, partition)
+                del self.unsized[entity_id]
         twins = self.agent.processor.twins
         out = []
         for entity_id, partition in touched.items():
             twin = twins.get(entity_id)
-            if twin is None:  # dead-lettered before it had a twin
+            if twin is None:  # dead-lettered before it had a twin, or evicted from the cache
                 continue
             blob = self._read(partition, entity_id.encode())
             out.append((entity_id, partition, twin_state(twin, len(blob) if blob is not None else 0)))
             self.published.add(entity_id)
+            if entity_id in fresh:
+                self.unsized[entity_id] = (partition, checkpoint)
         return out
 
     def _backfill_chunk(self) -> list[tuple[str, int, bytes]]:

@@ -43,6 +43,7 @@ def fake_agent(twins: dict[str, Twin], table: dict[bytes, bytes], owned: set[int
         settings=types.SimpleNamespace(partitions=PARTITIONS),
         rebalancing=False,
         generation=1,
+        checkpoint_number=0,
     )
 
 
@@ -91,6 +92,28 @@ def test_touched_twins_are_published_and_checkpointed_ones_backfilled() -> None:
     assert drain(publisher, directory) == []
 
 
+def test_a_twin_published_before_its_checkpoint_is_published_again_with_its_size() -> None:
+    twin, table = a_twin("new-1", 2), {}
+    agent = fake_agent({"new-1": twin}, table, {partition("new-1")})
+    publisher = SnapshotPublisher(agent, WorkerMetrics())
+    publisher.conn = types.SimpleNamespace()
+    directory = TwinDirectory("http://a:1", PARTITIONS)
+    asyncio.run(publisher.tick())
+    publisher.on_batch([Record(b"new-1", b"{}", "telemetry", partition("new-1"), 0)])
+    asyncio.run(publisher.tick())
+    drain(publisher, directory)
+    assert directory.state("new-1")["state_bytes"] == 0  # not checkpointed yet
+    asyncio.run(publisher.tick())
+    assert drain(publisher, directory) == []  # no checkpoint since: nothing to say
+    table[b"new-1"] = twin.to_bytes()  # the checkpoint writes it
+    agent.checkpoint_number += 1
+    asyncio.run(publisher.tick())
+    assert drain(publisher, directory) == ["states"]
+    assert directory.state("new-1")["state_bytes"] == len(table[b"new-1"])
+    asyncio.run(publisher.tick())
+    assert drain(publisher, directory) == []  # once
+
+
 def test_rebalance_forgets_revoked_partitions_and_reloads() -> None:
     twins = {f"e{i}": a_twin(f"e{i}", 2) for i in range(8)}
     table = {key.encode(): twin.to_bytes() for key, twin in twins.items()}
@@ -134,8 +157,9 @@ def test_reports_count_in_the_worker_registry() -> None:
 def test_ownership_defaults_to_not_ready() -> None:
     directory = TwinDirectory("http://a:1/", PARTITIONS)
     assert directory.rebalancing and directory.loading and not directory.ready()
-    directory.set_ownership(Ownership(rebalancing=False, owned=frozenset({0}), loaded=True,
-                                      distribution={"http://a:1": (0,), "http://b:2": (1,)}))
+    directory.set_ownership(
+        Ownership(rebalancing=False, owned=frozenset({0}), loaded=True, distribution={"http://a:1": (0,), "http://b:2": (1,)})
+    )
     assert directory.peer_urls() == ["http://b:2"] and directory.ready()
     other = next(e for e in (f"x{i}" for i in range(50)) if partition(e) == 1)
     assert directory.owner_url(other) == "http://b:2" and not directory.is_local(other)

@@ -1,4 +1,5 @@
-// twinstream inspector: the fleet table and one twin's live prediction chart (plain SVG, no library).
+// twinstream inspector: the fleet table and one twin's live chart of measured values, predictions and
+// intervals (plain SVG, no library).
 // A token comes from the page URL's fragment (#token=...), never from the query, so it stays out of
 // server logs; it is sent as a bearer header, and as access_token to EventSource (which cannot set headers).
 "use strict";
@@ -10,7 +11,7 @@ const token = sessionStorage.getItem("twinstream-token") || "";
 const MAX_POINTS = 200;
 
 const state = { twins: [], sortKey: "entity_id", sortDir: 1, filter: "", entity: params.get("entity"), task: null,
-                series: {}, source: null };
+                series: {}, measured: {}, source: null };
 
 function $(selector) { return document.querySelector(selector); }
 function fmt(x, digits = 1) { return x === null || x === undefined ? "–" : Number(x).toFixed(digits); }
@@ -81,12 +82,22 @@ function renderFleet() {
 
 function taskKey(p) { return `${p.task || "label"}:${p.target}`; }
 
+// A prediction is drawn at the sample it is about (target_seq: seq + horizon for a forecast), a
+// measured value at the sample that carried it (its prediction's seq), so a forecast and the
+// measurement it predicted line up.
+function about(p) { return p.target_seq ?? p.seq; }
+
 function addPoint(p) {
   const key = taskKey(p);
   const series = (state.series[key] = state.series[key] || []);
   if (series.length && series[series.length - 1].seq >= p.seq) return false;
   series.push(p);
   if (series.length > MAX_POINTS) series.shift();
+  if (p.measured !== null && p.measured !== undefined) {
+    const measured = (state.measured[key] = state.measured[key] || []);
+    measured.push({ x: p.seq, y: p.measured });
+    if (measured.length > MAX_POINTS) measured.shift();
+  }
   if (!state.task) state.task = key;
   return true;
 }
@@ -102,6 +113,7 @@ function renderTasks() {
 function renderChart() {
   const svg = $("#chart");
   const series = state.series[state.task] || [];
+  const measured = state.measured[state.task] || [];
   const W = 800, H = 300, L = 48, R = 10, T = 10, B = 24;
   const ns = "http://www.w3.org/2000/svg";
   const make = (name, attrs) => {
@@ -111,20 +123,24 @@ function renderChart() {
   };
   const children = [];
   if (series.length) {
-    const xs = series.map((p) => p.seq);
-    const ys = series.flatMap((p) => [p.value, p.lower ?? p.value, p.upper ?? p.value]);
+    const xs = series.map(about).concat(measured.map((m) => m.x));
+    const ys = series.flatMap((p) => [p.value, p.lower ?? p.value, p.upper ?? p.value]).concat(measured.map((m) => m.y));
     const x0 = Math.min(...xs), x1 = Math.max(...xs, x0 + 1);
     let y0 = Math.min(...ys), y1 = Math.max(...ys);
     if (y1 - y0 < 1e-9) { y0 -= 1; y1 += 1; }
     const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
     const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
-    const upper = series.map((p) => `${sx(p.seq)},${sy(p.upper ?? p.value)}`);
-    const lower = series.map((p) => `${sx(p.seq)},${sy(p.lower ?? p.value)}`).reverse();
+    const upper = series.map((p) => `${sx(about(p))},${sy(p.upper ?? p.value)}`);
+    const lower = series.map((p) => `${sx(about(p))},${sy(p.lower ?? p.value)}`).reverse();
     children.push(make("polygon", { class: "band", points: upper.concat(lower).join(" ") }));
-    children.push(make("polyline", { class: "line", points: series.map((p) => `${sx(p.seq)},${sy(p.value)}`).join(" ") }));
+    children.push(make("polyline", { class: "line", points: series.map((p) => `${sx(about(p))},${sy(p.value)}`).join(" ") }));
     for (const p of series) {
-      children.push(make("circle", { class: p.in_domain === false ? "point out" : "point", cx: sx(p.seq), cy: sy(p.value),
-                                     r: 2.5, "data-seq": p.seq }));
+      children.push(make("circle", { class: p.in_domain === false ? "point out" : "point", cx: sx(about(p)),
+                                     cy: sy(p.value), r: 2.5, "data-seq": p.seq }));
+    }
+    for (const m of measured) {  // a small square per measured value
+      children.push(make("rect", { class: "measured", x: sx(m.x) - 2.5, y: sy(m.y) - 2.5, width: 5, height: 5,
+                                   "data-seq": m.x }));
     }
     children.push(make("line", { class: "axis", x1: L, y1: H - B, x2: W - R, y2: H - B }));
     children.push(make("line", { class: "axis", x1: L, y1: T, x2: L, y2: H - B }));
@@ -134,6 +150,7 @@ function renderChart() {
   }
   svg.replaceChildren(...children);
   svg.dataset.points = String(series.length);
+  svg.dataset.measured = String(measured.length);
   svg.dataset.lastSeq = series.length ? String(series[series.length - 1].seq) : "";
 }
 
@@ -152,6 +169,7 @@ function renderFacts(twin) {
 async function select(entity) {
   state.entity = entity;
   state.series = {};
+  state.measured = {};
   state.task = null;
   if (state.source) state.source.close();
   history.replaceState(null, "", `?entity=${encodeURIComponent(entity)}${location.hash}`);
