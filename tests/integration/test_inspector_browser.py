@@ -1,8 +1,9 @@
 """The inspector page in a real browser (Debian's headless Chromium, driven over the DevTools protocol).
 
 A worker serves the page; the test opens one twin, waits for its chart to draw the
-remembered predictions, sends new telemetry and waits for the live chart to draw the
-new points (they arrive over the server-sent event stream), then saves a screenshot.
+remembered predictions with the measured values they carry, sends new telemetry and waits
+for the live chart to draw the new points (they arrive over the server-sent event stream),
+then saves a screenshot.
 ``TWINSTREAM_SCREENSHOT_DIR`` also copies it there (how docs/img/inspector.png is made).
 """
 
@@ -182,6 +183,9 @@ async def drive(port: int, url: str, producer: Producer, topic: str) -> bytes:
                                  "the live chart to draw the new points")
             drawn = await tools.evaluate("document.querySelectorAll('#chart circle').length")
             assert drawn == FIRST + 3
+            # every sample measured flow: one measured point per prediction, at the prediction's own seq
+            measured = await tools.evaluate("[...document.querySelectorAll('#chart rect.measured')].map(r => r.dataset.seq)")
+            assert measured == [str(seq) for seq in range(FIRST + 3)]
             rows = await tools.evaluate("[...document.querySelectorAll('#twins tbody tr')].map(r => r.dataset.entity)")
             assert rows == ["pump-0", "pump-1"]
             shot = await tools.call("Page.captureScreenshot", format="png")
