@@ -242,6 +242,39 @@ async def run_arm(base: Settings, arm: str, n: int, entities: list[str], rate: f
     }
 
 
+def _ms(value: float | None) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
+def render_markdown(summary: dict) -> str:
+    """The results table and summary lines of docs/operations.md (a unit test checks the page against the JSON)."""
+    rows = [
+        "| repeat | arm | worker events/s | requests (per s) | replies | p50 ms | p99 ms | max ms | API answered within 20 ms "
+        "| CPU s: worker / API process / load generator |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in summary["arms"]:
+        lat, cpu = arm["latency_ms"], arm["cpu_s"]
+        replies = ", ".join(f"{count} × {status}" for status, count in sorted(arm["statuses"].items())) or "–"
+        within = arm["server_share_within_20ms"]
+        rows.append(
+            f"| {arm['repeat']} | {arm['arm']} | {arm['events_per_s']:.0f} | {arm['requests']} ({arm['achieved_rate']:.0f}) "
+            f"| {replies} | {_ms(lat['p50'])} | {_ms(lat['p99'])} | {_ms(lat['max'])} "
+            f"| {'–' if within is None else f'{100 * within:.1f}%'} "
+            f"| {cpu['worker']:.1f} / {cpu['api_process']:.1f} / {cpu['benchmark_client']:.1f} |"
+        )
+    drops = ", ".join(f"{100 * d:.1f}%" for d in summary["events_per_s_drop_per_repeat"])
+    p99s = ", ".join(f"{v:.1f}" for v in summary["latency_p99_ms_per_repeat"])
+    rows += [
+        "",
+        f"Mean events/s: {summary['events_per_s_idle_mean']:.0f} idle, {summary['events_per_s_load_mean']:.0f} under API load "
+        f"({100 * summary['events_per_s_drop']:.1f}% fewer; per repeat {drops}). "
+        f"p99 per load arm: {p99s} ms. 1-minute load average at the end: {summary['load_average_1m_at_end']:.1f} "
+        f"on {summary['cpus']} cores.",
+    ]
+    return "\n".join(rows) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=60_000)
@@ -251,7 +284,11 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--docs", type=Path, default=None, help="only print the docs table of this result file")
     args = parser.parse_args()
+    if args.docs is not None:
+        print(render_markdown(json.loads(args.docs.read_text())), end="")
+        return
 
     workdir = Path(tempfile.mkdtemp(prefix="twinstream-apibench-"))
     messages = make_messages(args.messages, args.entities)  # the throughput benchmark's measured telemetry
@@ -307,6 +344,7 @@ def main() -> None:
         "arms": results,
     }
     print(json.dumps({k: v for k, v in summary.items() if k != "arms"}, indent=2))
+    print(render_markdown(summary))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
