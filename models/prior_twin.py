@@ -340,17 +340,23 @@ class PriorTwin(TwinLearner):
         self._fallback = False
         if self._domain is not None and self._fallback_domain is not None:
             score = self._domain.score(vector)
-            self._domain_score = score
-            self._in_domain = score <= self._domain.max_outside
-            outside = score if self._fallback_domain is self._domain else self._fallback_domain.score(vector)
-            self._far = outside > self.abandon_prior_above
-            if self._alarm and self._in_domain:
-                self._alarm = False  # back in the prior's domain
-            self._fallback = outside > self.mask_outside_above or self._alarm
+            self._judge(score, score if self._fallback_domain is self._domain else self._fallback_domain.score(vector))
         # In fallback the prior hears only what lies within its experience: a feature outside its
         # training ranges is missing, and its nets impute the training mean for it.
         heard = self._fallback_domain.mask(vector) if self._fallback and self._fallback_domain is not None else vector
         return vector, heard
+
+    def _judge(self, score: float, outside: float) -> None:
+        """This event's domain state from its domain score and its share outside the fallback's (widened) ranges.
+
+        Only for a twin with a domain check (``_domain`` set): :meth:`_observe_vector` and the wave's batch call it.
+        """
+        self._domain_score = score
+        self._in_domain = score <= self._domain.max_outside  # type: ignore[union-attr]
+        self._far = outside > self.abandon_prior_above
+        if self._alarm and self._in_domain:
+            self._alarm = False  # back in the prior's domain
+        self._fallback = outside > self.mask_outside_above or self._alarm
 
     def _observe_base(self, features: dict[str, float | None], base: float) -> Features:
         """:meth:`observe_one` from the base estimate on: the drift detector sees it; the features carry it."""

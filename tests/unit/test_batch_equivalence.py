@@ -38,8 +38,8 @@ CYCLES = 45
 # (learner, its parameters, twins spec): every registered family alone, a variant without
 # a prior, and the default kinds spec (C-MAPSS turbofans: label task plus the kind's tasks).
 CASES: list[tuple[str, dict[str, Any], str]] = [(name, {}, "none") for name in sorted(LEARNERS)]
-CASES += [("prior-twin", {"prior": None}, "none"), ("prior-twin", {}, "bundled:cmapss")]
-IDS = [f"{name}{'-noprior' if params else ''}-{spec.split(':')[-1]}" for name, params, spec in CASES]
+CASES += [("prior-twin", {"prior": None}, "none"), ("prior-twin", {"fallback_margin": 0.1}, "none"), ("prior-twin", {}, "bundled:cmapss")]
+IDS = [f"{name}{''.join(f'-{k}={v}' for k, v in params.items())}-{spec.split(':')[-1]}" for name, params, spec in CASES]
 
 
 @pytest.fixture(scope="module")
