@@ -88,3 +88,50 @@ def test_each_draw_fits_its_generator_on_its_own_engines_only(monkeypatch: pytes
     assert {"discriminative_score", "tstr_ratio", "refused"} <= set(gate) and row["refused"] == int(bool(gate["refused"]))
     same = "real" if gate["refused"] else "real_diffusion_ungated"  # a refused generator leaves the prior on real engines
     assert row["real_diffusion"]["rmse"]["draws"] == row[same]["rmse"]["draws"]
+
+
+def test_the_page_reports_the_diffusion_gate_and_a_refusal_as_no_change() -> None:
+    from twinstream.evaluation import scarcity_docs
+
+    def arm(values: list[float]) -> dict:
+        return {m: {"mean": float(np.mean(values)), "std": float(np.std(values)), "draws": values} for m in ("rmse", "phm_score")}
+
+    gate = {"discriminative_score": 0.4, "tstr_ratio": 2.5, "baseline_tstr_ratio": 1.3, "refused": "tstr_ratio 2.5 > 1.5"}
+    row = {
+        "real": arm([20.0, 22.0]),
+        "real_synthetic": arm([21.0, 23.0]),
+        "real_jitter": arm([19.0, 21.0]),
+        "real_diffusion": arm([20.0, 22.0]),
+        "real_diffusion_ungated": arm([24.0, 25.0]),
+        "train_engines": 3,
+        "extra_engines": 6,
+        "diffusion_gate": [gate, gate],
+        "refused": 2,
+    }
+    protocol = {
+        "draws": 2,
+        "units_rng": "r",
+        "folds": 3,
+        "steps_per_member": 400,
+        "extra_per_real": 2,
+        "scale_sd": 0.1,
+        "jitter_sd": 0.1,
+        "generator_steps": 800,
+        "gate_splits": 3,
+        "diffusion_gate_reference": "the k engines",
+        "diffusion_gate": {"max_discriminative": 0.25, "max_tstr_ratio": 1.5},
+    }
+    report = {
+        "curve": {"3": row},
+        "protocol": protocol,
+        "subset": "FD001",
+        "test_engines": 100,
+        "seconds": 60.0,
+        "command": "twinstream eval scarcity --subset FD001",
+    }
+    text = scarcity_docs.section(report)
+    assert "refused in 2 of 2 draws" in text and "same (all refused)" in text
+    assert "| 3 | 2/2 | 0.40 (0.40-0.40) | 2.50 (2.50-2.50) | 1.30 |" in text
+    assert "the diffusion trajectories help in every draw at no k and hurt in every draw at k = 3" in " ".join(text.split())
+    del row["real_diffusion"], row["real_diffusion_ungated"]
+    assert "diffusion" not in scarcity_docs.section(report)  # reports from before the arm render as they did
