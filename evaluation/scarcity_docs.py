@@ -234,6 +234,12 @@ at most {gate["max_tstr_ratio"]}; {p["gate_splits"]} classifier splits) is measu
 with so few engines nothing else may be used, and the train-on-real RMSE it divides by is then
 in-sample, so the gate is strict. A refused generator leaves that draw's prior trained on the real
 engines alone (*gated* column, what a user gets); the *ungated* column uses its trajectories anyway.
+The same loader guards `twinstream prior train --data DIR --synthetic ARTIFACT [--synthetic-count N]`,
+which adds an artifact's trajectories to the training engines: a tampered artifact (weights sha256)
+or one whose recorded gate numbers fail is refused with the failing metric named, and nothing is
+trained. The generator can also continue an entity's early life (`TrajectoryGenerator.sample(...,
+prefix=...)`: the given cycles are kept, the rest generated to a failure); that mode is not scored
+here.
 
 The generator was refused in {refused} of {total} draws.
 
