@@ -107,7 +107,9 @@ class TwinProcessor(FillsAndGaps):
         self.metrics = metrics or WorkerMetrics()
         self.clock = clock
         self.twins: dict[str, Twin] = {}
-        self.touched: OrderedDict[str, float] = OrderedDict()  # entity -> clock time of its latest event, oldest first
+        # entity -> clock time of its latest event, oldest first; kept only with idle eviction on (it costs memory per twin)
+        self.touched: OrderedDict[str, float] = OrderedDict()
+        self._track_idle = settings.twin_idle_evict_s > 0
         self._now_s = 0.0
         self.partition_of: dict[str, int] = {}
         self.dirty: set[str] = set()
@@ -137,8 +139,9 @@ class TwinProcessor(FillsAndGaps):
             self.twins[entity_id] = twin
             self.partition_of[entity_id] = partition
             self.metrics.twins.set(len(self.twins))
-        self.touched[entity_id] = self._now_s
-        self.touched.move_to_end(entity_id)
+        if self._track_idle:
+            self.touched[entity_id] = self._now_s
+            self.touched.move_to_end(entity_id)
         return twin
 
     def process(self, records: Iterable[Record]) -> BatchOutput:
