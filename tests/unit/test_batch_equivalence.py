@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections import defaultdict
+from collections import defaultdict, deque
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -118,7 +118,7 @@ def assert_close(a: Any, b: Any, where: str = "", seen: set[int] | None = None) 
         assert isinstance(b, dict) and a.keys() == b.keys(), f"{where}: keys {sorted(a)} != {sorted(b)}"
         for k in a:
             assert_close(a[k], b[k], f"{where}.{k}", seen)
-    elif isinstance(a, list | tuple):
+    elif isinstance(a, list | tuple | deque):
         assert type(a) is type(b) and len(a) == len(b), f"{where}: {a!r} != {b!r}"
         for i, (x, y) in enumerate(zip(a, b)):
             assert_close(x, y, f"{where}[{i}]", seen)
@@ -191,3 +191,46 @@ def test_prior_pairs_equal_pair_row_by_row() -> None:
     np.testing.assert_allclose(a, expected[:, 0], rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(b, expected[:, 1], rtol=1e-12, atol=1e-9)
     assert len(set(np.round(b, 3))) > 50  # varied inputs, not one answer
+
+
+KINDS = """
+kinds:
+  - name: turbofan
+    match: {entity_id: ["engine-*"]}
+    tasks: [{type: label, target: rul}]
+    learner: {family: prior-twin, params: {prior: bundled}}
+  - name: pump
+    match: {entity_id: ["pump-*"]}
+    metrics: [{name: flow}, {name: pressure}]
+    tasks:
+      - {type: forecast, metric: flow, horizon: 2}
+      - {type: anomaly, metric: flow}
+"""
+
+
+def test_batched_equals_one_at_a_time_with_task_only_kinds(events: list[tuple[str, bytes]], tmp_path: Any) -> None:
+    """Engines (label task) and pumps (forecast and anomaly tasks, no learner) in the same batches."""
+    pumps = []
+    for seq in range(60):
+        for p in range(3):
+            flow = 50.0 + 10.0 * math.sin(2 * math.pi * (seq + 5 * p) / 24) + (30.0 if seq == 40 and p == 1 else 0.0)
+            body = {
+                "entity_id": f"pump-{p}",
+                "event_time": (NOW - timedelta(minutes=1000 - seq)).isoformat(),
+                "seq": seq,
+                "metrics": {"flow": flow, "pressure": 3.0 + 0.01 * seq},
+            }
+            pumps.append((f"pump-{p}", json.dumps(body).encode()))
+    rng = random.Random(9)
+    mixed, a, b = [], list(events), pumps
+    while a or b:  # interleaved, each stream in its order
+        source = a if a and (not b or rng.random() < len(a) / (len(a) + len(b))) else b
+        mixed.append(source.pop(0))
+    (tmp_path / "twins.yaml").write_text(KINDS)
+    settings = Settings(twins_spec=str(tmp_path / "twins.yaml"))
+    single, expected = run(settings, mixed, batch=1)
+    batched, got = run(settings, mixed, batch=50)
+    assert len(expected["pump-1 prediction"]) == 120 and expected["engine-1 prediction"]
+    assert_close(dict(got), dict(expected), "outputs")
+    for entity, twin in single.twins.items():
+        assert_close(batched.twins[entity], twin, entity)
