@@ -25,7 +25,9 @@ twinstream.models.prior.PriorMismatchError: prior ... feature schema mismatch: e
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
+import os
 from importlib.resources import files
 from pathlib import Path
 
@@ -41,6 +43,7 @@ class PriorMismatchError(ValueError):
     """A prior artifact does not match what the loader expects (weights digest or feature schema)."""
 
 
+@functools.cache
 def bundled_prior_dir() -> Path:
     """The default prior shipped with the package (trained by ``twinstream prior train`` on FD001)."""
     return Path(str(files("twinstream.models") / "priors" / "fd001"))
@@ -163,6 +166,9 @@ class FleetPrior:
 
 
 _CACHE: dict[tuple[str, str], FleetPrior] = {}
+# Directory as given -> (its manifest's stat, the verified prior, schemas already checked against it):
+# every twin created or reloaded asks for its prior, so the manifest is read and hashed again only when it changed.
+_SEEN: dict[str, tuple[tuple[int, int, int], FleetPrior, set[str]]] = {}
 
 
 def load_prior(directory: str | Path, expected_schema: FeatureSchema | None = None, cache: bool = True) -> FleetPrior:
@@ -172,6 +178,21 @@ def load_prior(directory: str | Path, expected_schema: FeatureSchema | None = No
     or the feature schema differs from ``expected_schema``; ``FileNotFoundError`` when
     the manifest or weights are absent.
     """
+    if cache:
+        seen = _SEEN.get(str(directory))
+        if seen is not None:
+            stat, prior, checked = seen
+            try:
+                now = os.stat(Path(directory) / MANIFEST_FILE)
+            except OSError:
+                now = None
+            if now is not None and (now.st_mtime_ns, now.st_size, now.st_ino) == stat:
+                if expected_schema is None:
+                    return prior
+                schema_key = expected_schema.model_dump_json()
+                if schema_key in checked:
+                    return prior
+    given = str(directory)
     directory = Path(directory).resolve()
     manifest_path = directory / MANIFEST_FILE
     if not manifest_path.is_file():
@@ -201,4 +222,12 @@ def load_prior(directory: str | Path, expected_schema: FeatureSchema | None = No
         problems = prior.manifest.feature_schema.differences(expected_schema)
         if problems:
             raise PriorMismatchError(f"prior {directory}: feature schema mismatch: {'; '.join(problems)}")
+    if cache:
+        st = os.stat(manifest_path)
+        stat = (st.st_mtime_ns, st.st_size, st.st_ino)
+        seen = _SEEN.get(given)
+        checked = seen[2] if seen is not None and seen[0] == stat and seen[1] is prior else set()
+        if expected_schema is not None:
+            checked.add(expected_schema.model_dump_json())
+        _SEEN[given] = (stat, prior, checked)
     return prior

@@ -59,6 +59,7 @@ from river import drift, linear_model, optim, stats
 
 from twinstream.models.active_priors import active_prior, clear_active_priors, set_active_prior  # noqa: F401 (re-exported)
 from twinstream.models.base import Features, IntervalPrediction, Observation, TwinLearner, check_weight
+from twinstream.models.domain import DomainBounds
 from twinstream.models.features import RulFeatures, feature_names
 from twinstream.models.fleet import FleetModel, get_fleet
 from twinstream.models.generic_features import GenericFeatures
@@ -77,6 +78,21 @@ FALLBACK_MARGIN = 0.0  # for the fallback, a feature is outside when beyond its 
 ABANDON_PRIOR_ABOVE = 0.5  # domain score above which the prior is not used at all
 MIN_EVIDENCE = 2  # own labels before the twin weighs its own estimate against the prior's out of domain
 EVIDENCE_ALPHA = 0.2  # weight of the newest label in the running squared errors
+
+
+# Per-process caches of what is the same for every twin of a prior: sharing them keeps a
+# twin's memory (a million may be resident) and its creation or reload cost small.
+_SHARED_NAMES: dict[tuple[str, ...], list[str]] = {}
+_SHARED_DOMAINS: dict[tuple[str, tuple[str, ...], float], FeatureDomain] = {}
+
+
+def _shared_domain(prior: FleetPrior | None, bounds: DomainBounds, names: list[str], margin: float) -> FeatureDomain:
+    """The prior's domain check over ``names`` (read only), built once per prior digest, names and margin."""
+    key = ("" if prior is None else prior.digest, tuple(names), margin)
+    domain = _SHARED_DOMAINS.get(key)
+    if domain is None:
+        domain = _SHARED_DOMAINS[key] = FeatureDomain(bounds, names, margin)
+    return domain
 
 
 def hot_swap(learners: Iterable[object], prior: FleetPrior) -> int:
@@ -189,7 +205,9 @@ class PriorTwin(TwinLearner):
         return RulFeatures(fast_span=self.fast_span, slow_span=self.slow_span, baseline_n=self.baseline_n)
 
     def _feature_names(self) -> list[str]:
-        return generic_feature_names(self.metrics) if self.metrics else feature_names(self._fx.sensors)  # type: ignore[union-attr]
+        """The feature names, one list shared by every twin with the same ones (read only)."""
+        names = generic_feature_names(self.metrics) if self.metrics else feature_names(self._fx.sensors)  # type: ignore[union-attr]
+        return _SHARED_NAMES.setdefault(tuple(names), names)
 
     # -- shared, unpickled parts ------------------------------------------------------
     def _attach(self) -> None:
@@ -208,11 +226,11 @@ class PriorTwin(TwinLearner):
     def _attach_domain(self) -> None:
         bounds = prior_domain(self._prior) if self._prior is not None else None
         self._domain_bounds = bounds
-        self._domain = FeatureDomain(bounds, self._names) if bounds is not None else None
+        self._domain = _shared_domain(self._prior, bounds, self._names, 0.0) if bounds is not None else None
         # What the fallback (masking, abandoning) counts as outside: the ranges widened by fallback_margin.
-        self._fallback_domain = (
-            self._domain if bounds is None or self.fallback_margin == 0.0 else FeatureDomain(bounds, self._names, self.fallback_margin)
-        )
+        self._fallback_domain = self._domain
+        if bounds is not None and self.fallback_margin != 0.0:
+            self._fallback_domain = _shared_domain(self._prior, bounds, self._names, self.fallback_margin)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
