@@ -21,9 +21,11 @@ import uvicorn
 
 from twinstream.kafka_security import client_options
 from twinstream.settings import Settings
+from twinstream.streams.api.fastpath import TwinFastPath
 from twinstream.streams.api.feed import Prediction, PredictionFeed
 from twinstream.streams.api.http import build_api
 from twinstream.streams.api.routing import TwinDirectory
+from twinstream.streams.api.summary import join_summary
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +110,14 @@ async def serve(conn: Connection, settings: Settings, predictions_topic: str, se
     client = httpx.AsyncClient(timeout=10.0)
     token = settings.api_token.get_secret_value()
     api = build_api(directory, feed, token=token, client=client, record=link.record, metrics_text=link.metrics_text)
+
+    def summary(entity_id: str) -> dict[str, Any] | None:
+        state = directory.state(entity_id)
+        return None if state is None else join_summary(state, feed.last.get(entity_id, {}))
+
+    app = TwinFastPath(api, directory, summary, token, link.record)
     config = uvicorn.Config(
-        api,
+        app,
         host=settings.api_addr,
         port=settings.api_port,
         access_log=False,
