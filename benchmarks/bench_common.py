@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from rich.console import Console
 
@@ -45,3 +47,14 @@ class ArmResult:
     @property
     def duplicates(self) -> int:
         return self.records - self.outputs
+
+
+def git_commit() -> str | None:
+    """The commit the benchmarked code is at (plus "+dirty" with uncommitted changes), for the result file."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")

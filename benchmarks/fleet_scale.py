@@ -47,6 +47,7 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
+from bench_common import git_commit  # noqa: E402
 from bench_measure import rss_mb, twin_heap_bytes  # noqa: E402
 from bench_messages import make_messages  # noqa: E402
 from recovery_time import count_recovered, line_time, start_worker, wait_for_line  # noqa: E402
@@ -317,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     evict = {k: v for k, v in base_settings.model_dump().items() if "evict" in k}
     result: dict[str, Any] = {
         "command": " ".join(sys.argv),
+        "git_commit": git_commit(),
         "env": args.env,
         "cpus": os.cpu_count(),
         "load_average_before": [round(x, 2) for x in os.getloadavg()],

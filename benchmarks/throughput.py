@@ -47,7 +47,7 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 from bench_arms import Bench  # noqa: E402
-from bench_common import PEER_WORKER_ENV, ArmResult, console  # noqa: E402
+from bench_common import PEER_WORKER_ENV, ArmResult, console, git_commit  # noqa: E402
 from bench_latency import latency_run  # noqa: E402
 from bench_measure import twin_heap_bytes, wait_quiet  # noqa: E402
 from bench_messages import make_messages  # noqa: E402
@@ -346,9 +346,11 @@ def main(argv: list[str] | None = None) -> int:
             # an outside broker: its CPU counts as "other processes" if it runs on this machine
             targets = [Target(Settings(broker=args.broker).broker or args.broker, workdir)]
         load_before = os.getloadavg()
+        commit = git_commit()
         summaries = asyncio.run(run(args, targets))
         load_after = os.getloadavg()
         for summary in summaries:
+            summary["git_commit"] = commit
             summary["load_average"] = {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]}
         for target, summary in zip(targets, summaries, strict=True):
             if args.broker_storage:
