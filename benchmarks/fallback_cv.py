@@ -36,6 +36,7 @@ CV_GROUP = ("s7", "s12", "s20", "s21")  # HPC outlet pressure, fuel-flow ratio, 
 MASK_GRID = (0.0, 0.05, 0.1, 0.2, 0.3, 1.0)
 MARGIN_GRID = (0.0, 0.1, 0.25, 0.5)  # ranges widened by this share of their width before a feature counts as outside
 ABANDON_GRID = (0.3, 0.5, 0.7, 1.0)
+PERSIST_GRID = (1, 3, 5, 10)  # consecutive cycles beyond a threshold before the fallback acts on it
 MODES = ("none", "reversed_drift", "shifted")
 SHIFT_SD = 3.0
 BASELINE_N = 20
@@ -53,7 +54,11 @@ def _transform(sensors: dict[str, float], baseline: dict[str, float], mode: str,
 
 
 def _cycles(prior_dir: Path, data: CmapssSubset, units: list[int], mode: str, sd: dict[str, float]) -> list[tuple[Any, ...]]:
-    """(true RUL, value unmasked, mid-range, [(domain score, value masked) per margin]) per scored cycle of the held-out engines."""
+    """(true RUL, value unmasked, mid-range, [(last scores, value masked) per margin]) per scored cycle of the held-out engines.
+
+    ``last scores`` are the domain scores of the engine's latest ``max(PERSIST_GRID)`` cycles
+    (this one last; NaN before its first cycles), so persistence rules can be scored too.
+    """
     by_unit: dict[int, list] = {}
     for r in data.train:
         by_unit.setdefault(r.unit, []).append(r)
@@ -65,26 +70,36 @@ def _cycles(prior_dir: Path, data: CmapssSubset, units: list[int], mode: str, sd
         bounds, prior = twin._domain_bounds, twin.fleet_prior
         assert bounds is not None and prior is not None
         domains = [FeatureDomain(bounds, twin._names, margin) for margin in MARGIN_GRID]
+        history = [[math.nan] * max(PERSIST_GRID) for _ in domains]
         for r in rows:
             x = twin.observe_one(_transform(r.sensors, baseline, mode, sd))
             true = float(data.train_rul_at(r))
+            vector = [math.nan if (v := x.get(n)) is None else float(v) for n in twin._names]
+            for d, h in zip(domains, history):
+                h.append(d.score(vector))
+                del h[0]
             if not LOW <= true <= HIGH:
                 continue
-            vector = [math.nan if (v := x.get(n)) is None else float(v) for n in twin._names]
-            per_margin = [
-                (score, prior.predict_pair(d.mask(vector))[1] if score > 0.0 else math.nan) for d in domains for score in (d.score(vector),)
-            ]
+            per_margin = [(tuple(h), prior.predict_pair(d.mask(vector))[1] if h[-1] > 0.0 else math.nan) for d, h in zip(domains, history)]
             rows_out.append((true, twin.predict_one(x), twin.cap / 2.0, per_margin))
     return rows_out
 
 
-def _rmse(cycles: list[tuple[Any, ...]], margin: int, mask: float, abandon: float) -> float:
-    err = 0.0
-    for true, plain, mid, per_margin in cycles:
-        score, masked = per_margin[margin]
-        value = mid if score > abandon else (masked if score > mask else plain)
-        err += (value - true) ** 2
-    return math.sqrt(err / len(cycles))
+class _Arrays:
+    """One condition's cycles as arrays, so every rule of the grid is a few vector operations."""
+
+    def __init__(self, cycles: list[tuple[Any, ...]]) -> None:
+        self.true = np.array([c[0] for c in cycles])
+        self.plain = np.array([c[1] for c in cycles])
+        self.mid = np.array([c[2] for c in cycles])
+        self.scores = [np.array([c[3][i][0] for c in cycles]) for i in range(len(MARGIN_GRID))]  # (cycles, history)
+        self.masked = [np.array([c[3][i][1] for c in cycles]) for i in range(len(MARGIN_GRID))]
+
+    def rmse(self, margin: int, mask: float, abandon: float, persist: int) -> float:
+        """A threshold acts where the score was above it on each of the latest ``persist`` cycles (NaN: not yet)."""
+        lowest = np.min(np.nan_to_num(self.scores[margin][:, -persist:], nan=-1.0), axis=1)
+        value = np.where(lowest > abandon, self.mid, np.where(lowest > mask, self.masked[margin], self.plain))
+        return float(np.sqrt(np.mean((value - self.true) ** 2)))
 
 
 def fallback_cv(
@@ -103,21 +118,33 @@ def fallback_cv(
         sd = {s: float(np.std([r.sensors[s] for r in data.train if r.unit in set(train)])) for s in CV_GROUP}
         for mode in MODES:
             cycles[mode] += _cycles(out, data, held, mode, sd)
+    arrays = {m: _Arrays(c) for m, c in cycles.items()}
     grid = []
     for i, margin in enumerate(MARGIN_GRID):
         for mask in MASK_GRID:
             for abandon in ABANDON_GRID:
-                per = {m: _rmse(cycles[m], i, mask, abandon) for m in MODES}
-                grid.append(
-                    {
-                        "fallback_margin": margin,
-                        "mask_outside_above": mask,
-                        "abandon_prior_above": abandon,
-                        "rmse": per,
-                        "mean_rmse": statistics.mean(per.values()),
-                    }
-                )
-    best = min(grid, key=lambda g: (round(g["mean_rmse"], 6), g["fallback_margin"], -g["mask_outside_above"], -g["abandon_prior_above"]))
+                for persist in PERSIST_GRID:
+                    per = {m: arrays[m].rmse(i, mask, abandon, persist) for m in MODES}
+                    grid.append(
+                        {
+                            "fallback_margin": margin,
+                            "mask_outside_above": mask,
+                            "abandon_prior_above": abandon,
+                            "fallback_persist": persist,
+                            "rmse": per,
+                            "mean_rmse": statistics.mean(per.values()),
+                        }
+                    )
+    best = min(
+        grid,
+        key=lambda g: (
+            round(g["mean_rmse"], 6),
+            g["fallback_margin"],
+            g["fallback_persist"],
+            -g["mask_outside_above"],
+            g["abandon_prior_above"],  # on a tie the more cautious abandonment (the grid's conditions never reach it)
+        ),
+    )
     return {
         "folds": folds,
         "group": list(CV_GROUP),
@@ -130,6 +157,7 @@ def fallback_cv(
             "fallback_margin": best["fallback_margin"],
             "mask_outside_above": best["mask_outside_above"],
             "abandon_prior_above": best["abandon_prior_above"],
+            "fallback_persist": best["fallback_persist"],
             "mean_rmse": best["mean_rmse"],
             "rmse": best["rmse"],
         },

@@ -75,6 +75,7 @@ OOD_WIDEN = 1.5  # interval half-width factor out of the prior's domain (as a ki
 # Chosen by engine-level cross-validation on FD001's training engines (benchmarks/transfer.py, ``fallback_cv``).
 MASK_OUTSIDE_ABOVE = 0.0  # domain score above which the prior hears only the features within its training ranges
 FALLBACK_MARGIN = 0.0  # for the fallback, a feature is outside when beyond its range widened by this share of its width
+FALLBACK_PERSIST = 10  # consecutive events beyond a fallback threshold before the fallback acts on it
 ABANDON_PRIOR_ABOVE = 0.5  # domain score above which the prior is not used at all
 MIN_EVIDENCE = 2  # own labels before the twin weighs its own estimate against the prior's out of domain
 EVIDENCE_ALPHA = 0.2  # weight of the newest label in the running squared errors
@@ -125,7 +126,9 @@ class PriorTwin(TwinLearner):
     features outside the prior's training ranges above which the prior is not used; 1:
     never), ``mask_outside_above`` (share above which features outside those ranges are
     not shown to the prior; 1: never), ``fallback_margin`` (those two decisions count a feature
-    as outside only beyond its range widened by this share of its width), ``alarm_fallback`` (a drift alarm puts the twin in
+    as outside only beyond its range widened by this share of its width), ``fallback_persist``
+    (they act only once the score has been beyond their threshold on that many consecutive
+    events: a lone excursion, or a gap fill's, is noise; a sustained one is not), ``alarm_fallback`` (a drift alarm puts the twin in
     fallback), ``metrics`` (a declared kind's metrics: generic features over them instead
     of C-MAPSS's sensor features, for a prior trained on the kind's own history).
 
@@ -158,6 +161,7 @@ class PriorTwin(TwinLearner):
         mask_outside_above: float = MASK_OUTSIDE_ABOVE,
         alarm_fallback: bool = True,
         fallback_margin: float = FALLBACK_MARGIN,
+        fallback_persist: int = FALLBACK_PERSIST,
     ) -> None:
         if not 0.0 < coverage < 1.0:
             raise ValueError("coverage must be in (0, 1)")
@@ -168,6 +172,10 @@ class PriorTwin(TwinLearner):
         if not 0.0 <= fallback_margin:
             raise ValueError("fallback_margin must be >= 0")
         self.fallback_margin = fallback_margin
+        if fallback_persist < 1:
+            raise ValueError("fallback_persist must be >= 1")
+        self.fallback_persist = fallback_persist
+        self._runs = [0, 0]  # consecutive events beyond mask_outside_above, beyond abandon_prior_above
         self.abandon_prior_above = abandon_prior_above
         self.mask_outside_above = mask_outside_above
         self.alarm_fallback = alarm_fallback
@@ -255,6 +263,8 @@ class PriorTwin(TwinLearner):
         state.setdefault("alarm_fallback", False)
         state.setdefault("metrics", None)
         state.setdefault("fallback_margin", 0.0)  # a twin pickled before the margin: as it was
+        state.setdefault("fallback_persist", 1)  # a twin pickled before persistence: as it was
+        state.setdefault("_runs", [0, 0])
         self.__dict__.update(state)
         self._names = self._feature_names()
         self._attach()
@@ -275,6 +285,7 @@ class PriorTwin(TwinLearner):
             "metrics": self.metrics,
             "mask_outside_above": self.mask_outside_above,
             "fallback_margin": self.fallback_margin,
+            "fallback_persist": self.fallback_persist,
             "alarm_fallback": self.alarm_fallback,
         }
 
@@ -371,10 +382,13 @@ class PriorTwin(TwinLearner):
         """
         self._domain_score = score
         self._in_domain = score <= self._domain.max_outside  # type: ignore[union-attr]
-        self._far = outside > self.abandon_prior_above
+        runs = self._runs
+        runs[0] = runs[0] + 1 if outside > self.mask_outside_above else 0
+        runs[1] = runs[1] + 1 if outside > self.abandon_prior_above else 0
+        self._far = runs[1] >= self.fallback_persist
         if self._alarm and self._in_domain:
             self._alarm = False  # back in the prior's domain
-        self._fallback = outside > self.mask_outside_above or self._alarm
+        self._fallback = runs[0] >= self.fallback_persist or self._alarm
 
     def _observe_base(self, features: dict[str, float | None], base: float) -> Features:
         """:meth:`observe_one` from the base estimate on: the drift detector sees it; the features carry it."""
