@@ -58,9 +58,11 @@ def resolve_twins_spec(value: str) -> Path | None:
 class WorkerKinds:
     """A validated spec plus what the processor asks per event, precomputed per kind."""
 
-    def __init__(self, registry: KindRegistry, path: Path) -> None:
+    def __init__(self, registry: KindRegistry, path: Path, settings: Any = None) -> None:
         self.registry = registry
         self.path = path
+        self.settings = settings  # the worker's Settings: where ``prior: {registry: ...}`` priors come from
+        self.registry_families: dict[str, str] = {}  # kind -> registry family its prior follows
         self._label: dict[str, LabelTask | None] = {}
         self._has_tasks: dict[str, bool] = {}
         self.priors: dict[str, KindPrior] = {}  # kinds whose prior is an artifact of their own history
@@ -87,7 +89,9 @@ class WorkerKinds:
         :func:`load_kind_prior` against the kind's generic features: its label heads start
         the label task's ``prior-twin`` learner, its forecast priors the forecast tasks.
         ``bundled:`` names a prior shipped with the package (the C-MAPSS one, on its own
-        sensor features). ``registry:`` priors arrive through the worker's prior pull.
+        sensor features). ``registry:`` fetches the family's latest verified prior from the
+        worker's ``prior_registry_url`` (:class:`~.prior_pull.RegistryPriors`: else the cached
+        copy, else no prior, with a warning); the worker's prior pull then follows the family.
         """
         ref = kind.prior
         if ref is None:
@@ -99,9 +103,22 @@ class WorkerKinds:
                                 f"(bundled: {', '.join(sorted(p.name for p in directory.parent.iterdir() if p.is_dir()))})")
             self._prior_params[kind.name] = {"prior": str(directory)}
             return
-        if ref.directory is None:
+        if ref.registry is not None:
+            from twinstream.models.kind_prior import kind_features
+            from twinstream.streams.prior_pull import RegistryPriors
+
+            self.registry_families[kind.name] = ref.registry
+            fetched = None
+            if self.settings is not None:
+                fetched = RegistryPriors.from_settings(self.settings).fetch(ref.registry, kind_features(kind).schema(), kind.name)
+            if fetched is None:
+                self._prior_params[kind.name] = {"prior": None, "metrics": kind.metric_names}  # own features, no prior
+                return
+            directory = fetched
+        elif ref.directory is None:
             return
-        directory = Path(ref.directory).expanduser()
+        else:
+            directory = Path(ref.directory).expanduser()
         if not directory.is_absolute():
             directory = self.path.parent / directory
         try:
@@ -113,10 +130,13 @@ class WorkerKinds:
             self._prior_params[kind.name] = {"prior": str(directory.resolve()), "metrics": kind.metric_names}
 
     @classmethod
-    def load(cls, value: str) -> WorkerKinds | None:
-        """From a ``twins_spec`` setting; None for ``none`` (single-learner mode). Raises :class:`SpecError`."""
+    def load(cls, value: str, settings: Any = None) -> WorkerKinds | None:
+        """From a ``twins_spec`` setting; None for ``none`` (single-learner mode). Raises :class:`SpecError`.
+
+        ``settings``: the worker's, for kinds whose prior comes from the registry.
+        """
         path = resolve_twins_spec(value)
-        return None if path is None else cls(KindRegistry.from_file(path), path)
+        return None if path is None else cls(KindRegistry.from_file(path), path, settings)
 
     def match(self, entity_id: str, kind: str | None) -> KindSpec | None:
         return self.registry.match(entity_id, kind)

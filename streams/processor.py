@@ -117,7 +117,7 @@ class TwinProcessor(FillsAndGaps):
         self._skew = timedelta(seconds=settings.max_future_skew_s)
         self.synthetic_topic = SYNTHETIC.in_namespace(settings.topic_namespace).name
         # Raises SpecError for a bad spec: the worker stops before it consumes anything.
-        self.kinds = WorkerKinds.load(settings.twins_spec)
+        self.kinds = WorkerKinds.load(settings.twins_spec, settings)
         # One BLAS thread for the process: the twins' matrix products (a wave of prior evaluations)
         # are small, and a BLAS thread pool on a busy node made them several times slower, not faster.
         threadpool_limits(limits=1, user_api="blas")

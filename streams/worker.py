@@ -41,16 +41,17 @@ def build_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) -
 
 
 def register_prior_pull(app: faust.App, settings: Settings, agent: IngestAgent) -> None:
-    from twinstream.streams.prior_pull import puller_for_worker
+    """The learner's prior pull, plus one per registry family of the declared kinds (``prior: {registry: ...}``)."""
+    from twinstream.streams.prior_pull import kind_pullers, puller_for_worker
 
     puller = puller_for_worker(settings, agent.processor, agent.metrics, agent.lock)
-    if puller is None:
-        return
-    logging.getLogger(__name__).info("prior pull: every %.1f s from %s, family %s, starting at %s",
-                                     settings.prior_poll_interval_s, settings.prior_registry_url, puller.family,
-                                     puller.prior_version)
-    app.task(puller.poll)
-    app.timer(settings.prior_poll_interval_s)(puller.poll)
+    pullers = ([puller] if puller is not None else []) + kind_pullers(settings, agent.processor, agent.metrics, agent.lock)
+    for p in pullers:
+        logging.getLogger(__name__).info("prior pull: every %.1f s from %s, family %s, starting at %s",
+                                         settings.prior_poll_interval_s, settings.prior_registry_url, p.family,
+                                         p.prior_version)
+        app.task(p.poll)
+        app.timer(settings.prior_poll_interval_s)(p.poll)
 
 
 def dump_tasks_on_sigusr1() -> None:
