@@ -70,10 +70,19 @@ def register_api(app: faust.App, agent: IngestAgent, settings: Settings, probe: 
 
 
 def start_api_process(settings: Settings, predictions_topic: str, url: str) -> Connection:
-    """Spawn the API process; the returned connection is the worker's end of its socket pair."""
+    """Spawn the API process; the returned connection is the worker's end of its socket pair.
+
+    In a session of its own: where the kernel groups processes by session for CPU
+    fairness (Linux autogroup, outside a CPU cgroup), the API's CPU then does not come out
+    of the worker's share. Signals to the worker's process group do not reach it; it
+    stops when the worker's end of the socket closes.
+    """
     ours, theirs = socket.socketpair()
     subprocess.Popen(
-        [sys.executable, "-m", "twinstream.streams.api.process", str(theirs.fileno())], pass_fds=(theirs.fileno(),), close_fds=True
+        [sys.executable, "-m", "twinstream.streams.api.process", str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),),
+        close_fds=True,
+        start_new_session=True,
     )
     theirs.close()
     conn = Connection(ours.detach())
