@@ -9,6 +9,12 @@ site's own history table (``federation site --csv FILE``): ``csv``, ``entity-col
 ``time-column``, ``label-column`` or ``rul-from-end``, and optionally ``spec`` and
 ``kind`` (:mod:`.site_history`).
 
+Which features a site computes is the server's to say (every message's config):
+without ``feature-schema`` the C-MAPSS ``rul-mlp`` features; with it (a round for a
+declared kind) the generic features of the site's own kind (``spec``/``kind`` of its
+node config), which must have exactly that schema, and labels capped at
+``target-cap``.
+
 Message handlers (each a pure function of the received records and the site's data,
 so tests call them without any process; :data:`app` wraps them):
 
@@ -45,6 +51,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from twinstream.models.federated import (
+    CAP,
     Normalization,
     SiteData,
     evaluate_arrays,
@@ -57,12 +64,19 @@ from twinstream.models.federated import (
 NodeConfig = Mapping[str, object]
 
 
-def site_data(node_config: NodeConfig) -> SiteData:
-    """The site's training rows, as named by its node config (see the module doc)."""
+def site_data(node_config: NodeConfig, config: Mapping[str, object] | None = None) -> SiteData:
+    """The site's training rows, as named by its node config, over the features ``config`` announces (module doc)."""
     data_dir = str(node_config.get("data-dir", "") or "")
     site = str(node_config.get("site", "") or "")
     max_engines = int(node_config.get("max-engines", 0) or 0)  # type: ignore[call-overload]
     csv = str(node_config.get("csv", "") or "")
+    schema = str((config or {}).get("feature-schema", "") or "")
+    if schema:
+        if not csv or not node_config.get("spec"):
+            raise ValueError("this round trains a declared kind's prior: the site needs --csv and --spec")
+        return _load_kind(csv, *(str(node_config.get(k, "") or "") for k in HISTORY_KEYS),
+                          bool(node_config.get("rul-from-end", False)), max_engines, schema,
+                          float((config or {}).get("target-cap", CAP)))  # type: ignore[arg-type]
     if csv:
         return _load_history(csv, *(str(node_config.get(k, "") or "") for k in HISTORY_KEYS),
                              bool(node_config.get("rul-from-end", False)), max_engines)
@@ -80,6 +94,15 @@ def _load_history(csv: str, entity_column: str, time_column: str, label_column: 
 
     return load_history_site(csv, entity_column, time_column, label_column or None, rul_from_end, spec or None,
                              kind or None, max_engines=max_engines or None)
+
+
+@lru_cache(maxsize=4)
+def _load_kind(csv: str, entity_column: str, time_column: str, label_column: str, spec: str, kind: str,
+               rul_from_end: bool, max_engines: int, schema: str, cap: float) -> SiteData:
+    from twinstream.federation.site_history import load_kind_site
+
+    return load_kind_site(csv, entity_column, time_column, spec, kind or None, label_column or None, rul_from_end, cap,
+                          max_engines or None, expected_schema=schema)
 
 
 @lru_cache(maxsize=4)
@@ -164,22 +187,23 @@ app = ClientApp()
 @app.query("moments")
 @_at_site
 def _moments(msg: Message, context: Context) -> Message:
-    return Message(moments_reply(site_data(context.node_config)), reply_to=msg)
+    return Message(moments_reply(site_data(context.node_config, _config(msg.content))), reply_to=msg)
 
 
 @app.train()
 @_at_site
 def _train(msg: Message, context: Context) -> Message:
-    return Message(train_reply(msg.content, site_data(context.node_config)), reply_to=msg)
+    return Message(train_reply(msg.content, site_data(context.node_config, _config(msg.content))), reply_to=msg)
 
 
 @app.evaluate()
 @_at_site
 def _evaluate(msg: Message, context: Context) -> Message:
-    return Message(evaluate_reply(msg.content, site_data(context.node_config)), reply_to=msg)
+    return Message(evaluate_reply(msg.content, site_data(context.node_config, _config(msg.content))), reply_to=msg)
 
 
 @app.query("calibration")
 @_at_site
 def _calibration(msg: Message, context: Context) -> Message:
-    return Message(evaluate_reply(msg.content, site_data(context.node_config), calibration=True), reply_to=msg)
+    return Message(evaluate_reply(msg.content, site_data(context.node_config, _config(msg.content)), calibration=True),
+                   reply_to=msg)

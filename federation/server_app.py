@@ -6,7 +6,8 @@ federation round``). One run, in order:
 0. when publishing, check that the registry accepts the token (before any training);
 1. wait until enough sites are connected (``strategy.min-nodes``, 0 = at least one,
    then every connected site takes part);
-2. ``query.moments`` to every site; the row-weighted mean of their feature moments is
+2. ``query.moments`` to every site (for a declared kind, every message's config
+   announces the kind's feature schema and label cap, :meth:`RoundConfig.layout`); the row-weighted mean of their feature moments is
    the pooled normalization, sent to the sites with every later message;
 3. the starting point: the registry's latest prior of the family if it has this
    model's shape (``start-from = "latest"``), else fresh weights;
@@ -42,11 +43,12 @@ from twinstream.federation.publish import PublishError, check_publish_access, ne
 from twinstream.federation.server_config import LOCAL_PREFIX, RoundConfig
 from twinstream.federation.strategies import make_strategy
 from twinstream.models.federated import (
-    CAP,
+    FeatureLayout,
     Normalization,
     calibration_from_histograms,
     initial_arrays,
     normalization_from_moments,
+    rul_layout,
     write_prior_artifact,
 )
 
@@ -99,11 +101,22 @@ def weighted_mean(arrays_per_site: list[list[np.ndarray]], weights: list[float])
             for i in range(len(arrays_per_site[0]))]
 
 
-def pooled_normalization(replies: list[RecordDict]) -> tuple[Normalization, float]:
-    """The pooled normalization from the sites' ``query.moments`` replies, and the total row count."""
+def pooled_normalization(replies: list[RecordDict], layout: FeatureLayout | None = None) -> tuple[Normalization, float]:
+    """The pooled normalization from the sites' ``query.moments`` replies, and the total row count.
+
+    Raises ValueError when a site's moments are not over ``layout``'s features.
+    """
     weights = [float(r.metric_records["metrics"]["num-examples"]) for r in replies]
     moments = [r.array_records["moments"].to_numpy_ndarrays() for r in replies]
+    n = len((layout or rul_layout()).names)
+    if any(len(a) != n for m in moments for a in m):
+        raise ValueError(f"a site sent moments over {sorted({len(a) for m in moments for a in m})} features, the model reads {n}")
     return normalization_from_moments(weighted_mean(moments, weights)), float(sum(weights))
+
+
+def feature_config(layout: FeatureLayout) -> dict[str, str | float]:
+    """What every message tells the sites about the features: a declared kind's schema and label cap ({} for C-MAPSS)."""
+    return {"feature-schema": layout.schema, "target-cap": layout.cap} if layout.schema else {}
 
 
 def equal_steps(epochs: int, rows: float, sites: int, batch_size: int) -> int:
@@ -119,22 +132,27 @@ def equal_steps(epochs: int, rows: float, sites: int, batch_size: int) -> int:
     return int(epochs * math.ceil(rows / max(sites, 1) / batch_size))
 
 
-def arrays_from_artifact(weights: dict[str, np.ndarray], norm: Normalization) -> list[np.ndarray] | None:
+def arrays_from_artifact(weights: dict[str, np.ndarray], norm: Normalization,
+                         layout: FeatureLayout | None = None) -> list[np.ndarray] | None:
     """Invert :func:`~twinstream.models.federated.artifact_weights` under ``norm``: the training arrays of a published
     prior, or None when the prior has another shape (e.g. the bundled k-fold ensemble).
 
     Exact for any ``norm``: a first layer ``W x + b`` equals ``(W s) z + (b + W m)`` for ``z = (x - m) / s``.
     """
-    template = initial_arrays(0)
-    pa = norm.prior_part()
-    means = {"prior": pa.mean, "twin": np.concatenate([norm.mean, [CAP * 0.5]])}
-    stds = {"prior": pa.std, "twin": np.concatenate([norm.std, [CAP * _A_SD]])}
+    layout = layout or rul_layout()
+    cap = layout.cap
+    template = initial_arrays(0, layout)
+    pa = norm.prior_part(layout)
+    if [len(pa.mean), len(norm.mean) + 1] != [weights["prior_w1"].shape[-1], weights["twin_w1"].shape[-1]]:
+        return None
+    means = {"prior": pa.mean, "twin": np.concatenate([norm.mean, [cap * 0.5]])}
+    stds = {"prior": pa.std, "twin": np.concatenate([norm.std, [cap * _A_SD]])}
     out: list[np.ndarray] = []
     for prefix in ("prior", "twin"):
         w1 = np.asarray(weights[f"{prefix}_w1"], dtype=np.float64)
         b1 = np.asarray(weights[f"{prefix}_b1"], dtype=np.float64)
-        out += [w1 * stds[prefix], b1 + w1 @ means[prefix], np.asarray(weights[f"{prefix}_w2"], dtype=np.float64) / CAP,
-                np.asarray(weights[f"{prefix}_b2"], dtype=np.float64).reshape(-1)[:1] / CAP]
+        out += [w1 * stds[prefix], b1 + w1 @ means[prefix], np.asarray(weights[f"{prefix}_w2"], dtype=np.float64) / cap,
+                np.asarray(weights[f"{prefix}_b2"], dtype=np.float64).reshape(-1)[:1] / cap]
     if [a.shape for a in out] != [a.shape for a in template]:
         return None
     return [a.astype(np.float32) for a in out]
@@ -162,7 +180,10 @@ def starting_arrays(cfg: RoundConfig, norm: Normalization, url: str,
                                                manifest.version)
                     with np.load(prior.directory / prior.manifest.weights_file, allow_pickle=False) as npz:
                         weights = {k: npz[k] for k in npz.files}
-                arrays = arrays_from_artifact(weights, norm)
+                layout = cfg.layout()
+                if manifest.target_cap is not None and manifest.target_cap != layout.cap:
+                    raise ValueError(f"latest prior is capped at {manifest.target_cap}, this round at {layout.cap}")
+                arrays = arrays_from_artifact(weights, norm, layout)
                 if arrays is not None:
                     return arrays, manifest.prior_version
                 log.warning("latest prior %s has another shape than the federated model; starting from fresh weights",
@@ -171,7 +192,7 @@ def starting_arrays(cfg: RoundConfig, norm: Normalization, url: str,
             log.warning("cannot start from the registry's latest prior (%s); starting from fresh weights", exc)
         finally:
             client.close()
-    return initial_arrays(cfg.seed), "init"
+    return initial_arrays(cfg.seed, cfg.layout()), "init"
 
 
 def run_federated(grid: Grid, cfg: RoundConfig, registry_url: str = "",
@@ -180,7 +201,10 @@ def run_federated(grid: Grid, cfg: RoundConfig, registry_url: str = "",
     strategy_cfg = cfg.strategy
     nodes = wait_for_nodes(grid, strategy_cfg.min_nodes or 1, cfg.node_wait_s)
     log.info("federated run: %d site(s), strategy %s, %d round(s)", len(nodes), strategy_cfg.label, cfg.num_server_rounds)
-    norm, rows = pooled_normalization(ask_all(grid, nodes, "query.moments", RecordDict(), cfg.round_timeout_s))
+    layout = cfg.layout()
+    features = feature_config(layout)
+    query = RecordDict({"config": ConfigRecord(features)}) if features else RecordDict()
+    norm, rows = pooled_normalization(ask_all(grid, nodes, "query.moments", query, cfg.round_timeout_s), layout)
     arrays, started_from = starting_arrays(cfg, norm, registry_url, registry)
     log.info("pooled normalization over %d rows; starting from %s", rows, started_from)
     local = dict(cfg.local)
@@ -188,14 +212,16 @@ def run_federated(grid: Grid, cfg: RoundConfig, registry_url: str = "",
         local["steps"] = equal_steps(cfg.local_epochs, rows, len(nodes), int(local.get("batch_size", 256)))
         log.info("equal steps: %d local steps per site and round", local["steps"])
     train_config = ConfigRecord({"local-epochs": cfg.local_epochs, "lr": cfg.lr, "num-rounds": cfg.num_server_rounds,
-                                 "seed": cfg.seed, **{LOCAL_PREFIX + k: v for k, v in local.items()}, **norm.to_config()})
+                                 "seed": cfg.seed, **{LOCAL_PREFIX + k: v for k, v in local.items()}, **norm.to_config(),
+                                 **features})
     strategy = make_strategy(strategy_cfg, num_sites=len(nodes))
     result = strategy.start(grid=grid, initial_arrays=ArrayRecord(arrays), num_rounds=cfg.num_server_rounds,
                             timeout=cfg.round_timeout_s, train_config=train_config,
-                            evaluate_config=ConfigRecord(norm.to_config()))
+                            evaluate_config=ConfigRecord({**norm.to_config(), **features}))
     final = result.arrays.to_numpy_ndarrays()
     replies = ask_all(grid, sorted(grid.get_node_ids()), "query.calibration",
-                      RecordDict({"arrays": ArrayRecord(final), "config": ConfigRecord(norm.to_config())}), cfg.round_timeout_s)
+                      RecordDict({"arrays": ArrayRecord(final), "config": ConfigRecord({**norm.to_config(), **features})}),
+                      cfg.round_timeout_s)
     weights = [float(r.metric_records["metrics"]["num-examples"]) for r in replies]
     pooled: dict[str, object] = {}
     for name in replies[0].metric_records["metrics"]:
@@ -203,7 +229,7 @@ def run_federated(grid: Grid, cfg: RoundConfig, registry_url: str = "",
             continue
         values = [r.metric_records["metrics"][name] for r in replies]
         pooled[name] = weighted_mean([[np.asarray(v, dtype=np.float64)] for v in values], weights)[0]
-    calibration = calibration_from_histograms(pooled)
+    calibration = calibration_from_histograms(pooled, cap=layout.cap)
     metrics = {f"federated_{k}": float(v) for k, v in pooled.items() if np.ndim(v) == 0}
     metrics.update({"federated_rows": rows, "federated_sites": float(len(nodes))})
     history = {int(rnd): {k: float(v) for k, v in rec.items() if not isinstance(v, list)}
@@ -224,13 +250,15 @@ def write_and_publish(outcome: FederatedOutcome, cfg: RoundConfig, run_id: int, 
         raise PublishError(f"publishing to {url} needs {TOKEN_ENV} in the ServerApp's (SuperLink's) environment")
     from twinstream.models.prior_train import VERSION as BUNDLED_VERSION
 
-    version = cfg.version or (next_version(registry_versions(url, cfg.family, http=http), floor=BUNDLED_VERSION) if publishing
+    kind = cfg.kind()
+    floor = BUNDLED_VERSION if kind is None else "0"  # a kind's family has no bundled version to stay above
+    version = cfg.version or (next_version(registry_versions(url, cfg.family, http=http), floor=floor) if publishing
                               else f"run{run_id}")
     target = out_dir or (Path(cfg.out_dir) if cfg.out_dir else Path(tempfile.mkdtemp(prefix="twinstream-federated-")))
     artifact = target / cfg.family / version
     manifest = write_prior_artifact(
         outcome.arrays, artifact, version, norm=outcome.norm, calibration=outcome.calibration, metrics=outcome.metrics,
-        family=cfg.family, strategy=cfg.strategy.label, rounds=cfg.num_server_rounds, sites=outcome.sites,
+        family=cfg.family, kind_spec=kind, cap=cfg.target_cap, strategy=cfg.strategy.label, rounds=cfg.num_server_rounds, sites=outcome.sites,
         local_epochs=cfg.local_epochs, lr=cfg.lr, seed=cfg.seed, started_from=outcome.started_from, flower_run_id=str(run_id),
         **{f"local_{k}": v for k, v in cfg.local.items()},
     )

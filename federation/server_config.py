@@ -14,6 +14,10 @@ under ``strategy.`` (dashes for underscores); TOML has no null, so the optional 
 use 0 for "unset" (``strategy.dp-clip-norm = 0`` = no DP, ``strategy.min-nodes = 0`` =
 every connected site).
 
+A round for a declared kind carries the kind (``kind-spec``: its ``twins.yaml`` entry as
+JSON, written by ``federation round --spec --kind``) and the label cap (``target-cap``);
+its family defaults to the kind's ``prior: {registry: FAMILY}`` (else the kind's name).
+
 No secret is ever part of the run config (Flower stores it with the run): the publish
 token comes from the ServerApp's environment, ``TWINSTREAM_REGISTRY_PUBLISH_TOKEN``.
 
@@ -35,6 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from twinstream.federation.recipe import RECIPE, federated_rounds
 from twinstream.federation.strategies import StrategyConfig
+from twinstream.models.federated_data import FeatureLayout
+from twinstream.schemas.twin_spec import KindSpec
 
 STRATEGY_PREFIX = "strategy."
 LOCAL_PREFIX = "local."
@@ -78,6 +84,8 @@ RUN_CONFIG_DEFAULTS: dict[str, str | int | float | bool] = {
     "registry-url": "",
     "publish": True,
     "out-dir": "",
+    "kind-spec": "",
+    "target-cap": 125.0,
     "node-wait-s": 120.0,
     "round-timeout-s": 3600.0,
     **{
@@ -115,6 +123,8 @@ class RoundConfig(BaseModel):
     registry_url: str = Field(default="", description="'' = env TWINSTREAM_REGISTRY_URL; both empty: nothing published.")
     publish: bool = True
     out_dir: str = Field(default="", description="Where the aggregated artifact is written ('' = a temporary folder).")
+    kind_spec: str = Field(default="", description="A declared kind (JSON of its twins.yaml entry); '' = C-MAPSS rul-mlp.")
+    target_cap: float = Field(default=125.0, gt=0.0, description="Labels are capped here (the prior predicts [0, cap]).")
     node_wait_s: float = Field(gt=0.0)
     round_timeout_s: float = Field(gt=0.0)
     strategy: StrategyConfig
@@ -127,6 +137,8 @@ class RoundConfig(BaseModel):
         if unknown:
             raise ValueError(f"unknown run config keys: {unknown}")
         merged = {**RUN_CONFIG_DEFAULTS, **run_config}
+        if merged["kind-spec"] and merged["family"] == RUN_CONFIG_DEFAULTS["family"]:  # never a kind's prior as rul-mlp
+            merged["family"] = kind_family(KindSpec.model_validate_json(str(merged["kind-spec"])))
         strategy: dict[str, object] = {}
         top: dict[str, object] = {}
         local: dict[str, object] = {}
@@ -139,6 +151,17 @@ class RoundConfig(BaseModel):
             else:
                 top[key.replace("-", "_")] = value
         return cls(**top, strategy=StrategyConfig(**strategy), local=local)
+
+    def kind(self) -> KindSpec | None:
+        """The declared kind this round trains (None: the C-MAPSS ``rul-mlp`` prior)."""
+        return KindSpec.model_validate_json(self.kind_spec) if self.kind_spec else None
+
+    def layout(self) -> FeatureLayout:
+        """The features the round's model reads (see :class:`~twinstream.models.federated_data.FeatureLayout`)."""
+        from twinstream.models.federated import kind_layout, rul_layout
+
+        kind = self.kind()
+        return kind_layout(kind, self.target_cap) if kind is not None else rul_layout(self.target_cap)
 
     def resolved_registry_url(self, env: Mapping[str, str] | None = None) -> str:
         """The registry to publish to: the run config's, else ``TWINSTREAM_REGISTRY_URL``."""
@@ -163,3 +186,8 @@ def run_config_overrides(strategy: StrategyConfig | None = None, **values: objec
         for name, value in strategy.model_dump().items():
             out[STRATEGY_PREFIX + name.replace("_", "-")] = _OPTIONAL_ZERO[name] if value is None else value
     return out
+
+
+def kind_family(kind: KindSpec) -> str:
+    """The registry family a kind's federated prior is published as: its ``prior: {registry: ...}``, else its name."""
+    return kind.prior.registry if kind.prior is not None and kind.prior.registry else kind.name

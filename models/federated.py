@@ -42,9 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from twinstream.models.features import RulFeatures, feature_names, stateless_names
+from twinstream.models.features import RulFeatures
 from twinstream.models.federated_data import (  # noqa: F401  (re-exported: one import for clients)
     CAP,
+    FeatureLayout,
     Normalization,
     SiteData,
     describe_split,
@@ -53,11 +54,13 @@ from twinstream.models.federated_data import (  # noqa: F401  (re-exported: one 
     local_normalization,
     normalization_from_moments,
     pooled,
+    rul_layout,
     site_engines,
     site_moments,
     site_names,
 )
 from twinstream.schemas.prior import MANIFEST_FILE, PriorManifest
+from twinstream.schemas.twin_spec import KindSpec
 
 FAMILY = "rul-mlp"
 WEIGHTS_FILE = "weights.npz"
@@ -69,28 +72,24 @@ _A_SD = 1.0 / math.sqrt(12.0)  # the prior value (in [0, 1] after scaling) is st
 _HIST_BINS = 126  # |residual| histogram: 1-cycle bins 0..125, last bin open
 
 
-def _n_prior_inputs() -> int:
-    return len(stateless_names())
+def initial_arrays(seed: int = 0, layout: FeatureLayout | None = None) -> list[np.ndarray]:
+    """Fresh weights (float32, in :data:`ARRAY_NAMES` order), torch's default Linear init drawn with numpy.
 
-
-def _n_features() -> int:
-    return len(feature_names())
-
-
-def initial_arrays(seed: int = 0) -> list[np.ndarray]:
-    """Fresh weights (float32, in :data:`ARRAY_NAMES` order), torch's default Linear init drawn with numpy."""
+    ``layout``: the features the model reads (default: the C-MAPSS ``rul-mlp`` layout).
+    """
+    layout = layout or rul_layout()
     rng = np.random.default_rng(seed)
     out: list[np.ndarray] = []
-    for fan_in, hidden in ((_n_prior_inputs(), PRIOR_HIDDEN), (_n_features() + 1, TWIN_HIDDEN)):
+    for fan_in, hidden in ((len(layout.prior_inputs), PRIOR_HIDDEN), (len(layout.names) + 1, TWIN_HIDDEN)):
         b1, b2 = 1.0 / math.sqrt(fan_in), 1.0 / math.sqrt(hidden)
         out += [rng.uniform(-b1, b1, (hidden, fan_in)), rng.uniform(-b1, b1, hidden),
                 rng.uniform(-b2, b2, hidden), rng.uniform(-b2, b2, 1)]
     return [a.astype(np.float32) for a in out]
 
 
-def check_arrays(arrays: list[np.ndarray]) -> list[np.ndarray]:
-    """The arrays as float32, in order; raises ValueError when their shapes are not this model's."""
-    expected = [a.shape for a in initial_arrays(0)]
+def check_arrays(arrays: list[np.ndarray], layout: FeatureLayout | None = None) -> list[np.ndarray]:
+    """The arrays as float32, in order; raises ValueError when their shapes are not this model's (over ``layout``)."""
+    expected = [a.shape for a in initial_arrays(0, layout)]
     arrays = [np.asarray(a, dtype=np.float32) for a in arrays]
     if [a.shape for a in arrays] != expected:
         raise ValueError(f"model arrays have shapes {[a.shape for a in arrays]}, expected {expected}")
@@ -105,13 +104,11 @@ def round_lr(lr: float, server_round: int, num_rounds: int, floor: float = 0.1) 
     return lr * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
 
 
-def _inputs(x: np.ndarray, norm: Normalization) -> tuple[np.ndarray, np.ndarray]:
+def _inputs(x: np.ndarray, norm: Normalization, layout: FeatureLayout | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Standardized inputs of the prior head and of the twin head (without the prior value); missing -> 0 (the mean)."""
     z = (x - norm.mean) / norm.std
     z = np.where(np.isnan(z), 0.0, z)
-    names = feature_names()
-    cols = [names.index(n) for n in stateless_names()]
-    return z[:, cols].astype(np.float32), z.astype(np.float32)
+    return z[:, (layout or rul_layout()).prior_columns].astype(np.float32), z.astype(np.float32)
 
 
 def _forward(arrays: list[np.ndarray], za: np.ndarray, zb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -172,10 +169,11 @@ def local_fit(
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    za, zb = _inputs(data.x, norm or local_normalization(data))
+    layout = data.features
+    za, zb = _inputs(data.x, norm or local_normalization(data), layout)
     ta, tb = torch.from_numpy(za), torch.from_numpy(zb)
-    ty = torch.as_tensor(data.y / CAP, dtype=torch.float32)
-    params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in check_arrays(arrays)]
+    ty = torch.as_tensor(data.y / layout.cap, dtype=torch.float32)
+    params = [torch.nn.Parameter(torch.from_numpy(a.copy())) for a in check_arrays(arrays, layout)]
     trained = {"both": params, "prior": params[:4], "twin": params[4:]}[heads]
     for p in params:
         p.requires_grad_(any(p is q for q in trained))
@@ -224,10 +222,10 @@ def local_fit(
     metrics = {
         "num-examples": float(n),
         "train_loss": float(sums[2] / max(seen, 1)),
-        "train_rmse_prior": float(CAP * math.sqrt(sums[0] / max(seen, 1))),
+        "train_rmse_prior": float(layout.cap * math.sqrt(sums[0] / max(seen, 1))),
     }
     if heads != "prior":
-        metrics["train_rmse_twin"] = float(CAP * math.sqrt(sums[1] / max(seen, 1)))
+        metrics["train_rmse_twin"] = float(layout.cap * math.sqrt(sums[1] / max(seen, 1)))
     return out, metrics
 
 
@@ -239,35 +237,41 @@ def evaluate_arrays(arrays: list[np.ndarray], data: SiteData, norm: Normalizatio
     ``calibration=True`` adds, per head, the |residual| histogram per predicted-RUL bin
     as fractions of the site's rows (``<head>_abs_hist``, a flat list of floats):
     aggregate statistics that, averaged over sites weighted by rows, give the pooled
-    histogram for :func:`calibration_from_histograms`.
+    histogram for :func:`calibration_from_histograms`. Under another cap than 125 the
+    bins scale with it (edges and residual bins are in units of ``cap / 125``).
     """
-    za, zb = _inputs(data.x, norm or local_normalization(data))
-    a, b = _forward(check_arrays(arrays), za, zb)
-    ys = data.y / CAP
+    layout = data.features
+    cap = layout.cap
+    za, zb = _inputs(data.x, norm or local_normalization(data), layout)
+    a, b = _forward(check_arrays(arrays, layout), za, zb)
+    ys = data.y / cap
     out: dict[str, Any] = {
         "num-examples": float(data.n),
         "loss": float(np.mean((a - ys) ** 2) + np.mean((b - ys) ** 2)),
-        "rmse_prior": float(CAP * np.sqrt(np.mean((a - ys) ** 2))),
-        "rmse_twin": float(CAP * np.sqrt(np.mean((b - ys) ** 2))),
+        "rmse_prior": float(cap * np.sqrt(np.mean((a - ys) ** 2))),
+        "rmse_twin": float(cap * np.sqrt(np.mean((b - ys) ** 2))),
     }
     if calibration:
-        for head, pred in (("prior", a * CAP), ("twin", b * CAP)):
-            bins = np.digitize(pred, CALIBRATION_EDGES)
-            res = np.minimum(np.abs(pred - data.y), _HIST_BINS - 1).astype(int)
+        unit = cap / CAP  # 1 for the C-MAPSS cap
+        for head, pred in (("prior", a * cap), ("twin", b * cap)):
+            bins = np.digitize(pred / unit, CALIBRATION_EDGES)
+            res = np.minimum(np.abs(pred - data.y) / unit, _HIST_BINS - 1).astype(int)
             hist = np.zeros((len(CALIBRATION_EDGES) + 1, _HIST_BINS))
             np.add.at(hist, (bins, res), 1.0)
             out[f"{head}_abs_hist"] = [float(v) for v in (hist / max(data.n, 1)).ravel()]
     return out
 
 
-def calibration_from_histograms(metrics: dict[str, Any], q: float = 0.9, min_share: float = 0.001) -> dict[str, list[float]]:
+def calibration_from_histograms(metrics: dict[str, Any], q: float = 0.9, min_share: float = 0.001,
+                                cap: float = CAP) -> dict[str, list[float]]:
     """Split-conformal half-widths (the manifest's ``calibration``) from pooled ``<head>_abs_hist`` fractions.
 
     Per predicted-RUL bin: the upper edge of the 1-cycle |residual| bin where the
     cumulative share reaches ``q``; a bin holding less than ``min_share`` of all rows
-    gets the overall quantile.
+    gets the overall quantile. Edges and widths are in the target's units under ``cap``.
     """
-    out: dict[str, list[float]] = {"edges": list(CALIBRATION_EDGES)}
+    unit = cap / CAP
+    out: dict[str, list[float]] = {"edges": [e * unit for e in CALIBRATION_EDGES]}
     for head in ("prior", "twin"):
         hist = np.asarray(metrics[f"{head}_abs_hist"], dtype=np.float64).reshape(len(CALIBRATION_EDGES) + 1, _HIST_BINS)
 
@@ -276,24 +280,26 @@ def calibration_from_histograms(metrics: dict[str, Any], q: float = 0.9, min_sha
             return float(np.searchsorted(c, q * c[-1]) + 1)
 
         overall = quantile(hist.sum(axis=0))
-        out[f"{head}_halfwidth"] = [quantile(h) if h.sum() >= min_share else overall for h in hist]
+        out[f"{head}_halfwidth"] = [unit * (quantile(h) if h.sum() >= min_share else overall) for h in hist]
     return out
 
 
-def artifact_weights(arrays: list[np.ndarray], norm: Normalization) -> dict[str, np.ndarray]:
+def artifact_weights(arrays: list[np.ndarray], norm: Normalization, layout: FeatureLayout | None = None) -> dict[str, np.ndarray]:
     """The artifact's arrays (:data:`~.prior.WEIGHT_KEYS`): standardization and target scale folded into the weights."""
-    w1, b1, w2, b2, v1, c1, v2, c2 = (np.asarray(a, dtype=np.float64) for a in check_arrays(arrays))
-    pa = norm.prior_part()
-    mean_b = np.concatenate([norm.mean, [CAP * 0.5]])
-    std_b = np.concatenate([norm.std, [CAP * _A_SD]])
+    layout = layout or rul_layout()
+    cap = layout.cap
+    w1, b1, w2, b2, v1, c1, v2, c2 = (np.asarray(a, dtype=np.float64) for a in check_arrays(arrays, layout))
+    pa = norm.prior_part(layout)
+    mean_b = np.concatenate([norm.mean, [cap * 0.5]])
+    std_b = np.concatenate([norm.std, [cap * _A_SD]])
     out: dict[str, np.ndarray] = {}
     for prefix, (u1, d1, u2, d2), mean, std in (("prior", (w1, b1, w2, b2), pa.mean, pa.std), ("twin", (v1, c1, v2, c2), mean_b, std_b)):
         scaled = u1 / std
         out[f"{prefix}_mean"] = mean.astype(np.float64)
         out[f"{prefix}_w1"] = scaled.astype(np.float32)
         out[f"{prefix}_b1"] = (d1 - scaled @ mean).astype(np.float32)
-        out[f"{prefix}_w2"] = (CAP * u2).astype(np.float32)
-        out[f"{prefix}_b2"] = (CAP * d2).astype(np.float64)
+        out[f"{prefix}_w2"] = (cap * u2).astype(np.float32)
+        out[f"{prefix}_b2"] = (cap * d2).astype(np.float64)
     return out
 
 
@@ -307,37 +313,77 @@ def write_prior_artifact(
     metrics: dict[str, float] | None = None,
     training_data: dict[str, str] | None = None,
     family: str = FAMILY,
+    kind_spec: KindSpec | None = None,
+    cap: float = CAP,
     **provenance: float | int | str,
 ) -> PriorManifest:
     """Write ``manifest.json`` + ``weights.npz`` for ``arrays`` into ``out_dir``; returns the manifest.
 
-    The artifact loads with :func:`~twinstream.models.prior.load_prior` against the
-    default feature schema (checked before returning). ``provenance`` (strategy,
-    rounds, sites, ...) goes into the manifest's ``training``; ``training_data`` maps
-    a name to a sha256 (e.g. each site's data digest, if the sites report them).
+    Without ``kind_spec`` the artifact loads with :func:`~twinstream.models.prior.load_prior`
+    against the default (C-MAPSS) feature schema; with ``kind_spec`` it is a kind prior over
+    the kind's generic features, its label task's target capped at ``cap``, checked with
+    :func:`~.kind_prior.load_kind_prior` as a worker serving that kind checks it. Either
+    check runs before returning. ``provenance`` (strategy, rounds, sites, ...) goes into
+    the manifest's ``training``; ``training_data`` maps a name to a sha256 (e.g. each
+    site's data digest, if the sites report them).
     """
     from twinstream.models.prior import load_prior, sha256_file
     from twinstream.models.prior_train import write_weights
 
-    fx = RulFeatures()
+    kind = kind_spec
+    layout = kind_layout(kind, cap) if kind is not None else rul_layout(cap)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     weights_path = out_dir / WEIGHTS_FILE
-    write_weights(weights_path, artifact_weights(arrays, norm))
+    write_weights(weights_path, artifact_weights(arrays, norm, layout))
+    if kind is None:
+        schema, target = RulFeatures().schema(), "rul"
+    else:
+        from twinstream.models.kind_prior import kind_features, trainable_tasks
+
+        schema, target = kind_features(kind).schema(), trainable_tasks(kind)[0][0]
+        provenance = {"kind": kind.name, **provenance}
     manifest = PriorManifest(
         family=family,
         version=str(version),
-        feature_schema=fx.schema(),
-        prior_inputs=stateless_names(fx.sensors),
+        feature_schema=schema,
+        prior_inputs=list(layout.prior_inputs),
         training_data=dict(training_data or {}),
         weights_file=WEIGHTS_FILE,
         weights_sha256=sha256_file(weights_path),
-        target="rul",
-        target_cap=CAP,
+        target=target,
+        target_cap=layout.cap,
         metrics=dict(metrics or {}),
         calibration=dict(calibration or {}),
         training={"method": "federated", "prior_hidden": PRIOR_HIDDEN, "hidden": TWIN_HIDDEN, **provenance},
     )
     (out_dir / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
-    load_prior(out_dir, fx.schema(), cache=False)  # refuse to hand back an artifact that does not load
+    if kind is None:
+        load_prior(out_dir, schema, cache=False)  # refuse to hand back an artifact that does not load
+    else:
+        from twinstream.models.kind_prior import load_kind_prior
+
+        load_kind_prior(out_dir, kind)
     return manifest
+
+
+def kind_layout(kind: KindSpec, cap: float = CAP) -> FeatureLayout:
+    """The layout of a declared kind: its generic features, the prior head on age and raw readings, ``cap``.
+
+    Raises ValueError when the kind cannot train a federated prior (no metrics, not exactly one label task).
+
+    >>> from twinstream.schemas.twin_spec import parse_spec
+    >>> pump = parse_spec("kinds: [{name: pump, metrics: [{name: flow}], tasks: [{type: label, target: rul}]}]").kinds[0]
+    >>> layout = kind_layout(pump, 50.0)
+    >>> layout.prior_inputs, len(layout.names), layout.cap
+    (('age', 'flow_raw'), 5, 50.0)
+    """
+    from twinstream.models.kind_prior import kind_features, trainable_tasks
+
+    labels, _ = trainable_tasks(kind)
+    if len(labels) != 1:
+        raise ValueError(f"kind {kind.name!r} has {len(labels)} label tasks: a federated prior trains exactly one")
+    fx = kind_features(kind)
+    schema = fx.schema()
+    return FeatureLayout(tuple(schema.names), ("age", *(f"{m}_raw" for m in fx.metrics)), float(cap),
+                         schema.model_dump_json())

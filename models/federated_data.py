@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,33 @@ from twinstream.models.features import feature_names, stateless_names
 
 CAP = 125.0  # RUL targets are capped here, as for the bundled prior
 SITE_PREFIX = "site-"
+
+
+@dataclass(frozen=True)
+class FeatureLayout:
+    """Which features a federated model reads: every feature (twin head), the prior head's inputs, the target cap.
+
+    Why a value and not module constants: the C-MAPSS ``rul-mlp`` prior reads
+    :class:`~twinstream.models.features.RulFeatures`, a declared kind reads its generic
+    features (:mod:`.generic_features`); the networks, the local step and the artifact
+    are the same code over either layout. ``schema`` is the kind's feature schema as
+    JSON ('' for the C-MAPSS layout): what the server announces and every site checks.
+    """
+
+    names: tuple[str, ...]
+    prior_inputs: tuple[str, ...]
+    cap: float = CAP
+    schema: str = ""
+
+    @property
+    def prior_columns(self) -> list[int]:
+        return [self.names.index(n) for n in self.prior_inputs]
+
+
+@lru_cache(maxsize=8)
+def rul_layout(cap: float = CAP) -> FeatureLayout:
+    """The C-MAPSS layout: :func:`~.features.feature_names`, the stateless prior inputs, RUL capped at ``cap``."""
+    return FeatureLayout(tuple(feature_names()), tuple(stateless_names()), cap)
 
 
 def site_names(n_sites: int = 4) -> list[str]:
@@ -97,6 +125,11 @@ class SiteData:
     units: np.ndarray  # engine id per row
     true_rul: np.ndarray = field(default_factory=lambda: np.zeros(0))  # uncapped RUL per row
     digest: str = ""  # sha256 over the site's rows (provenance; may leave the site, it is not data)
+    layout: FeatureLayout | None = None  # None: the C-MAPSS layout (rul_layout())
+
+    @property
+    def features(self) -> FeatureLayout:
+        return self.layout if self.layout is not None else rul_layout()
 
     @property
     def n(self) -> int:
@@ -165,6 +198,7 @@ def pooled(sites: list[SiteData], name: str = "pooled") -> SiteData:
         units=np.concatenate([s.units for s in sites]),
         true_rul=np.concatenate([s.true_rul for s in sites]),
         digest=hashlib.sha256("".join(s.digest for s in sites).encode()).hexdigest(),
+        layout=sites[0].layout,
     )
 
 
@@ -203,10 +237,9 @@ class Normalization:
         get = config.__getitem__  # type: ignore[attr-defined]
         return cls(np.asarray(get("norm-mean"), dtype=np.float64), np.asarray(get("norm-std"), dtype=np.float64))
 
-    def prior_part(self) -> Normalization:
-        """The stateless prior head's inputs (age, raw readings)."""
-        names = feature_names()
-        cols = [names.index(n) for n in stateless_names()]
+    def prior_part(self, layout: FeatureLayout | None = None) -> Normalization:
+        """The stateless prior head's inputs (age, raw readings) of ``layout`` (default: the C-MAPSS one)."""
+        cols = (layout or rul_layout()).prior_columns
         return Normalization(self.mean[cols], self.std[cols])
 
 

@@ -4,7 +4,10 @@
   SuperLink whose ServerApp publishes every aggregated prior to this registry;
 * ``site --data DIR`` (or ``--csv FILE --entity-column E --time-column T``) runs a Flower
   SuperNode for one site's local data;
-* ``round`` submits a federated run (``flwr run``) and streams its log;
+* ``round`` submits a federated run (``flwr run``) and streams its log; with ``--spec
+  twins.yaml --kind K`` the run trains kind K's prior over its generic features (sites
+  started with ``--csv ... --spec`` declaring the same kind) and publishes it as the
+  kind's registry family;
 * ``public-key`` prints the registry's Ed25519 public key (what workers set as
   ``TWINSTREAM_PRIOR_REGISTRY_PUBLIC_KEY``);
 * ``publish DIR`` uploads a prior artifact (``manifest.json`` + weights) with the token.
@@ -177,8 +180,14 @@ def _history_config(csv: Path, entity_column: str | None, time_column: str | Non
         console.print("[red]--csv needs --entity-column and --time-column[/red]")
         raise typer.Exit(2)
     try:
-        data = load_history_site(csv, entity_column, time_column, label_column, rul_from_end, spec, kind,
-                                 max_engines=max_engines or None)
+        if spec is not None and not _declares_rul_sensors(spec, kind):  # a declared kind's round: its generic features
+            from twinstream.federation.site_history import load_kind_site
+
+            data = load_kind_site(csv, entity_column, time_column, spec, kind, label_column, rul_from_end,
+                                  max_engines=max_engines or None)
+        else:
+            data = load_history_site(csv, entity_column, time_column, label_column, rul_from_end, spec, kind,
+                                     max_engines=max_engines or None)
     except (SiteHistoryError, SpecError, ValueError, OSError) as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
@@ -186,6 +195,31 @@ def _history_config(csv: Path, entity_column: str | None, time_column: str | Non
     return {"csv": str(csv.resolve()), "entity-column": entity_column, "time-column": time_column,
             "label-column": label_column or "", "rul-from-end": rul_from_end,
             "spec": str(spec.resolve()) if spec else "", "kind": kind or ""}
+
+
+def _declares_rul_sensors(spec: Path, kind: str | None) -> bool:
+    """Whether the site's kind can also feed a C-MAPSS ``rul-mlp`` round (it declares every sensor that prior reads)."""
+    from twinstream.federation.site_history import site_kind
+    from twinstream.models.features import RUL_SENSORS
+
+    chosen = site_kind(spec, kind, rul_sensors=False)
+    return all(s in chosen.metric_names for s in RUL_SENSORS)
+
+
+def _kind_overrides(spec: Path, kind: str | None, cap: float | None) -> dict[str, object]:
+    """Run-config keys of a round for a declared kind: the kind as JSON, its label cap."""
+    from twinstream.commands.history_options import pick_kind
+    from twinstream.models.federated import kind_layout
+
+    chosen = pick_kind(console, spec, kind)
+    try:
+        kind_layout(chosen)
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+    from twinstream.federation.server_config import kind_family
+
+    return {"kind-spec": chosen.model_dump_json(), "family": kind_family(chosen), **({"target-cap": cap} if cap is not None else {})}
 
 
 def _parse_sets(items: list[str]) -> dict[str, object]:
@@ -231,6 +265,11 @@ def round_(
     root_certificates: Annotated[Path | None, typer.Option(help="CA certificate (PEM) of the SuperLink's certificate.")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any run-config key, e.g. local.optimizer=adamw or out-dir=/srv/out (repeatable).")] = None,
+    spec: Annotated[Path | None, typer.Option(
+        "--spec", help="twins.yaml: train the prior of a declared kind (--kind) over its generic features.")] = None,
+    kind: Annotated[str | None, typer.Option("--kind", help="With --spec: the kind (default: the spec's only kind).")] = None,
+    cap: Annotated[float | None, typer.Option(
+        "--cap", help="With --spec: labels are capped here (default 125); the prior predicts [0, cap].")] = None,
 ) -> None:
     """Submit one federated run (flwr run) to the SuperLink, stream its log; exit 1 unless it finished completed."""
     import tempfile
@@ -249,6 +288,8 @@ def round_(
         strategy_cfg = StrategyConfig(**{k: v for k, v in fields.items() if v is not None})
         overrides = run_config_overrides(strategy_cfg, num_server_rounds=rounds, local_epochs=local_epochs, lr=lr, seed=seed,
                                          start_from=start_from, registry_url=registry_url, publish=publish, version=version)
+        if spec is not None:
+            overrides.update(_kind_overrides(spec, kind, cap))
         overrides.update(_parse_sets(set_ or []))
         RoundConfig.from_run_config(overrides)  # refuse a bad value here, not in the ServerApp
     except (ValidationError, ValueError) as exc:
