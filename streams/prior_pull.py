@@ -211,7 +211,7 @@ class RegistryPriors:
             log.warning("kind %s: %s; using the cached prior %s/%s", kind, reason, family, cached.name)
             return cached
         log.warning("kind %s: %s and no verified cached %s prior; starting WITHOUT a prior (predictions' prior_version "
-                    "is null until one is published and pulled)", kind, reason, family)
+                    "is null; a restart with the registry reachable fetches one)", kind, reason, family)
         return None
 
     def cached(self, family: str, schema: FeatureSchema) -> Path | None:
