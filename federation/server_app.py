@@ -258,7 +258,8 @@ def write_and_publish(outcome: FederatedOutcome, cfg: RoundConfig, run_id: int, 
     artifact = target / cfg.family / version
     manifest = write_prior_artifact(
         outcome.arrays, artifact, version, norm=outcome.norm, calibration=outcome.calibration, metrics=outcome.metrics,
-        family=cfg.family, kind_spec=kind, cap=cfg.target_cap, strategy=cfg.strategy.label, rounds=cfg.num_server_rounds, sites=outcome.sites,
+        family=cfg.family, kind_spec=kind, cap=cfg.target_cap, strategy=cfg.strategy.label, rounds=cfg.num_server_rounds,
+        sites=outcome.sites,
         local_epochs=cfg.local_epochs, lr=cfg.lr, seed=cfg.seed, started_from=outcome.started_from, flower_run_id=str(run_id),
         **{f"local_{k}": v for k, v in cfg.local.items()},
     )
