@@ -246,6 +246,10 @@ def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.1f}"
 
 
+def _change(drop: float) -> str:
+    return f"{100 * drop:.1f}% fewer" if drop >= 0 else f"{-100 * drop:.1f}% more"
+
+
 def render_markdown(summary: dict) -> str:
     """The results table and summary lines of docs/operations.md (a unit test checks the page against the JSON)."""
     rows = [
@@ -261,7 +265,7 @@ def render_markdown(summary: dict) -> str:
         rows.append(
             f"| {arm['repeat']} | {arm['arm']} | {arm['events_per_s']:.0f} | {arm['requests']} ({arm['achieved_rate']:.0f}) "
             f"| {replies} | {_ms(lat['p50'])} | {_ms(lat['p99'])} | {_ms(arm['latency_ms_200']['p99'])} | {_ms(lat['max'])} "
-            f"| {'–' if within is None else f'{100 * within:.1f}%'} "
+            f"| {'–' if within is None else f'{100 * within:.2f}%'} "
             f"| {cpu['worker']:.1f} / {cpu['api_process']:.1f} / {cpu['benchmark_client']:.1f} |"
         )
 
@@ -279,7 +283,7 @@ def render_markdown(summary: dict) -> str:
     rows += [
         "",
         f"Mean events/s: {summary['events_per_s_idle_mean']:.0f} idle, {summary['events_per_s_load_mean']:.0f} under API load "
-        f"({100 * summary['events_per_s_drop']:.1f}% fewer; per repeat {drops}). "
+        f"({_change(summary['events_per_s_drop'])}; drop per repeat {drops}). "
         f"p99 per load arm: {p99s} ms. 1-minute load average at the end: {summary['load_average_1m_at_end']:.1f} "
         f"on {summary['cpus']} cores.",
         "",
