@@ -28,8 +28,8 @@ def build_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) -
     With ``prior_registry_url`` set, also a timer that pulls the latest prior every
     ``prior_poll_interval_s`` (and once at start) and hot-swaps it into the twins
     (:mod:`twinstream.streams.prior_pull`). A timer refreshes the health gauges (consumer
-    lag, twins per kind); with ``api_port`` set the twin API serves in the same loop
-    (:mod:`twinstream.streams.api`).
+    lag, twins per kind); with ``api_port`` set the twin API serves from a process
+    the worker starts and feeds (:mod:`twinstream.streams.api`).
     """
     app = create_app(settings)
     topics = declare_topics(app, settings)
