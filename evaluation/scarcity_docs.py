@@ -220,6 +220,8 @@ def deep_section(report: dict[str, Any]) -> str:
         rows,
     )
     refused = sum(row["refused"] for row in report["curve"].values())
+    gates = [g for row in report["curve"].values() for g in row["diffusion_gate"]]
+    by_metric = {m: sum(1 for g in gates if m in g["refused"]) for m in ("tstr_ratio", "discriminative_score")}
     total = sum(len(row["diffusion_gate"]) for row in report["curve"].values())
 
     def where(pairs: list[tuple[str, str]], verdict: str) -> str:
@@ -246,7 +248,8 @@ trained. The generator can also continue an entity's early life (`TrajectoryGene
 prefix=...)`: the given cycles are kept, the rest generated to a failure); that mode is not scored
 here.
 
-The generator was refused in {refused} of {total} draws.
+The generator was refused in {refused} of {total} draws: on its TSTR ratio in {by_metric["tstr_ratio"]}, on its
+discriminative score in {by_metric["discriminative_score"]} (a draw may fail both).
 
 {table}
 
