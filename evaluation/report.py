@@ -117,7 +117,11 @@ def speed_section(report: dict[str, Any]) -> str:
             for r in report.get("learners", [])]
     arms = [[ARM_LABELS.get(n, n), _f(s["updates_per_s"], 0), _f(s["state_bytes_mean"], 0), _f(s["state_bytes_max"], 0),
              _f(1e6 * s["seconds"] / max(report["events"], 1), 1)] for n, s in report["arms"].items()]
-    return (
+    load = report.get("load_average")
+    context = "" if load is None else (
+        f"Measured on a shared machine: 1-minute load average {load:.1f} on {report.get('cpu_count', '?')} cores when the "
+        "learners were timed (speeds scale with what else runs).\n\n")
+    return context + (
         markdown_table(["learner", "learn_one+predict_one per s", "Twin.step per s (observe+interval+learn)",
                         "state bytes after 3k updates"], rows)
         + "\n\nIn the replay (one process, all twins, including fleet releases):\n\n"

@@ -8,6 +8,7 @@ scores three arms, and optionally writes the JSON report, the plots and the gene
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -86,6 +87,8 @@ def cmapss(
         if bench:
             status.update("benchmarking learners ...")
             result["learners"] = benchmark_learners()
+            result["load_average"] = os.getloadavg()[0]  # speed depends on what else the machine runs: say so
+            result["cpu_count"] = os.cpu_count()
     result["command"] = "twinstream eval cmapss " + " ".join(
         f"{flag} {value}" for flag, value in (("--subset", subset), ("--train-subset", train_subset), ("--data", data),
                                               ("--limit-engines", limit_engines), ("--docs", docs)) if value is not None
