@@ -1,4 +1,5 @@
-"""The rebalance and recovery figures in docs/performance.md are the benchmarks' result files."""
+"""The figures in docs/performance.md are the benchmarks' result files: throughput, latency, fleet scale,
+rebalances and recovery."""
 
 from __future__ import annotations
 
@@ -27,3 +28,50 @@ def test_recovery_table_is_the_benchmark_result() -> None:
         assert f"{row['recovery_s']} s" in DOC and f"{row['start_to_serving_s']} s" in DOC, row
     for seconds in result["failover"]["per_partition_s"].values():
         assert f"{seconds} s" in DOC, seconds
+
+
+def test_throughput_table_is_the_benchmark_result() -> None:
+    result = json.loads((RESULTS / "throughput.json").read_text())
+    assert result["config"]["messages"] == 200_000 and result["config"]["entities"] == 1_000
+    assert result["peer"]["ran"], result["peer"]
+    for arm, rate in result["rates"].items():
+        assert rate is not None, arm
+        assert f"| {arm} |" in DOC and f"{rate:,.0f}" in DOC, (arm, rate)
+        busy = result["foreign_cpu_busy"][arm][-1]
+        assert f"{busy:.0%}" in DOC, (arm, busy)
+    for key in ("ratio_c_a", "ratio", "ratio_d_c", "ratio_c_peer"):
+        assert f"{result[key]:.2f}" in DOC, key
+    for when in ("before", "after"):
+        assert ", ".join(f"{x:.2f}" for x in result["load_average"][when]) in DOC, when
+
+
+def test_latency_table_is_the_benchmark_result() -> None:
+    result = json.loads((RESULTS / "throughput.json").read_text())
+    runs = result["latency"]["runs"]
+    assert len(runs) >= 2 and len({run["checkpoint_interval_s"] for run in runs}) == len(runs)
+    assert (result["latency_p50_ms"], result["latency_p99_ms"]) == (runs[0]["p50_ms"], runs[0]["p99_ms"])
+    for run in runs:
+        row = (
+            f"| {run['checkpoint_interval_s']} s | {run['target_rate']:,.0f} | {run['samples']:,} | "
+            f"{run['p50_ms']} ms | {run['p99_ms']} ms |"
+        )
+        assert row in DOC, row
+
+
+def test_fleet_scale_tables_are_the_benchmark_results() -> None:
+    for name in ("fleet_scale.json", "fleet_scale_evict.json"):
+        result = json.loads((RESULTS / name).read_text())
+        assert result["sizes"], name
+        idle_s = result["config"]["eviction_settings"]["twin_idle_evict_s"]
+        evicted = f"{idle_s:.0f} s" if idle_s else "never"
+        for row in result["sizes"]:
+            assert row["recovery"]["ok"] and row["dead_letters"] == 0, row
+            cells = (
+                f"| {row['entities']:,} | {evicted} | {row['resident_twins']:,} | {row['rss_end_mb']:,.0f} MB | "
+                f"{row['rss_per_resident_twin_bytes']:,} B | {row['checkpoints']['mean_s']} s | "
+                f"{row['changelog']['bytes_per_checkpoint'] / 1e6:.1f} MB | {row['recovery']['recovery_s']} s |"
+            )
+            assert cells in DOC, (name, cells)
+        for skipped in result["skipped"]:
+            assert f"{skipped['entities']:,}" in DOC
+            assert f"{result['extrapolation']['rss_mb'][str(skipped['entities'])] / 1000:.1f} GB" in DOC
