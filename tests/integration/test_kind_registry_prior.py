@@ -47,18 +47,27 @@ def publish_pump_prior(registry: RegistryThread, version: str, tmp_path: Path) -
     layout = kind_layout(KIND, 80.0)
     n = len(layout.names)
     artifact = tmp_path / "artifacts" / version
-    write_prior_artifact(initial_arrays(int(version), layout), artifact, version, norm=Normalization(np.zeros(n), np.ones(n)),
-                         family="pump-rul", kind_spec=KIND, cap=80.0)
+    write_prior_artifact(
+        initial_arrays(int(version), layout),
+        artifact,
+        version,
+        norm=Normalization(np.zeros(n), np.ones(n)),
+        family="pump-rul",
+        kind_spec=KIND,
+        cap=80.0,
+    )
     manifest = json.loads((artifact / MANIFEST_FILE).read_text())
     body = {"manifest": manifest, "weights_base64": base64.b64encode((artifact / "weights.npz").read_bytes()).decode()}
-    response = httpx.put(f"{registry.url}/v1/priors/pump-rul/{version}", json=body,
-                         headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+    response = httpx.put(
+        f"{registry.url}/v1/priors/pump-rul/{version}", json=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+    )
     assert response.status_code == 201, response.text
 
 
 def kinds_at_start(spec: Path, url: str, key: str, data_dir: Path) -> WorkerKinds:
-    settings = Settings(twins_spec=str(spec), prior_registry_url=url, prior_registry_public_key=key, data_dir=data_dir,
-                        prior_registry_timeout_s=2.0)
+    settings = Settings(
+        twins_spec=str(spec), prior_registry_url=url, prior_registry_public_key=key, data_dir=data_dir, prior_registry_timeout_s=2.0
+    )
     kinds = WorkerKinds.load(settings.twins_spec, settings)
     assert kinds is not None
     return kinds
@@ -69,8 +78,7 @@ def prior_version_of_new_twin(kinds: WorkerKinds) -> str | None:
     return twin.learner.prior_version  # type: ignore[union-attr]
 
 
-def test_start_fetches_the_latest_then_falls_back_to_the_cache_then_to_no_prior(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_start_fetches_the_latest_then_falls_back_to_the_cache_then_to_no_prior(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     spec = tmp_path / "twins.yaml"
     spec.write_text(SPEC)
     with RegistryThread(tmp_path / "registry") as registry:
@@ -97,17 +105,23 @@ def test_start_fetches_the_latest_then_falls_back_to_the_cache_then_to_no_prior(
 
 
 def pump_sample(seq: int) -> bytes:
-    return json.dumps({"entity_id": "pump-1", "event_time": (datetime.now(UTC) - timedelta(seconds=5)).isoformat(), "seq": seq,
-                       "metrics": {"flow": 100.0 - 0.1 * seq, "pressure": 5.0 + 0.01 * seq, "temp": 60.0 + 0.05 * seq}}).encode()
+    return json.dumps(
+        {
+            "entity_id": "pump-1",
+            "event_time": (datetime.now(UTC) - timedelta(seconds=5)).isoformat(),
+            "seq": seq,
+            "metrics": {"flow": 100.0 - 0.1 * seq, "pressure": 5.0 + 0.01 * seq, "temp": 60.0 + 0.05 * seq},
+        }
+    ).encode()
 
 
-def test_worker_serves_the_registry_prior_and_swaps_to_a_newer_one(kafka_broker: EmbeddedBroker, app_id: str,
-                                                                    tmp_path: Path) -> None:
+def test_worker_serves_the_registry_prior_and_swaps_to_a_newer_one(kafka_broker: EmbeddedBroker, app_id: str, tmp_path: Path) -> None:
     spec = tmp_path / "twins.yaml"
     spec.write_text(SPEC)
     namespace = app_id.replace("-", "_")
-    settings = Settings(broker=kafka_broker.url, app_id=app_id, topic_namespace=namespace, partitions=1,
-                        data_dir=tmp_path / "state", twins_spec=str(spec))
+    settings = Settings(
+        broker=kafka_broker.url, app_id=app_id, topic_namespace=namespace, partitions=1, data_dir=tmp_path / "state", twins_spec=str(spec)
+    )
     ensure_topics(settings)
     topic = TELEMETRY.in_namespace(namespace).name
     producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap_servers)
@@ -120,18 +134,24 @@ def test_worker_serves_the_registry_prior_and_swaps_to_a_newer_one(kafka_broker:
 
     with RegistryThread(tmp_path / "registry") as registry:
         publish_pump_prior(registry, "1", tmp_path)
-        worker = WorkerProcess({
-            **settings_env(settings),
-            "TWINSTREAM_PRIOR_REGISTRY_URL": registry.url,
-            "TWINSTREAM_PRIOR_REGISTRY_PUBLIC_KEY": public_key_b64(registry.key),
-            "TWINSTREAM_PRIOR_POLL_INTERVAL_S": "1.0",
-        }, tmp_path / "worker.log").start()
+        worker = WorkerProcess(
+            {
+                **settings_env(settings),
+                "TWINSTREAM_PRIOR_REGISTRY_URL": registry.url,
+                "TWINSTREAM_PRIOR_REGISTRY_PUBLIC_KEY": public_key_b64(registry.key),
+                "TWINSTREAM_PRIOR_POLL_INTERVAL_S": "1.0",
+            },
+            tmp_path / "worker.log",
+        ).start()
         try:
             send(range(0, 5))
             wait_until(lambda: predictions.poll() >= 5, 90, lambda: f"predictions before the publish:\n{worker.log_tail()}")
             publish_pump_prior(registry, "2", tmp_path)
-            wait_until(lambda: "swapped pump-rul-v1 -> pump-rul-v2" in worker.log_path.read_text(errors="replace"), 30,
-                       lambda: f"the worker to swap in the new prior:\n{worker.log_tail()}")
+            wait_until(
+                lambda: "swapped pump-rul-v1 -> pump-rul-v2" in worker.log_path.read_text(errors="replace"),
+                30,
+                lambda: f"the worker to swap in the new prior:\n{worker.log_tail()}",
+            )
             send(range(5, 10))
             wait_until(lambda: predictions.poll() >= 10, 60, "predictions after the publish")
             assert worker.alive(), worker.log_tail()

@@ -60,19 +60,29 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("pumps")
     spec = tmp / "twins.yaml"
     spec.write_text(SPEC)
-    return {"spec": spec, "a": write_site(tmp, "site-a", range(0, 6), 1, (60, 100)),
-            "b": write_site(tmp, "site-b", range(6, 12), 2, (100, 160))}
+    return {
+        "spec": spec,
+        "a": write_site(tmp, "site-a", range(0, 6), 1, (60, 100)),
+        "b": write_site(tmp, "site-b", range(6, 12), 2, (100, 160)),
+    }
 
 
 def node(fleet: dict[str, Path], site: str) -> dict[str, object]:
-    return {"csv": str(fleet[site]), "entity-column": "pump", "time-column": "t", "rul-from-end": True,
-            "spec": str(fleet["spec"]), "kind": "pump"}
+    return {
+        "csv": str(fleet[site]),
+        "entity-column": "pump",
+        "time-column": "t",
+        "rul-from-end": True,
+        "spec": str(fleet["spec"]),
+        "kind": "pump",
+    }
 
 
 def round_config(fleet: dict[str, Path], rounds: int = 12) -> RoundConfig:
     kind = load_spec(fleet["spec"]).kinds[0]
-    overrides = run_config_overrides(StrategyConfig(name="fedavg", fraction_evaluate=1.0), num_server_rounds=rounds,
-                                     start_from="init", publish=False)
+    overrides = run_config_overrides(
+        StrategyConfig(name="fedavg", fraction_evaluate=1.0), num_server_rounds=rounds, start_from="init", publish=False
+    )
     return RoundConfig.from_run_config({**overrides, "kind-spec": kind.model_dump_json(), "target-cap": 80.0})
 
 
