@@ -66,19 +66,21 @@ from twinstream.models.generic_features import GenericFeatures
 from twinstream.models.generic_features import feature_names as generic_feature_names
 from twinstream.models.prior import FleetPrior, PriorMismatchError, bundled_prior_dir, load_prior
 from twinstream.models.prior_domain import FeatureDomain, prior_domain
+from twinstream.models.prior_fallback import (  # noqa: F401 (the thresholds are re-exported)
+    ABANDON_PRIOR_ABOVE,
+    EVIDENCE_ALPHA,
+    FALLBACK_MARGIN,
+    FALLBACK_PERSIST,
+    MASK_OUTSIDE_ABOVE,
+    MIN_EVIDENCE,
+    OOD_WIDEN,
+    DomainFallback,
+)
 from twinstream.models.prior_twin_batch import observe_prior_twins
 from twinstream.schemas.prior import FeatureSchema
 
 BASE_KEY = "base_rul"
 MIN_OWN_RESIDUALS = 20
-OOD_WIDEN = 1.5  # interval half-width factor out of the prior's domain (as a kind twin's label task)
-# Chosen by engine-level cross-validation on FD001's training engines (benchmarks/transfer.py, ``fallback_cv``).
-MASK_OUTSIDE_ABOVE = 0.0  # domain score above which the prior hears only the features within its training ranges
-FALLBACK_MARGIN = 0.0  # for the fallback, a feature is outside when beyond its range widened by this share of its width
-FALLBACK_PERSIST = 10  # consecutive events beyond a fallback threshold before the fallback acts on it
-ABANDON_PRIOR_ABOVE = 0.5  # domain score above which the prior is not used at all
-MIN_EVIDENCE = 2  # own labels before the twin weighs its own estimate against the prior's out of domain
-EVIDENCE_ALPHA = 0.2  # weight of the newest label in the running squared errors
 
 
 # Per-process caches of what is the same for every twin of a prior: sharing them keeps a
@@ -114,7 +116,7 @@ def hot_swap(learners: Iterable[object], prior: FleetPrior) -> int:
     return sum(learner.swap_prior(prior) for learner in learners)
 
 
-class PriorTwin(TwinLearner):
+class PriorTwin(DomainFallback, TwinLearner):
     """Prior + personal RUL learner.
 
     Parameters: ``prior`` ("bundled", an artifact directory, or None for no prior),
@@ -294,21 +296,6 @@ class PriorTwin(TwinLearner):
         return self._prior.manifest.prior_version if self._prior is not None else None
 
     @property
-    def domain_state(self) -> tuple[bool, float] | None:
-        """(in the prior's domain, share of features outside) for the latest event; None without a domain check."""
-        return (self._in_domain, self._domain_score) if self._domain is not None else None
-
-    @property
-    def in_alarm(self) -> bool:
-        """A drift alarm is active: the latest prediction fell back (until inputs are back in the prior's domain)."""
-        return self._alarm
-
-    @property
-    def fallback(self) -> bool:
-        """The latest event was answered in fallback (out of domain beyond ``mask_outside_above``, or in alarm)."""
-        return self._fallback
-
-    @property
     def fleet_prior(self) -> FleetPrior | None:
         """The prior in use (shared by every twin of its family in this process)."""
         return self._prior
@@ -375,21 +362,6 @@ class PriorTwin(TwinLearner):
         heard = self._fallback_domain.mask(vector) if self._fallback and self._fallback_domain is not None else vector
         return vector, heard
 
-    def _judge(self, score: float, outside: float) -> None:
-        """This event's domain state from its domain score and its share outside the fallback's (widened) ranges.
-
-        Only for a twin with a domain check (``_domain`` set): :meth:`_observe_vector` and the wave's batch call it.
-        """
-        self._domain_score = score
-        self._in_domain = score <= self._domain.max_outside  # type: ignore[union-attr]
-        runs = self._runs
-        runs[0] = runs[0] + 1 if outside > self.mask_outside_above else 0
-        runs[1] = runs[1] + 1 if outside > self.abandon_prior_above else 0
-        self._far = runs[1] >= self.fallback_persist
-        if self._alarm and self._in_domain:
-            self._alarm = False  # back in the prior's domain
-        self._fallback = runs[0] >= self.fallback_persist or self._alarm
-
     def _observe_base(self, features: dict[str, float | None], base: float) -> Features:
         """:meth:`observe_one` from the base estimate on: the drift detector sees it; the features carry it."""
         features[BASE_KEY] = base
@@ -422,31 +394,6 @@ class PriorTwin(TwinLearner):
             value = w * value + (1.0 - w) * self._own_estimate(x)
         return value
 
-    def _prior_weight(self) -> float:
-        """Weight of the prior's answer against the twin's own estimate (1 in the prior's full domain).
-
-        In fallback (a feature outside the prior's ranges, or in alarm), once the twin has
-        ``MIN_EVIDENCE`` own labels, each side is weighted by the other's recent squared
-        error on them (inverse-variance weighting): a prior that keeps being right for this
-        entity is kept, one that is not gives way to the entity's own labels. Where every
-        feature is within the prior's ranges the prior's answer (with the twin's personal
-        correction learned from the same labels) stands, so a swapped-in prior takes effect.
-        """
-        n, err_prior, err_own = self._evidence
-        if not self._fallback or n < MIN_EVIDENCE:
-            return 1.0
-        total = err_prior + err_own
-        return 0.5 if total <= 0.0 else err_own / total
-
-    def _own_estimate(self, x: Features) -> float:
-        """Out of the prior's domain: the twin's own latest label carried forward by its age, else mid-range."""
-        if self._last_label is None:
-            return self.cap / 2.0
-        label, at_age = self._last_label
-        age = x.get("age")
-        elapsed = float(age) - at_age if age is not None and math.isfinite(age) else 0.0
-        return min(max(label - max(elapsed, 0.0), 0.0), self.cap)
-
     def _with_prior(self, x: Features) -> float:
         base = self._base(x)
         value = base
@@ -471,21 +418,6 @@ class PriorTwin(TwinLearner):
             half = self._widened(half)
         return IntervalPrediction(value=value, lower=max(0.0, value - half), upper=value + half)
 
-    def _widened(self, half: float) -> float:
-        """Out of domain (or in alarm): the half-width grows with the domain score, to the whole range at abandonment.
-
-        Why progressive: the calibration holds for inputs like the prior's training rows; the
-        more features lie outside them, the less it says, and at ``abandon_prior_above`` the
-        answer is the whole range [0, cap]. Between the manifest's tolerance and that level
-        the half-width moves linearly from ``OOD_WIDEN`` times the calibrated one to cap / 2.
-        """
-        half *= OOD_WIDEN
-        if self._domain is None:
-            return half
-        low, high = self._domain.max_outside, self.abandon_prior_above
-        t = 1.0 if high <= low else min(max((self._domain_score - low) / (high - low), 0.0), 1.0)
-        return max(half, (1.0 - t) * half + t * self.cap / 2.0)
-
     def release(self, history: Sequence[tuple[Features, float]]) -> int:
         """Labels of an entity's past events became known (e.g. it failed): teach the fleet model.
 
@@ -508,16 +440,6 @@ class PriorTwin(TwinLearner):
         finally:
             self._fleet = fleet
         return len(history)
-
-    def _weigh_evidence(self, x: Features, target: float) -> None:
-        """Running squared errors of the prior's answer and of the own estimate on this label (before learning it)."""
-        if self._last_label is None:  # no own estimate yet to compare (mid-range is not the twin's own)
-            return
-        ev = self._evidence
-        a = EVIDENCE_ALPHA if ev[0] else 1.0
-        ev[1] += a * ((target - self._with_prior(x)) ** 2 - ev[1])
-        ev[2] += a * ((target - self._own_estimate(x)) ** 2 - ev[2])
-        ev[0] += 1.0
 
     @property
     def _full_labels(self) -> int:
