@@ -241,6 +241,8 @@ at most {gate["max_tstr_ratio"]}; {p["gate_splits"]} classifier splits) is measu
 with so few engines nothing else may be used, and the train-on-real RMSE it divides by is then
 in-sample, so the gate is strict. A refused generator leaves that draw's prior trained on the real
 engines alone (*gated* column, what a user gets); the *ungated* column uses its trajectories anyway.
+`twinstream synth trajectories --out ARTIFACT [--engines K] [--seed S]` trains such an artifact on a
+subset's run-to-failure engines and prints its gate numbers.
 The same loader guards `twinstream prior train --data DIR --synthetic ARTIFACT [--synthetic-count N]`,
 which adds an artifact's trajectories to the training engines: a tampered artifact (weights sha256)
 or one whose recorded gate numbers fail is refused with the failing metric named, and nothing is

@@ -126,3 +126,18 @@ def test_the_gate_metrics_tell_copies_from_noise() -> None:
     flat = [rng.normal(0, 1.0, s.shape) for s in lives]  # no degradation: no information about remaining life
     assert tstr(lives, copies, lives)["tstr_ratio"] < 1.2 < tstr(lives, flat, lives)["tstr_ratio"]
     assert discriminative(lives, flat, splits=1)["score"] > discriminative(lives, copies, splits=1)["score"]
+
+
+def test_synth_trajectories_command_writes_a_gated_artifact(tmp_path: Path) -> None:
+    """`twinstream synth trajectories` trains on drawn engines and records the gate; the trainer path reads it back."""
+    from twinstream.cli import app
+
+    out = tmp_path / "gen"
+    result = CliRunner().invoke(app, ["synth", "trajectories", "--engines", "4", "--steps", "10", "--gate-splits", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / TRAJECTORY_MANIFEST_FILE).read_text())
+    assert set(manifest["gate"]) == {"discriminative_score", "tstr_ratio"}
+    assert len(manifest["training_data"]) == 4 and manifest["sensors"] == SENSORS
+    assert len(synthetic_trajectories(out, 2, np.random.default_rng(0), OPEN)) == 2
+    refused = CliRunner().invoke(app, ["synth", "trajectories", "--engines", "500", "--out", str(tmp_path / "none")])
+    assert refused.exit_code == 2 and "training engines" in refused.output

@@ -16,7 +16,7 @@ from rich.console import Console
 if TYPE_CHECKING:
     from twinstream.datasets.series import Dataset
 
-app = typer.Typer(help="Synthetic data: train and inspect gap-filling generator artifacts.", no_args_is_help=True)
+app = typer.Typer(help="Synthetic data: train and inspect generator artifacts (gap fills, whole trajectories).", no_args_is_help=True)
 console = Console(stderr=True)
 
 
@@ -80,6 +80,53 @@ def train(
     failures = Settings().synth_gate().failures(manifest.gate)
     console.print("[green]passes the configured gate[/]" if not failures
                   else f"[yellow]fails the configured gate:[/] {'; '.join(failures)}")
+
+
+@app.command("trajectories")
+def trajectories(
+    out: Path = typer.Option(Path("twinstream-trajectories"), "--out", help="Artifact directory to write (manifest + weights)."),
+    subset: str = typer.Option("FD001", "--subset", help="C-MAPSS subset whose run-to-failure training engines to learn from."),
+    data: Path | None = typer.Option(None, "--data", help="C-MAPSS directory in NASA's layout (default: bundled)."),
+    engines: int | None = typer.Option(None, "--engines", min=2, help="Learn from this many engines, drawn with --seed (default: all)."),
+    steps: int | None = typer.Option(None, "--steps", min=1, help="Training steps of the denoiser (default: the model's own)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the engine draw, training and gate."),
+    gate_splits: int | None = typer.Option(None, "--gate-splits", min=1, help="Splits of the gate's measurements (default: its own)."),
+    version: str = typer.Option("1", "--version", help="Artifact version within the family."),
+) -> None:
+    """Train the diffusion generator of whole run-to-failure trajectories; write it with its gate metrics.
+
+    ``twinstream prior train --data DIR --synthetic OUT`` adds its trajectories to a prior's
+    training engines, and refuses an artifact whose recorded gate fails (or was altered).
+    """
+    import numpy as np
+
+    from twinstream.datasets import cmapss
+    from twinstream.models.trajectory_artifact import train_trajectory_generator
+    from twinstream.models.trajectory_diffusion import TRAIN_STEPS
+    from twinstream.models.trajectory_gate import SPLITS
+    from twinstream.schemas.trajectory_generator import TrajectoryGateThresholds
+
+    fd = cmapss.load_subset(subset, data)
+    sensors = list(cmapss.INFORMATIVE_SENSORS)
+    by_unit: dict[int, list[list[float]]] = {}
+    for row in sorted(fd.train, key=lambda r: (r.unit, r.cycle)):
+        by_unit.setdefault(row.unit, []).append([row.sensors[s] for s in sensors])
+    units = sorted(by_unit)
+    if engines is not None:
+        if engines > len(units):
+            console.print(f"[red]--engines {engines}: the subset has {len(units)} training engines[/red]")
+            raise typer.Exit(2)
+        units = sorted(int(u) for u in np.random.default_rng(seed).choice(units, engines, replace=False))
+    series = {str(u): np.asarray(by_unit[u], dtype=float) for u in units}
+    with console.status(f"training the trajectory generator on {len(series)} engines of {subset} ..."):
+        manifest = train_trajectory_generator(out, series, sensors, version=version, seed=seed, steps=steps or TRAIN_STEPS,
+                                              gate_splits=gate_splits or SPLITS)
+    console.print(f"[green]wrote[/] {out} (weights sha256 {manifest.weights_sha256[:12]}..., gate against {manifest.gate_reference})")
+    for name, value in manifest.gate.items():
+        console.print(f"  {name}: {value:.4f}")
+    failures = TrajectoryGateThresholds().failures(manifest.gate)
+    console.print("[green]passes the default gate[/]" if not failures
+                  else f"[yellow]fails the default gate (the prior trainer will refuse it):[/] {'; '.join(failures)}")
 
 
 @app.command("show")
