@@ -24,6 +24,7 @@ artifact that fails them, naming the metric, and the caller falls back to the ba
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -49,16 +50,25 @@ class GateThresholds(BaseModel):
 
     def failures(self, gate: dict[str, float]) -> list[str]:
         """Why recorded ``gate`` metrics fail these thresholds (empty: they pass)."""
-        out = []
-        for key, limit in ((MAE_RATIO, self.max_mae_ratio), (DISCRIMINATIVE, self.max_discriminative)):
-            if limit is None:
-                continue
-            value = gate.get(key)
-            if value is None:
-                out.append(f"{key} not recorded")
-            elif not value <= limit:  # NaN fails too
-                out.append(f"{key} {value:g} > {limit:g}")
-        return out
+        return limit_failures(gate, ((MAE_RATIO, self.max_mae_ratio), (DISCRIMINATIVE, self.max_discriminative)))
+
+
+def limit_failures(gate: dict[str, float], limits: Iterable[tuple[str, float | None]]) -> list[str]:
+    """Why ``gate``'s metrics fail upper ``limits`` (metric, limit or None: not checked); a missing or NaN metric fails.
+
+    >>> limit_failures({"a": 0.3, "b": float("nan")}, [("a", 0.2), ("b", 1.0), ("c", None), ("d", 1.0)])
+    ['a 0.3 > 0.2', 'b nan > 1', 'd not recorded']
+    """
+    out = []
+    for key, limit in limits:
+        if limit is None:
+            continue
+        value = gate.get(key)
+        if value is None:
+            out.append(f"{key} not recorded")
+        elif not value <= limit:  # NaN fails too
+            out.append(f"{key} {value:g} > {limit:g}")
+    return out
 
 
 class GeneratorManifest(BaseModel):

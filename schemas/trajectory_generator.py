@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from twinstream.schemas.generator import DISCRIMINATIVE, GENERATOR_MANIFEST_FILE, SHA256_PATTERN
+from twinstream.schemas.generator import DISCRIMINATIVE, GENERATOR_MANIFEST_FILE, SHA256_PATTERN, limit_failures
 
 TRAJECTORY_MANIFEST_FILE = GENERATOR_MANIFEST_FILE
 TSTR_RATIO = "tstr_ratio"
@@ -54,16 +54,7 @@ class TrajectoryGateThresholds(BaseModel):
 
     def failures(self, gate: dict[str, float]) -> list[str]:
         """Why recorded ``gate`` metrics fail these thresholds (empty: they pass)."""
-        out = []
-        for key, limit in ((DISCRIMINATIVE, self.max_discriminative), (TSTR_RATIO, self.max_tstr_ratio)):
-            if limit is None:
-                continue
-            value = gate.get(key)
-            if value is None:
-                out.append(f"{key} not recorded")
-            elif not value <= limit:  # NaN fails too
-                out.append(f"{key} {value:g} > {limit:g}")
-        return out
+        return limit_failures(gate, ((DISCRIMINATIVE, self.max_discriminative), (TSTR_RATIO, self.max_tstr_ratio)))
 
 
 class TrajectoryGeneratorManifest(BaseModel):
