@@ -32,7 +32,8 @@ class ConnectorMetrics:
         )
         self.dropped = Counter(
             "twinstream_connector_dropped_total",
-            "Samples dropped: buffer full (overflow), older than max_age_s (expired), or not mappable (invalid)",
+            "Samples dropped: buffer full (overflow), older than max_age_s (expired), not mappable (invalid), "
+            "or polled while the device served an empty entity id (no_entity)",
             ["source", "reason"], registry=r,
         )
         self.buffer_samples = Gauge("twinstream_connector_buffer_samples", "Samples waiting in the disk buffer", ["source"], registry=r)

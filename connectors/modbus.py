@@ -105,7 +105,11 @@ class ModbusPlantSource(PlantSource):
                 for index, device in enumerate(cfg.devices):
                     try:
                         if index not in entities:
-                            entities[index] = await self._entity(client, device)
+                            entity = await self._entity(client, device)
+                            if not entity:  # a device that restarted may serve its name registers empty at first
+                                self._no_entity(device)
+                                continue
+                            entities[index] = entity
                         await self._poll_device(client, device, self.plans[index], entities[index])
                         errors = 0
                     except (TimeoutError, ModbusException, ReadError) as exc:
@@ -122,6 +126,15 @@ class ModbusPlantSource(PlantSource):
                 await asyncio.sleep(delay)
         finally:
             client.close()
+
+    def _no_entity(self, device: ModbusDevice) -> None:
+        """Count a poll skipped for an empty entity id; the id is read again on the next poll.
+
+        Why not cache it: every sample of the session would be invalid telemetry and dropped.
+        """
+        self.metrics.dropped.labels(self.name, "no_entity").inc()
+        log.warning("modbus source %s unit %d: entity id registers are empty; poll skipped, read again next poll",
+                    self.name, device.unit_id)
 
     async def _entity(self, client: AsyncModbusTcpClient, device: ModbusDevice) -> str:
         if device.entity_id is not None:
@@ -143,5 +156,5 @@ class ModbusPlantSource(PlantSource):
         self.metrics.values_read.labels(self.name).inc(len(values))
         if self.config.on_change and self._last.get(entity) == values:
             return
-        self._last[entity] = values
-        await self.emit(entity, read_at, values)
+        if await self.emit(entity, read_at, values):  # a dropped sample must not count as sent for on_change
+            self._last[entity] = values

@@ -49,18 +49,21 @@ class Plant:
         registers += encode(70_000 + k, "int32", "big", "little")
         await self._set(1, HOLDING, 0, registers)
 
-    async def start(self) -> None:
+    async def start(self, with_name: bool = True) -> None:
         """Serve on the same port each time; the registers are set again (the data of a restarted device)."""
         self.server = ModbusTcpServer(self.devices, address=("127.0.0.1", self.port))
         self.task = asyncio.create_task(self.server.serve_forever())
         await until(lambda: self.server.transport is not None, 10, "modbus server listening")
-        name = "PRESS-1"
-        await self._set(1, HOLDING, 100, [(ord(name[i]) << 8) | (ord(name[i + 1]) if i + 1 < len(name) else 0)
-                                          for i in range(0, len(name), 2)])
         await self._set(2, INPUT, 0, encode(1234, "uint32", "big", "little"))
         await self._set(2, COIL, 3, [True])
         await self._set(2, DISCRETE, 7, [True])
         await self.write_state(self.state)
+        if with_name:  # last: a connector that reads the name sees the state already set
+            await self.write_name()
+
+    async def write_name(self, name: str = "PRESS-1") -> None:
+        await self._set(1, HOLDING, 100, [(ord(name[i]) << 8) | (ord(name[i + 1]) if i + 1 < len(name) else 0)
+                                          for i in range(0, len(name), 2)])
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -165,6 +168,34 @@ def test_modbus_server_restart_reconnects_within_max_s(kafka_broker: EmbeddedBro
             assert_exactly_once(out.samples)
             check_press(out.samples, list(range(10)))
             assert conn.metrics.value("twinstream_connector_reconnects_total", source="presses") == 1
+        await plant.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        out.close()
+
+
+def test_modbus_empty_entity_id_is_read_again_not_kept(kafka_broker: EmbeddedBroker, tmp_path: Path) -> None:
+    """A device that serves its name registers empty at first: polls are skipped and counted, then its samples flow."""
+    topic = telemetry_topic(kafka_broker.bootstrap_servers)
+    out = Topic(kafka_broker.bootstrap_servers, topic)
+    plant = Plant()
+    plant.state = 3
+
+    async def scenario() -> None:
+        await plant.start(with_name=False)
+        async with running_connectors(modbus_config(plant.port), kafka_broker.bootstrap_servers, topic, tmp_path) as conn:
+            source = conn.source("presses")
+            await until(lambda: conn.metrics.value("twinstream_connector_dropped_total", source="presses",
+                                                   reason="no_entity") >= 3, 15, "polls skipped for the empty name")
+            await plant.write_name()
+            await out.wait_for(lambda s: any(x.entity_id == "PRESS-1" for x in s), 15, "the press's first sample")
+            await write_and_see(plant, out, 4)
+            await out.poll()
+            assert_exactly_once(out.samples)
+            check_press(out.samples, [3, 4])
+            assert source.connections == 1, "an empty name is not a connection failure"
         await plant.stop()
 
     try:
