@@ -59,6 +59,7 @@ from twinstream.broker import EmbeddedBroker  # noqa: E402
 from twinstream.schemas.telemetry import Telemetry  # noqa: E402
 from twinstream.settings import Settings  # noqa: E402
 from twinstream.streams.app import quiet_library_loggers  # noqa: E402
+from twinstream.streams.worker import tune_garbage_collector  # noqa: E402
 
 
 # --------------------------------------------------------------------------- main
@@ -333,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--env wants KEY=VALUE, got {item!r}")
         os.environ[key] = value
     quiet_library_loggers()
+    tune_garbage_collector(Settings().gc_gen0_threshold)  # as the worker does, so arm b runs its twin code alike
     workdir = Path(tempfile.mkdtemp(prefix="twinstream-bench-"))
     brokers: list[EmbeddedBroker] = []
     try:

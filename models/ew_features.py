@@ -18,6 +18,7 @@ import math
 from collections.abc import Collection, Mapping, Sequence
 
 NAN = float("nan")
+INF = math.inf
 
 
 def advance_metrics(
@@ -41,7 +42,7 @@ def advance_metrics(
     """
     for i, name in enumerate(names):
         v = values.get(name)
-        if v is not None and v == v and v not in (math.inf, -math.inf):
+        if v is not None and -INF < v < INF:  # NaN fails the comparison too
             f = fast[i]
             if f != f:  # first reading: start the means at it
                 fast[i] = slow[i] = float(v)

@@ -170,7 +170,7 @@ class GapDetector:
                     continue
                 state = sensors[name] = _Sensor()
             value = metrics.get(name)
-            if value is None or value != value or value == _INF or value == -_INF:
+            if value is None or not -_INF < value < _INF:  # missing, NaN or infinite
                 self._missing(name, state, seq, event_time, events)
             elif not exact or state.flat_open or state.missing_since_seq >= 0:
                 self._present(name, state, float(value), seq, event_time, events)

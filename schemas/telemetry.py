@@ -141,18 +141,22 @@ class Telemetry(BaseModel):
     @field_validator("metrics")
     @classmethod
     def _nan_is_missing(cls, values: dict[str, float | None]) -> dict[str, float | None]:
-        if any(v is not None and v != v for v in values.values()):
-            values = {name: (None if v is not None and v != v else v) for name, v in values.items()}
+        for v in values.values():
+            if v is not None and v != v:
+                values = {name: (None if v is not None and v != v else v) for name, v in values.items()}
+                break
         return cls._finite(values)
 
     @field_validator("targets")
     @classmethod
     def _finite(cls, values: dict[str, float | None]) -> dict[str, float | None]:
+        low, high = -MAX_ABS_VALUE, MAX_ABS_VALUE
         for name, value in values.items():
-            if value is not None and not math.isfinite(value):
+            if value is None or low <= value <= high:  # one comparison per value on the hot path (NaN fails it)
+                continue
+            if not math.isfinite(value):
                 raise ValueError(f"value of {name!r} is not finite ({value!r}); send null for a missing value")
-            if value is not None and abs(value) > MAX_ABS_VALUE:
-                raise ValueError(f"value of {name!r} is out of range ({value:g}; |value| <= {MAX_ABS_VALUE:g})")
+            raise ValueError(f"value of {name!r} is out of range ({value:g}; |value| <= {MAX_ABS_VALUE:g})")
         return values
 
     @field_validator("event_time")

@@ -32,7 +32,7 @@ from twinstream.models.twin import Twin
 from twinstream.schemas.prior import MANIFEST_FILE
 from twinstream.schemas.telemetry import Telemetry
 from twinstream.schemas.twin_spec import KindRegistry, KindSpec, LabelTask, SpecError
-from twinstream.streams.metrics import WorkerMetrics
+from twinstream.streams.metrics import WorkerMetrics, observe_many
 
 BUNDLED_PREFIX = "bundled:"
 NO_SPEC = "none"
@@ -204,7 +204,7 @@ class TargetCounts:
     def __init__(self, metrics: WorkerMetrics) -> None:
         self.metrics = metrics
         self.order: list[str] = []  # target of each prediction, in output order
-        self.errors: dict[str, object] = {}
+        self.errors: dict[str, list[float]] = {}  # label errors per target, observed at publish
 
     def predicted(self, target: str) -> None:
         self.order.append(target)
@@ -213,12 +213,14 @@ class TargetCounts:
         del self.order[mark:]
 
     def error(self, target: str, value: float) -> None:
-        child = self.errors.get(target)
-        if child is None:
-            child = self.errors[target] = self.metrics.abs_error.labels(target)
-        child.observe(value)  # type: ignore[attr-defined]
+        values = self.errors.get(target)
+        if values is None:
+            values = self.errors[target] = []
+        values.append(value)
 
     def publish(self) -> None:
+        for target, values in self.errors.items():
+            observe_many(self.metrics.abs_error.labels(target), values)
         if not self.order:
             return
         first = self.order[0]

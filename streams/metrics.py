@@ -6,6 +6,9 @@ kept low-cardinality (topic, reason, target), never the entity id.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 
@@ -136,3 +139,34 @@ class WorkerMetrics:
 def serve_metrics(metrics: WorkerMetrics, port: int, addr: str = "127.0.0.1") -> None:
     """Serve ``/metrics`` for Prometheus in a background thread."""
     start_http_server(port, addr=addr, registry=metrics.registry)
+
+
+def observe_many(histogram: Histogram, values: Sequence[float]) -> None:
+    """Observe ``values`` into one histogram child, one increment per bucket touched.
+
+    Why: a per-event ``observe`` takes two locked increments, a few percent of the
+    worker's time per event; a batch's errors mostly fall in a few buckets. Uses the
+    child's bucket layout where prometheus-client exposes it, else observes one by one.
+
+    >>> from prometheus_client import CollectorRegistry
+    >>> h = Histogram("e", "errors", buckets=(1, 5), registry=CollectorRegistry())
+    >>> observe_many(h, [0.5, 3.0, 4.0, 9.0])
+    >>> [(s.labels.get("le"), s.value) for s in h.collect()[0].samples if s.name == "e_bucket"]
+    [('1.0', 1.0), ('5.0', 3.0), ('+Inf', 4.0)]
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(bounds) != len(buckets):
+        for value in values:
+            histogram.observe(value)
+        return
+    counts: dict[int, int] = {}
+    for value in values:
+        if value != value:  # NaN: no bucket, as observe() does
+            continue
+        index = bisect_left(bounds, value)
+        counts[index] = counts.get(index, 0) + 1
+    for index, count in counts.items():
+        buckets[index].inc(count)
+    total.inc(sum(values))

@@ -7,6 +7,7 @@ same agents with the same configuration.
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import logging
 import signal
@@ -72,6 +73,22 @@ def dump_tasks_on_sigusr1() -> None:
     signal.signal(signal.SIGUSR1, dump)
 
 
+def tune_garbage_collector(gen0_threshold: int) -> None:
+    """Collect less often: the worker's heap is long-lived twins with almost no reference cycles.
+
+    Why: with Python's default (a young-generation pass every 700 allocations) a quarter
+    of the twin step went into collector passes that found nothing to free
+    (docs/performance.md). Objects alive now (modules, the app) are frozen out of every
+    later pass. 0 keeps Python's defaults.
+    """
+    if gen0_threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0_threshold, gen1, gen2)
+
+
 def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT/SIGTERM (blocking)."""
     logging.basicConfig(
@@ -85,6 +102,7 @@ def run_worker(settings: Settings) -> None:
     if settings.metrics_port is not None:
         serve_metrics(metrics, settings.metrics_port, settings.metrics_addr)
     app, _ = build_worker_app(settings, metrics)
+    tune_garbage_collector(settings.gc_gen0_threshold)
     worker = faust.Worker(app, loglevel=settings.log_level.upper(), quiet=True, redirect_stdouts=False)
     dump_tasks_on_sigusr1()
     worker.execute_from_commandline()

@@ -86,6 +86,13 @@ class Settings(BaseSettings):
         description="Twins that got no event for this many seconds leave the worker's memory once a checkpoint holds "
             "their state (they stay in the table and reload on their next event); 0: never evicted.",
     )
+    gc_gen0_threshold: int = Field(
+        default=50_000,
+        ge=0,
+        description="Allocations between the garbage collector's youngest-generation passes in the worker (Python's "
+            "default is 700). Twins are long-lived and nearly free of reference cycles, so frequent passes cost time "
+            "and free little (docs/performance.md); objects alive at start-up are frozen out of collection. 0: Python's defaults.",
+    )
     twins_spec: str = Field(
         default=BUNDLED_TWINS_SPEC,
         min_length=1,
