@@ -21,7 +21,10 @@ For each size N (``--entities``), on one embedded broker, in a fresh topic names
 
 A size whose estimated RSS (a measured heap per twin times N, plus the baseline) exceeds
 ``--memory-share`` of the machine's available memory is not run; the result then says
-so, and extrapolates RSS from the sizes that ran, labelled as an extrapolation.
+so, and extrapolates RSS from the sizes that ran, labelled as an extrapolation. With
+idle eviction on (``--env TWINSTREAM_TWIN_IDLE_EVICT_S=...``) every size runs, and a
+watchdog stops it if the worker's RSS passes that share. ``resident_twins_peak`` is the
+most twins the worker held at once (RSS follows it, not the count at the end).
 
     python benchmarks/fleet_scale.py --entities 100000,1000000 --json benchmarks/results/fleet_scale.json
 """
@@ -175,7 +178,12 @@ async def produce(settings: Settings, topic: str, messages: list[Any]) -> float:
     return len(messages) / (time.monotonic() - started)
 
 
-def run_size(broker: EmbeddedBroker, workdir: Path, entities: int, args: argparse.Namespace) -> dict[str, Any]:
+class MemoryLimit(RuntimeError):
+    """The worker's RSS passed the run's limit; the size is stopped and reported as such."""
+
+
+def run_size(broker: EmbeddedBroker, workdir: Path, entities: int, args: argparse.Namespace,
+             rss_limit_mb: float = float("inf")) -> dict[str, Any]:
     app_id = f"fleet-{entities}-{uuid.uuid4().hex[:6]}"
     port = free_port()
     settings = Settings(
@@ -203,6 +211,7 @@ def run_size(broker: EmbeddedBroker, workdir: Path, entities: int, args: argpars
         row["producer_rate"] = round(asyncio.run(produce(settings, telemetry, messages)), 1)
         del messages
         peak = 0.0
+        resident_peak = 0
         deadline = started + args.timeout
         while True:
             if worker.poll() is not None:
@@ -210,7 +219,10 @@ def run_size(broker: EmbeddedBroker, workdir: Path, entities: int, args: argpars
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{entities} entities: not all {total} events applied after {args.timeout:.0f} s")
             peak = max(peak, rss_mb(worker.pid))
+            if peak > rss_limit_mb:
+                raise MemoryLimit(f"worker RSS {peak:,.0f} MB exceeded the run's limit of {rss_limit_mb:,.0f} MB")
             metrics = scrape(port)
+            resident_peak = max(resident_peak, int(metrics.get("twinstream_twins", 0.0)))
             applied = metrics.get("twinstream_events_applied_total", 0.0)
             if applied >= total and metrics.get("twinstream_checkpoint_age_seconds", 1.0) == 0.0:
                 break
@@ -226,6 +238,7 @@ def run_size(broker: EmbeddedBroker, workdir: Path, entities: int, args: argpars
                 "rss_end_mb": round(rss_end, 1),
                 "rss_peak_mb": round(max(peak, rss_end), 1),
                 "resident_twins": resident,
+                "resident_twins_peak": max(resident_peak, resident),
                 "rss_per_resident_twin_bytes": round((rss_end - row["rss_baseline_mb"]) * 1024 * 1024 / max(resident, 1)),
                 "dead_letters": int(sum(v for k, v in metrics.items() if k.startswith("twinstream_dead_letters_total"))),
                 "checkpoints": checkpoint_stats(metrics),
@@ -303,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--timeout", type=float, default=2400.0, help="seconds a size may take to be applied (default 2400)")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between the last checkpoint and the RSS reading")
+    p.add_argument(
+        "--broker-storage", default="memory://",
+        help="embedded broker storage: memory:// (default) or dir (a directory in the run's temporary folder: "
+        "a million twins' changelog does not fit in memory beside the worker)",
+    )
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -316,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     base_settings = Settings(broker="kafka://127.0.0.1:1", partitions=PARTITIONS)
     heap = twin_heap_bytes(base_settings, make_messages(2000 * args.events, 2000, seed=args.seed), 2000, steps=args.events)
     evict = {k: v for k, v in base_settings.model_dump().items() if "evict" in k}
+    evicting = base_settings.twin_idle_evict_s > 0
     result: dict[str, Any] = {
         "command": " ".join(sys.argv),
         "git_commit": git_commit(),
@@ -329,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
             "checkpoint_interval_s": base_settings.checkpoint_interval_s,
             "eviction_settings": evict or "none in this version",
             "partitions": PARTITIONS,
+            "broker_storage": args.broker_storage,
         },
         "heap_per_twin_bytes_tracemalloc": round(heap),
         "sizes": [],
@@ -337,11 +357,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Python heap per twin after {args.events} events (tracemalloc): {heap:,.0f} B", flush=True)
     workdir = Path(tempfile.mkdtemp(prefix="fleet-"))
     try:
-        with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
+        storage = str(workdir / "broker") if args.broker_storage == "dir" else args.broker_storage
+        with EmbeddedBroker(log_path=workdir / "broker.log", storage=storage) as broker:
             for size in sizes:
                 estimate_mb = 300.0 + heap * size / 1024 / 1024 * 1.3
                 limit_mb = args.memory_share * available_mb()
-                if estimate_mb > limit_mb:
+                if estimate_mb > limit_mb and not evicting:  # with eviction the watchdog in run_size guards instead
                     why = (
                         f"estimated worker RSS {estimate_mb:,.0f} MB (heap per twin x 1.3 + 300 MB) exceeds "
                         f"{args.memory_share:.0%} of the available memory ({limit_mb:,.0f} MB)"
@@ -349,7 +370,12 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{size:,} entities: skipped, {why}", flush=True)
                     result["skipped"].append({"entities": size, "reason": why})
                     continue
-                row = run_size(broker, workdir, size, args)
+                try:
+                    row = run_size(broker, workdir, size, args, rss_limit_mb=limit_mb)
+                except MemoryLimit as exc:
+                    print(f"{size:,} entities: stopped, {exc}", flush=True)
+                    result["skipped"].append({"entities": size, "reason": str(exc)})
+                    continue
                 row["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
                 result["sizes"].append(row)
                 print(json.dumps(row), flush=True)

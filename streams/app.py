@@ -16,6 +16,7 @@ import faust
 from twinstream.kafka_security import faust_credentials
 from twinstream.schemas.topics import topic_catalog
 from twinstream.settings import Settings
+from twinstream.streams.fetch_wait import set_fetch_max_wait
 
 NOISY_LOGGERS = ("aiokafka", "faust", "mode", "kafka")
 
@@ -64,6 +65,7 @@ def create_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         key_serializer="raw",
     )
+    set_fetch_max_wait(app, settings.fetch_max_wait_ms)
     return app
 
 

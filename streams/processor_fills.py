@@ -8,6 +8,7 @@ apart from the batch and wave machinery; the processor inherits it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from twinstream.models.gaps import GapDetector
@@ -27,9 +28,7 @@ class FillsAndGaps:
     settings: Settings
     metrics: WorkerMetrics
     dirty: set[str]
-
-    def _reject(self, out: BatchOutput, record: Record, reason: RejectReason, error: str, entity_id: str | None) -> None:
-        raise NotImplementedError
+    _reject: Callable[[BatchOutput, Record, RejectReason, str, str | None], None]  # the processor's dead-letter path
 
     def _inputs(self, decoded: Telemetry, twin: Twin) -> tuple[dict[str, float | None], float]:
         """The sensor values the twin applies (missing ones filled where a fill exists) and their synthetic share."""

@@ -63,7 +63,12 @@ class Settings(BaseSettings):
 
     # --- ingest batching and checkpoints -----------------------------------------
     batch_size: int = Field(default=1000, ge=1, description="Events handled per batch by the ingest agent.")
-    batch_timeout_s: float = Field(default=0.05, gt=0, description="Max wait to fill a batch.")
+    batch_timeout_s: float = Field(
+        default=0.01,
+        gt=0,
+        description="Max wait to fill a batch. Under full load batches fill to batch_size first; at lighter load this "
+            "wait is part of every event's latency (docs/performance.md).",
+    )
     checkpoint_interval_s: float = Field(
         default=1.0,
         ge=0,
@@ -85,6 +90,18 @@ class Settings(BaseSettings):
         ge=0,
         description="Twins that got no event for this many seconds leave the worker's memory once a checkpoint holds "
             "their state (they stay in the table and reload on their next event); 0: never evicted.",
+    )
+    fetch_max_wait_ms: int = Field(
+        default=50,
+        ge=1,
+        le=30_000,
+        description="Longest a worker's fetch may wait at the broker (Faust's fixed value is 1,500 ms). The embedded "
+            "broker holds a fetch for most of this even with data ready, so it bounds ingest latency (streams/fetch_wait.py).",
+    )
+    fast_handoff: bool = Field(
+        default=True,
+        description="Hand each fetched record to the worker's stream in place when the stream has room, instead of "
+            "Faust's four-task race per record (streams/handoff.py); a hand-off that waits is raced as Faust does.",
     )
     gc_gen0_threshold: int = Field(
         default=50_000,
