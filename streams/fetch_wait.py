@@ -3,10 +3,9 @@
 Why: Faust creates its consumer with ``fetch_max_wait_ms=1500`` and no setting to change
 it. Apache Kafka answers a fetch as soon as it has ``fetch_min_bytes`` (one byte), so
 there the wait only matters when a topic is idle. The embedded broker holds a fetch
-for most of the wait even with data ready: measured with a bare aiokafka consumer at
-500 records/s, p50 latency 398 ms at 1,500 ms, 127 ms at 500 ms, 14 ms at 50 ms
-(docs/performance.md). A short wait costs a few empty fetches per second on an idle
-topic. Setting: ``fetch_max_wait_ms``.
+for much of the wait even with data ready, so a bare consumer's latency grows with the
+wait (``benchmarks/fetch_wait.py``; docs/performance.md). A short wait costs a few empty
+fetches per second on an idle topic. Setting: ``fetch_max_wait_ms``.
 """
 
 from __future__ import annotations

@@ -75,3 +75,22 @@ def test_fleet_scale_tables_are_the_benchmark_results() -> None:
         for skipped in result["skipped"]:
             assert f"{skipped['entities']:,}" in DOC
             assert f"{result['extrapolation']['rss_mb'][str(skipped['entities'])] / 1000:.1f} GB" in DOC
+
+
+def test_fetch_wait_table_is_the_benchmark_result() -> None:
+    result = json.loads((RESULTS / "fetch_wait.json").read_text())
+    assert len(result["runs"]) >= 2
+    for run in result["runs"]:
+        row = f"| {run['fetch_max_wait_ms']:,} ms | {run['records']:,} | {run['p50_ms']} ms | {run['p99_ms']} ms |"
+        assert row in DOC, row
+
+
+def test_latency_before_the_fetch_wait_is_its_result_file() -> None:
+    run = json.loads((RESULTS / "throughput_quiet_before_latency.json").read_text())["latency"]["runs"][0]
+    assert f"{run['target_rate']:,.0f} events/s was p50 {run['p50_ms']} ms and p99 {run['p99_ms']} ms" in DOC
+
+
+def test_profile_shares_are_the_profile_result() -> None:
+    shares = json.loads((RESULTS / "throughput_profile.json").read_text())["profile_c"]["inclusive_pct"]
+    assert f"{shares['  TwinProcessor.process']:.0f}% of the worker's main thread" in DOC
+    assert f"{shares['idle: event loop waiting in epoll']:.0f}% idle" in DOC
