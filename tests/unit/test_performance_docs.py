@@ -59,7 +59,7 @@ def test_latency_table_is_the_benchmark_result() -> None:
 
 
 def test_fleet_scale_tables_are_the_benchmark_results() -> None:
-    for name in ("fleet_scale.json", "fleet_scale_evict.json"):
+    for name in ("fleet_scale.json", "fleet_scale_evict_100k.json", "fleet_scale_evict.json"):
         result = json.loads((RESULTS / name).read_text())
         assert result["sizes"], name
         idle_s = result["config"]["eviction_settings"]["twin_idle_evict_s"]
@@ -75,6 +75,9 @@ def test_fleet_scale_tables_are_the_benchmark_results() -> None:
         for skipped in result["skipped"]:
             assert f"{skipped['entities']:,}" in DOC
             assert f"{result['extrapolation']['rss_mb'][str(skipped['entities'])] / 1000:.1f} GB" in DOC
+    evict = json.loads((RESULTS / "fleet_scale_evict.json").read_text())["sizes"][-1]
+    assert f"{evict['resident_twins_peak']:,} twins at once" in DOC
+    assert f"{evict['recovery']['recovered_twins']:,} twins in {evict['recovery']['recovery_s']} s" in DOC
 
 
 def test_fetch_wait_table_is_the_benchmark_result() -> None:
