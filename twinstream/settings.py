@@ -92,11 +92,14 @@ class Settings(BaseSettings):
             "their state (they stay in the table and reload on their next event); 0: never evicted.",
     )
     fetch_max_wait_ms: int = Field(
-        default=50,
+        default=500,
         ge=1,
         le=30_000,
         description="Longest a worker's fetch may wait at the broker (Faust's fixed value is 1,500 ms). The embedded "
-            "broker holds a fetch for most of this even with data ready, so it bounds ingest latency (streams/fetch_wait.py).",
+            "broker holds a fetch for much of this even with data ready, so it bounds ingest latency; 50 gives the "
+            "lowest latency with the in-memory embedded broker or Apache Kafka, but on the embedded broker's durable "
+            "storage every fetch lists a partition's objects, and fetches that often starve its writes "
+            "(streams/fetch_wait.py).",
     )
     fast_handoff: bool = Field(
         default=True,

@@ -23,7 +23,7 @@ def worker_consumer_wait(tmp_path: Path, **settings: object) -> int:
 
 def test_the_setting_reaches_the_worker_consumer(tmp_path: Path) -> None:
     assert worker_consumer_wait(tmp_path / "a", fetch_max_wait_ms=25) == 25
-    assert worker_consumer_wait(tmp_path / "b") == Settings().fetch_max_wait_ms == 50
+    assert worker_consumer_wait(tmp_path / "b") == Settings().fetch_max_wait_ms == 500
 
 
 def test_faust_alone_keeps_its_own_wait(tmp_path: Path) -> None:

@@ -109,12 +109,20 @@ def test_over_budget_batch_is_filled_by_the_baseline_within_the_budget(generator
     assert method_ok.fill([y], [names], seed=1)[0][2] == set(names[:3])
 
 
-def test_a_budget_of_a_microsecond_through_the_filler_gives_baseline_fills(generator) -> None:
+def test_a_budget_of_a_microsecond_through_the_filler_gives_baseline_fills(generator, monkeypatch) -> None:
     """End to end through GapFiller: the fills of an over-budget batch say the baseline's version."""
     from datetime import datetime, timedelta
 
     from twinstream.schemas import Gap, Telemetry
+    from twinstream.streams import fill_method
 
+    real_point = fill_method.generator_point
+
+    def slow_point(*args, **kwargs):  # over any budget: a small window can finish before the wait begins
+        time.sleep(0.2)
+        return real_point(*args, **kwargs)
+
+    monkeypatch.setattr(fill_method, "generator_point", slow_point)
     g = generator
     method = FillMethod("generator", g.version, "test", generator=g, budget_s=1e-6)
     filler = GapFiller(method, window=32)

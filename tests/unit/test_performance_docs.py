@@ -97,3 +97,10 @@ def test_profile_shares_are_the_profile_result() -> None:
     shares = json.loads((RESULTS / "throughput_profile.json").read_text())["profile_c"]["inclusive_pct"]
     assert f"{shares['  TwinProcessor.process']:.0f}% of the worker's main thread" in DOC
     assert f"{shares['idle: event loop waiting in epoll']:.0f}% idle" in DOC
+
+
+def test_latency_at_the_default_fetch_wait_is_its_result_file() -> None:
+    result = json.loads((RESULTS / "throughput_latency_default_wait.json").read_text())
+    assert f"gave c {result['rates']['c']:,.0f}" in DOC
+    run = result["latency"]["runs"][0]
+    assert f"{run['target_rate']:,.0f} events/s was p50 {run['p50_ms']} ms and p99 {run['p99_ms']} ms" in DOC
