@@ -14,7 +14,7 @@ So the hand-off runs first, in place, up to its first suspension. Most records a
 handed on without one (the stream's queue has room) and cost no task at all. A
 hand-off that does suspend is resumed in a task that is raced against the same events
 exactly as Faust does, so the rebalance behaviour is Faust's own. Faust's other uses of
-``wait_first`` are untouched. Settings: ``fast_handoff`` (on by default).
+``wait_first`` are untouched. Settings: ``fast_handoff`` (off by default: docs/decisions.md).
 """
 
 from __future__ import annotations

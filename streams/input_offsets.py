@@ -111,10 +111,13 @@ class OffsetGuard:
     from the markers after a rebalance): an earlier offset is already reflected (it is
     acknowledged, not applied again); a later one means records were skipped, so the
     partition is sought back to the expected offset and events are discarded until it
-    arrives. Input topics are neither compacted nor transactional, so their offsets are
-    contiguous; should a partition really have a hole (a transactional producer's
-    control records), the first offset after it is accepted once ``gap_timeout_s`` has
-    passed without the expected offset arriving.
+    arrives. While it waits, the seek is repeated every ``reseek_s``: Faust's fetch loop
+    records the offset of every record it hands on, so records fetched before the seek
+    and handed on after it can overwrite the sought position, and the fetch loop then
+    drops the records the seek asked for. Input topics are neither compacted nor
+    transactional, so their offsets are contiguous; should a partition really have a hole
+    (a transactional producer's control records), the first offset after it is accepted
+    once ``gap_timeout_s`` has passed without the expected offset arriving.
 
     >>> guard = OffsetGuard(gap_timeout_s=30.0)
     >>> guard.start({"t0": 10})
@@ -122,21 +125,26 @@ class OffsetGuard:
     ['ack', 'apply', 'apply', 'seek']
     >>> guard.check("t0", 14, now=1.0), guard.check("t0", 12, now=2.0), guard.check("t0", 13, now=2.0)
     ('discard', 'apply', 'apply')
+    >>> guard.check("t0", 20, now=3.0), guard.check("t0", 21, now=4.0), guard.check("t0", 22, now=5.0)
+    ('seek', 'discard', 'seek')
     >>> guard.check("t1", 500, now=3.0)  # no marker: the first offset seen starts the partition
     'apply'
     """
 
     APPLY, ACK, SEEK, DISCARD = "apply", "ack", "seek", "discard"
 
-    def __init__(self, gap_timeout_s: float = 30.0) -> None:
+    def __init__(self, gap_timeout_s: float = 30.0, reseek_s: float = 2.0) -> None:
         self.gap_timeout_s = gap_timeout_s
+        self.reseek_s = reseek_s
         self.expected: dict[object, int] = {}
-        self.seeking: dict[object, float] = {}  # partition -> when it was sought back
+        self.seeking: dict[object, float] = {}  # partition -> when it was first sought back
+        self.last_seek: dict[object, float] = {}  # partition -> when it was last sought back
 
     def start(self, offsets: dict) -> None:
         """After a rebalance: expect each partition's marker offset (others start at their first event)."""
         self.expected = dict(offsets)
         self.seeking = {}
+        self.last_seek = {}
 
     def check(self, tp: object, offset: int, now: float) -> str:
         expected = self.expected.get(tp)
@@ -146,13 +154,17 @@ class OffsetGuard:
             return self.ACK
         since = self.seeking.get(tp)
         if since is None:
-            self.seeking[tp] = now
+            self.seeking[tp] = self.last_seek[tp] = now
             return self.SEEK
         if now - since >= self.gap_timeout_s:
             return self._take(tp, offset)
+        if now - self.last_seek.get(tp, since) >= self.reseek_s:  # the seek may have been overwritten: again
+            self.last_seek[tp] = now
+            return self.SEEK
         return self.DISCARD
 
     def _take(self, tp: object, offset: int) -> str:
         self.expected[tp] = offset + 1
         self.seeking.pop(tp, None)
+        self.last_seek.pop(tp, None)
         return self.APPLY

@@ -102,7 +102,7 @@ class Settings(BaseSettings):
             "(streams/fetch_wait.py).",
     )
     fast_handoff: bool = Field(
-        default=True,
+        default=False,
         description="Hand each fetched record to the worker's stream in place when the stream has room, instead of "
             "Faust's four-task race per record (streams/handoff.py); a hand-off that waits is raced as Faust does.",
     )
