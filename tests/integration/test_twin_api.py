@@ -122,6 +122,10 @@ def test_two_workers_answer_for_every_twin(cluster: tuple[Settings, list[str], l
                 doc = reply.json()
                 if doc["last_seq"] != SAMPLES - 1 or "forecast:flow" not in doc["predictions"]:
                     return False
+                # the summary and the predictions arrive by different paths (worker snapshots, the
+                # predictions topic) and the state size with a checkpoint: wait for all three
+                if doc["predictions"]["forecast:flow"]["seq"] != SAMPLES - 1 or doc["state_bytes"] <= 0:
+                    return False
         return True
 
     wait_until(current_everywhere, 60, lambda: f"every twin current on both workers; logs:\n{logs()}")
