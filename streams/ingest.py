@@ -38,7 +38,7 @@ import logging
 import os
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,7 @@ from faust.types import TP
 
 from twinstream.kafka_security import client_options
 from twinstream.settings import Settings
+from twinstream.streams.batch_intake import BatchIntake
 from twinstream.streams.input_offsets import (
     InputOffsets,
     OffsetGuard,
@@ -119,6 +120,9 @@ class IngestAgent:
         self.last_checkpoint = time.monotonic()
         self.checkpoint_number = 0
         self.stream: faust.StreamT | None = None
+        # Input records a fetch at a time, past Faust's per-record stream (None: Faust's stream).
+        self.intake = (BatchIntake(app, self.input_topics, capacity=max(settings.batch_size, 4096))
+                       if settings.batch_intake else None)
         # Told the records of every applied batch (the twin API publishes the twins they touched).
         self.on_batch: Callable[[list[Record]], None] | None = None
         app.agent(self.inputs, name="twinstream.ingest")(self._agent)
@@ -132,7 +136,7 @@ class IngestAgent:
         self.stream = stream
         await self.publisher.start()
         try:
-            async for events in stream.noack_take(self.settings.batch_size, within=self.settings.batch_timeout_s):
+            async for events in self._batches(stream):
                 async with self.lock:
                     await self._handle(events)
                     if time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
@@ -141,6 +145,15 @@ class IngestAgent:
             exit_on_agent_crash(exc)
         finally:
             await self.publisher.stop()
+
+    def _batches(self, stream: faust.StreamT) -> AsyncIterator[list[faust.EventT]]:
+        if self.intake is None:
+            return stream.noack_take(self.settings.batch_size, within=self.settings.batch_timeout_s)
+        return self._intake_batches(self.intake)
+
+    async def _intake_batches(self, intake: BatchIntake) -> AsyncIterator[list[faust.EventT]]:
+        while True:
+            yield await intake.take(self.settings.batch_size)
 
     async def _on_timer(self) -> None:
         if self.pending.events and time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
@@ -158,6 +171,8 @@ class IngestAgent:
         self.generation += 1
         self.rebalancing = True
         dropped = self.processor.drop_all()
+        if self.intake is not None:
+            self.intake.clear()
         self.pending.clear()
         self.offsets.reset()
         self.guard.start({})

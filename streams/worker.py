@@ -18,7 +18,6 @@ from twinstream.kafka_security import require_kafka
 from twinstream.settings import Settings
 from twinstream.streams.api.server import register_api, register_health
 from twinstream.streams.app import create_app, declare_topics, quiet_library_loggers
-from twinstream.streams.handoff import install_fast_handoff
 from twinstream.streams.ingest import IngestAgent
 from twinstream.streams.metrics import WorkerMetrics, serve_metrics
 from twinstream.streams.topic_admin import ensure_topics
@@ -36,16 +35,11 @@ def build_worker_app(settings: Settings, metrics: WorkerMetrics | None = None) -
     app = create_app(settings)
     topics = declare_topics(app, settings)
     agent = IngestAgent(app, settings, topics, metrics or WorkerMetrics())
+    if agent.intake is not None:
+        agent.intake.install(app.consumer)
     register_prior_pull(app, settings, agent)
     probe = register_health(app, agent, settings)
     register_api(app, agent, settings, probe)
-    if settings.fast_handoff:
-
-        @app.task
-        async def fast_handoff() -> None:
-            if install_fast_handoff(app.consumer):
-                logging.getLogger(__name__).info("fast record hand-off installed")
-
     return app, agent
 
 

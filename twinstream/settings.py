@@ -66,8 +66,9 @@ class Settings(BaseSettings):
     batch_timeout_s: float = Field(
         default=0.01,
         gt=0,
-        description="Max wait to fill a batch. Under full load batches fill to batch_size first; at lighter load this "
-            "wait is part of every event's latency (docs/performance.md).",
+        description="Max wait to fill a batch, with batch_intake off (the intake hands over what each fetch brought, "
+            "without waiting). Under full load batches fill to batch_size first; at lighter load this wait is part "
+            "of every event's latency (docs/performance.md).",
     )
     checkpoint_interval_s: float = Field(
         default=1.0,
@@ -101,10 +102,11 @@ class Settings(BaseSettings):
             "storage every fetch lists a partition's objects, and fetches that often starve its writes "
             "(streams/fetch_wait.py).",
     )
-    fast_handoff: bool = Field(
-        default=False,
-        description="Hand each fetched record to the worker's stream in place when the stream has room, instead of "
-            "Faust's four-task race per record (streams/handoff.py); a hand-off that waits is raced as Faust does.",
+    batch_intake: bool = Field(
+        default=True,
+        description="Hand the worker's input records from the consumer to the ingest agent a whole fetch at a time "
+            "(streams/batch_intake.py) instead of through Faust's per-record stream; offsets, acks and rebalances "
+            "are handled as Faust does. False: Faust's stream and take buffer.",
     )
     gc_gen0_threshold: int = Field(
         default=50_000,
