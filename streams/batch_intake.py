@@ -114,12 +114,19 @@ class BatchIntake:
         consumer_stopped, fetcher_stopped = consumer._stopped.is_set, fetcher._stopped.is_set
         try:
             while not (consumer_stopped() or fetcher_stopped()):
+                await consumer.sleep(0)  # as Faust: a fetch can return at once, again and again
+                if consumer.should_stop:
+                    continue
                 records, active = await consumer._wait_next_records(1.0)
-                await consumer.sleep(0)  # as Faust: getmany can return at once, again and again
-                if not records or consumer.should_stop:
+                if records is None or consumer.should_stop:
                     continue
                 if not consumer.flow_active:
+                    # Faust's order: a fetch that finds the flow suspended (it returns no
+                    # records then) seeks every partition back to its committed offset, which
+                    # also resets the read and committed offsets its commits are based on.
                     await self._seek_back(consumer)
+                    continue
+                if not records:
                     continue
                 events = await self._to_events(consumer, records, active)
                 if events:
