@@ -66,6 +66,14 @@ class EventBuffer:
         if self._events:
             self._ready.set()
 
+    async def _counted(self, seek: Any) -> None:
+        self.seeks += 1
+        self.seeking += 1
+        try:
+            await seek
+        finally:
+            self.seeking -= 1
+
     async def take(self, max_events: int) -> list[Any]:
         """Wait for events and return up to ``max_events`` of them, oldest first."""
         while not self._events:
@@ -95,6 +103,10 @@ class BatchIntake:
         self.app = app
         self.topics = topics
         self.buffer = EventBuffer(capacity)
+        # Seeks started on the consumer, and those still running: a fetch that overlaps one
+        # may hold records from before it (the seek runs in the consumer's thread).
+        self.seeks = 0
+        self.seeking = 0
 
     def install(self, consumer: Any) -> None:
         """Replace ``consumer``'s fetch loop (Faust's Fetcher calls it again after every rebalance)."""
@@ -102,7 +114,24 @@ class BatchIntake:
         async def drain_messages(fetcher: Any) -> None:
             await self._drain(consumer, fetcher)
 
+        seek, perform_seek = consumer.seek, consumer.perform_seek
+
+        async def counted_seek(*args: Any, **kwargs: Any) -> None:
+            await self._counted(seek(*args, **kwargs))
+
+        async def counted_perform_seek() -> None:
+            await self._counted(perform_seek())
+
         consumer._drain_messages = drain_messages
+        consumer.seek, consumer.perform_seek = counted_seek, counted_perform_seek
+
+    async def _counted(self, seek: Any) -> None:
+        self.seeks += 1
+        self.seeking += 1
+        try:
+            await seek
+        finally:
+            self.seeking -= 1
 
     async def take(self, max_events: int) -> list[faust.EventT]:
         return await self.buffer.take(max_events)
@@ -117,6 +146,7 @@ class BatchIntake:
                 await consumer.sleep(0)  # as Faust: a fetch can return at once, again and again
                 if consumer.should_stop:
                     continue
+                seeks = -1 if self.seeking else self.seeks  # -1: a seek is running, this fetch may overlap it
                 records, active = await consumer._wait_next_records(1.0)
                 if records is None or consumer.should_stop:
                     continue
@@ -128,7 +158,7 @@ class BatchIntake:
                     continue
                 if not records:
                     continue
-                events = await self._to_events(consumer, records, active)
+                events = await self._to_events(consumer, records, active, seeks)
                 if events:
                     await consumer.wait_first(self.buffer.put(events), consumer.suspend_flow.wait())
         except consumer.consumer_stopped_errors:
@@ -148,8 +178,35 @@ class BatchIntake:
         except Exception as exc:  # noqa: BLE001 - Faust logs and goes on here too
             log.warning("seek to committed offsets while the flow is suspended failed: %r", exc)
 
-    async def _to_events(self, consumer: Any, records: dict[Any, list[Any]], active: set[Any] | None) -> list[Any]:
-        """One fetch's records as tracked events, with Faust's per-record bookkeeping."""
+    async def _fetch_again(self, consumer: Any, tp: Any, first_left: int) -> None:
+        """Seek ``tp`` to the read offset a seek set, leaving this fetch's records from ``first_left`` on."""
+        offset = consumer._read_offset[tp]
+        if offset is None:
+            return
+        log.info("a fetch of %s[%d] spans a seek: its records from offset %d on are fetched again from %d",
+                 tp.topic, tp.partition, first_left, offset)
+        await consumer.seek(tp, offset)
+
+    async def _seeks_finished(self) -> None:
+        """Wait for running seeks: the read offsets are theirs only once they are done."""
+        while self.seeking:
+            await asyncio.sleep(0.005)
+
+    async def _to_events(self, consumer: Any, records: dict[Any, list[Any]], active: set[Any] | None,
+                         seeks: int) -> list[Any]:
+        """One fetch's records as tracked events, with Faust's per-record bookkeeping.
+
+        ``seeks`` is the seek count when the fetch began (-1 if a seek was running then).
+        If a seek overlapped the fetch (the agent seeking a partition back, Faust seeking
+        to committed offsets after a rebalance; the seek runs in the consumer's thread,
+        beside the fetch), an input partition's records may be from before it: taken,
+        they would move the read offset the seek just set and record the offsets in
+        between as a gap, which Faust's commit then counts as acknowledged next to the
+        same offsets acknowledged when they come again. Commits then crawl forward one
+        offset at a time (seen in the failover loop's kill scenario). So, once running
+        seeks are done, those records are left and the partition is sought to the read
+        offset the seek set, from which they come again.
+        """
         app = self.app
         generation = app.consumer_generation_id
         read_offset = consumer._read_offset
@@ -165,11 +222,18 @@ class BatchIntake:
             if active is not None and tp not in active and tp not in buffered:
                 continue
             app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
-            bulk = tp.topic in self.topics
+            bulk = check_seeks = tp.topic in self.topics
             acks_enabled = acks_enabled_for(tp.topic)
             for record in tp_records:
                 if not consumer.flow_active or app.consumer_generation_id != generation:
                     return events  # the rest is fetched again after the rebalance
+                if check_seeks and self.seeks != seeks:
+                    await self._seeks_finished()
+                    if read_offset[tp] is None:  # nothing to seek back to: taken, as Faust would
+                        check_seeks = False
+                    else:
+                        await self._fetch_again(consumer, tp, record.offset)
+                        break
                 since_yield += 1
                 if since_yield >= YIELD_EVERY:
                     since_yield = 0
@@ -184,6 +248,11 @@ class BatchIntake:
                 if commit_every is not None and consumer._n_acked >= commit_every:
                     consumer._n_acked = 0
                     await consumer.commit()
+                if check_seeks and self.seeks != seeks:
+                    await self._seeks_finished()
+                    if read_offset[tp] is not None:
+                        await self._fetch_again(consumer, tp, offset)
+                        break
                 if bulk:
                     message.refcount = 1
                     if acks_enabled:

@@ -149,6 +149,8 @@ def run_scenario(scenario: str, bootstrap: str, broker_url: str, app_id: str, wo
         missing = sorted({(event.entity_id, event.seq) for event in events} - predicted)
         result.missing_predictions = len(missing)
         result.details.append(f"missing predictions (first 10): {missing[:10]}")
+        result.details.append(f"committed / produced telemetry offsets per partition: "
+                              f"{_committed(bootstrap, app_id, TELEMETRY.in_namespace(namespace).name, next_offsets)}")
         for name, spec in (("dead letters", TELEMETRY_DLQ), ("gaps", GAPS)):
             found = _read_all(bootstrap, spec.in_namespace(namespace).name)
             result.details.append(f"{name}: {len(found)} {[_brief(v) for v in found[:10]]}")
@@ -167,6 +169,17 @@ def _has_joined(worker: WorkerProcess) -> bool:
     if not worker.alive():
         raise AssertionError(f"worker exited:\n{worker.log_tail()}")
     return "rebalance complete" in worker.log_path.read_text(errors="replace")
+
+
+def _committed(bootstrap: str, group: str, topic: str, next_offsets: dict[int, int]) -> dict[int, str]:
+    """Each partition's committed offset against the next offset the producer was acknowledged."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        return {p: f"{consumer.committed(TopicPartition(topic, p))} / {end}" for p, end in sorted(next_offsets.items())}
+    finally:
+        consumer.close()
 
 
 def _brief(value: dict) -> dict:

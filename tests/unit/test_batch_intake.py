@@ -117,3 +117,114 @@ def test_without_the_intake_the_consumer_keeps_fausts_fetch_loop(tmp_path) -> No
 
     drain, intake = drain_of_worker_consumer(tmp_path / "off", batch_intake=False)
     assert intake is None and drain.__func__ is Consumer._drain_messages
+
+
+class _Record:
+    """What aiokafka hands the fetch loop, reduced to what Faust's ``_to_message`` reads."""
+
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self.topic, self.partition, self.offset = topic, partition, offset
+        self.timestamp, self.timestamp_type, self.headers = 0, 0, []
+        self.key, self.value, self.checksum = b"e", b"{}", None
+        self.serialized_key_size = self.serialized_value_size = 1
+
+
+class _Consumer:
+    """The Faust consumer state the intake's loop reads and writes, with Faust's own offset rules."""
+
+    def __init__(self) -> None:
+        from collections import defaultdict
+        from weakref import WeakSet
+
+        self._read_offset: dict = defaultdict(lambda: None)
+        self._commit_every = None
+        self._buffered_partitions: set = set()
+        self._unacked_messages: WeakSet = WeakSet()
+        self.flow_active = True
+        self.gaps: list[tuple[int, int]] = []
+        self.sought: list[int] = []
+
+    def _to_message(self, tp, record):
+        from faust.types import Message
+
+        return Message(record.topic, record.partition, record.offset, 0.0, 0, record.headers, record.key,
+                       record.value, None, 1, 1, tp, generation_id=1)
+
+    def _on_message_in(self, *args: object) -> None:
+        pass
+
+    def highwater(self, tp) -> int:
+        return 0
+
+    async def _add_gap(self, tp, offset_from: int, offset_to: int) -> None:
+        self.gaps.append((offset_from, offset_to))
+
+    async def seek(self, tp, offset: int) -> None:  # Faust: the read offset follows a seek
+        self.sought.append(offset)
+        self._read_offset[tp] = offset if offset else None
+
+    async def perform_seek(self) -> None:
+        pass
+
+
+class _App:
+    consumer_generation_id = 1
+
+    class topics:
+        @staticmethod
+        def acks_enabled_for(topic: str) -> bool:
+            return True
+
+    class monitor:
+        @staticmethod
+        def track_tp_end_offset(tp, offset: int) -> None:
+            pass
+
+
+def convert(offsets: list[int], *, seek_to: int | None = None, read_offset: int | None = None):
+    """Run one fetch of ``offsets`` through the intake; ``seek_to``: a seek between the fetch and its conversion."""
+    from faust.types import TP
+
+    from twinstream.streams.batch_intake import BatchIntake
+
+    tp = TP("in", 0)
+    consumer, intake = _Consumer(), BatchIntake(_App(), frozenset({"in"}), capacity=100)  # type: ignore[arg-type]
+    intake.install(consumer)
+    consumer._read_offset[tp] = read_offset
+
+    async def main() -> list:
+        seeks = intake.seeks
+        if seek_to is not None:
+            await consumer.seek(tp, seek_to)
+        return await intake._to_events(consumer, {tp: [_Record("in", 0, o) for o in offsets]}, None, seeks)
+
+    events = asyncio.run(main())
+    return [e.message.offset for e in events], consumer._read_offset[tp], consumer.gaps, consumer.sought
+
+
+def test_a_fetch_becomes_tracked_events_and_moves_the_read_offset() -> None:
+    offsets, read, gaps, sought = convert([10, 11, 12], read_offset=9)
+    assert (offsets, read, gaps, sought) == ([10, 11, 12], 12, [], [])
+
+
+def test_a_hole_in_the_offsets_is_recorded_as_a_gap_as_faust_does() -> None:
+    offsets, read, gaps, _ = convert([10, 11, 15], read_offset=9)
+    assert (offsets, read, gaps) == ([10, 11, 15], 15, [(12, 15)])
+
+
+def test_records_behind_the_read_offset_are_dropped_as_faust_does() -> None:
+    offsets, read, _, _ = convert([8, 9, 10], read_offset=9)
+    assert (offsets, read) == ([9, 10], 10)
+
+
+def test_a_fetch_from_before_a_seek_is_fetched_again_not_taken() -> None:
+    """Taken, records 20.. after a seek back to 5 would record 6..19 as a gap, although they come again."""
+    offsets, read, gaps, sought = convert([20, 21, 22], read_offset=19, seek_to=5)
+    assert offsets == [] and gaps == []
+    assert read == 5 and sought == [5, 5]  # the seek, then the intake's seek to the same place
+
+
+def test_after_a_seek_to_nothing_committed_the_fetch_is_taken_as_faust_would() -> None:
+    """With no read offset to seek back to, leaving the records would lose them: they are taken."""
+    offsets, read, _, sought = convert([0, 1, 2], seek_to=0)
+    assert (offsets, read, sought) == ([0, 1, 2], 2, [0])
