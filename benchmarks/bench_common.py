@@ -17,6 +17,7 @@ ARM_NAMES = {
     "d": "twinstream worker, 2 processes",
     "r": "twinstream worker, 1 process, river-linear (the peer's learner)",
     "p": "Quix Streams app, River model per entity in its state (peer)",
+    "s": "twinstream worker, 1 process, input through Faust's per-record stream",
 }
 
 # Arm r: the worker configured like the peer (arm p): every entity a twin of the River
@@ -26,6 +27,10 @@ PEER_WORKER_ENV = {
     "TWINSTREAM_TWINS_SPEC": "none",
     "TWINSTREAM_GAP_DETECTION": "false",
 }
+
+# Arm s: the worker of arm c with its input through Faust's own stream and take buffer
+# instead of the batch intake, for a side-by-side measure of what the intake changes.
+STREAM_WORKER_ENV = {"TWINSTREAM_BATCH_INTAKE": "false"}
 
 
 @dataclass

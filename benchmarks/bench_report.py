@@ -58,7 +58,7 @@ def build_summary(
             "python": platform.python_version(),
         },
         "producer_rate": producer_rate,
-        "rates": {"a": a, "b": b, "c": c, "d": d, "r": r, "p": peer},
+        "rates": {"a": a, "b": b, "c": c, "d": d, "r": r, "p": peer, **({"s": med["s"]} if "s" in med else {})},
         "runs": {arm: rates for arm, rates in by_arm.items()},
         "loop_rates": {arm: [r.loop_rate for r in results if r.arm == arm] for arm in ("a", "b")},
         "worker_startup_s": [r.startup_s for r in results if r.startup_s is not None],
@@ -73,6 +73,7 @@ def build_summary(
         # the worker against the Quix Streams peer, both with the River StandardScaler | LinearRegression per entity
         "ratio_c_peer": (r / peer) if (r and peer) else None,
         "ratio_r_c": (r / c) if (r and c) else None,
+        "ratio_c_s": (c / med["s"]) if (c and med.get("s")) else None,
         "peer_rss_mb_end": median([x for res in results if res.arm == "p" for x in res.worker_rss_mb]),
         "startup_s": {
             arm: [round(res.startup_s, 2) for res in results if res.arm == arm and res.startup_s is not None]
@@ -135,6 +136,8 @@ def report(summary: dict[str, Any]) -> None:
             f"[bold]worker with the peer's learner (r) / Quix Streams peer (p) = "
             f"{fmt(summary['ratio_c_peer'], '.2f')}[/bold]   r/c = {fmt(summary['ratio_r_c'], '.2f')}"
         )
+    if summary.get("ratio_c_s") is not None:
+        console.print(f"[bold]worker through the batch intake (c) / through Faust's stream (s) = {fmt(summary['ratio_c_s'], '.2f')}[/bold]")
     latency = summary.get("latency")
     if latency:
         for run in latency["runs"]:

@@ -12,6 +12,8 @@ Arms (all read the same input topic, produced once, through their own consumer g
   r  one worker configured like the peer: river-linear twins, no kinds, no gap detector
   p  the peer: a hand-wired Quix Streams app with the same River model per entity in its
      state (bench_quix_app.py); skipped with --no-peer or without quixstreams
+  s  one worker configured as c but with its input through Faust's own per-record stream
+     (``TWINSTREAM_BATCH_INTAKE=false``); only with --stream-arm
 
 Then the latency of the worker (configured as arm c) at half of arm c's rate, from a paced
 producer, at each ``--latency-checkpoint`` interval (bench_latency.py).
@@ -47,7 +49,7 @@ if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
 from bench_arms import Bench  # noqa: E402
-from bench_common import PEER_WORKER_ENV, ArmResult, console, git_commit  # noqa: E402
+from bench_common import PEER_WORKER_ENV, STREAM_WORKER_ENV, ArmResult, console, git_commit  # noqa: E402
 from bench_latency import latency_run  # noqa: E402
 from bench_measure import twin_heap_bytes, wait_quiet  # noqa: E402
 from bench_messages import make_messages  # noqa: E402
@@ -85,7 +87,8 @@ async def run(args: argparse.Namespace, targets: list[Target]) -> list[dict[str,
         console=console,
         transient=False,
     )
-    arms = ["a", "b", "c"] + (["d"] if args.two_workers else []) + (["r"] if args.peer else [])
+    arms = ["a", "b", "c"] + (["s"] if args.stream_arm else []) + (["d"] if args.two_workers else [])
+    arms += ["r"] if args.peer else []
     peer_version, peer_skipped = peer_available(args.peer_python) if args.peer else (None, "--no-peer")
     if peer_version:
         arms.append("p")
@@ -134,9 +137,8 @@ async def run(args: argparse.Namespace, targets: list[Target]) -> list[dict[str,
                         elif arm == "p":
                             result = await peer_arm(bench, repeat, args.peer_python)
                         else:
-                            result = await bench.worker_arm(
-                                arm, repeat, 2 if arm == "d" else 1, profile, PEER_WORKER_ENV if arm == "r" else None
-                            )
+                            extra_env = {"r": PEER_WORKER_ENV, "s": STREAM_WORKER_ENV}.get(arm)
+                            result = await bench.worker_arm(arm, repeat, 2 if arm == "d" else 1, profile, extra_env)
                         result.background_busy = busy
                         if (result.foreign_busy or 0.0) <= args.max_foreign or attempt == args.retries:
                             break
@@ -247,6 +249,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="run arms r (worker with the peer's learner) and p (Quix Streams peer); default on",
+    )
+    p.add_argument(
+        "--stream-arm",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="also run arm s (worker c with its input through Faust's per-record stream), side by side; default off",
     )
     p.add_argument("--peer-python", default=sys.executable, help="interpreter with quixstreams and river for arm p (default: this one)")
     p.add_argument(

@@ -66,14 +66,6 @@ class EventBuffer:
         if self._events:
             self._ready.set()
 
-    async def _counted(self, seek: Any) -> None:
-        self.seeks += 1
-        self.seeking += 1
-        try:
-            await seek
-        finally:
-            self.seeking -= 1
-
     async def take(self, max_events: int) -> list[Any]:
         """Wait for events and return up to ``max_events`` of them, oldest first."""
         while not self._events:

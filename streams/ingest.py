@@ -35,19 +35,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import faust
-from faust.streams import _current_event  # see _as_event_of_partition
 from faust.types import TP
 
 from twinstream.kafka_security import client_options
 from twinstream.settings import Settings
+from twinstream.streams.agent_guards import as_event_of_partition, exit_on_agent_crash
 from twinstream.streams.batch_intake import BatchIntake
 from twinstream.streams.input_offsets import (
     InputOffsets,
@@ -64,7 +62,6 @@ from twinstream.streams.records import Record
 log = logging.getLogger(__name__)
 
 TWIN_TABLE = "twins"
-EXIT_AGENT_CRASHED = 70  # EX_SOFTWARE: the ingest agent died; a supervisor restarts the process
 
 
 @dataclass
@@ -312,7 +309,7 @@ class IngestAgent:
         offsets = self.offsets.snapshot()
         changelog: list[Awaitable[Any]] = []
         for partition, items in dirty.items():
-            with _as_event_of_partition(last_events.get(partition)):
+            with as_event_of_partition(last_events.get(partition)):
                 for entity_id, blob in items:
                     changelog.append(self._write_table(partition, entity_id.encode(), blob))
         await asyncio.gather(*changelog)  # every twin is in the changelog before any marker
@@ -355,48 +352,10 @@ class IngestAgent:
         futures = []
         for partition, topic_offsets in offsets.items():
             marker = encode_marker(self.checkpoint_number, topic_offsets, now)
-            with _as_event_of_partition(last_events.get(partition)):
+            with as_event_of_partition(last_events.get(partition)):
                 futures.append(self._write_table(partition, marker_key(partition), marker))
         return futures
 
 
 def _describe(offsets: dict[TP, int]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]={offset}" for tp, offset in sorted(offsets.items())) or "(none)"
-
-
-def exit_on_agent_crash(exc: BaseException) -> None:
-    """End the process when the ingest agent dies, instead of living on idle.
-
-    Faust logs an agent's crash and keeps the worker running with no consumer of its
-    partitions: no exit for a supervisor to act on, every partition stalled. Exiting
-    is safe at any point, exactly like a SIGKILL: unacked events are redelivered to the
-    restarted process, and the twins' sequence check skips what the table already holds.
-    """
-    log.critical("ingest agent crashed (%s: %s); exiting with status %d so that a supervisor restarts the worker",
-                 type(exc).__name__, exc, EXIT_AGENT_CRASHED, exc_info=exc)
-    for handler in logging.getLogger().handlers:
-        handler.flush()
-    os._exit(EXIT_AGENT_CRASHED)
-
-
-class _as_event_of_partition:
-    """Make Faust's table write go to ``event``'s partition.
-
-    Faust picks the changelog partition (and the RocksDB partition store) of a table
-    write from the *current event*, a context variable that its own stream iteration
-    sets. Checkpoints write outside that iteration, so we set it to the latest event
-    of the partition being written. This touches one private name of faust-streaming
-    (pinned to 0.15.3); the crash-recovery integration test guards it.
-    """
-
-    def __init__(self, event: faust.EventT | None) -> None:
-        if event is None:
-            raise RuntimeError("no event of this partition in the checkpoint; cannot place table writes")
-        self.event = event
-        self.token: Any = None
-
-    def __enter__(self) -> None:
-        self.token = _current_event.set(weakref.ref(self.event))
-
-    def __exit__(self, *exc: object) -> None:
-        _current_event.reset(self.token)

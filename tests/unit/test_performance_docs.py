@@ -104,3 +104,30 @@ def test_latency_at_the_default_fetch_wait_is_its_result_file() -> None:
     assert f"gave c {result['rates']['c']:,.0f}" in DOC
     run = result["latency"]["runs"][0]
     assert f"{run['target_rate']:,.0f} events/s was p50 {run['p50_ms']} ms and p99 {run['p99_ms']} ms" in DOC
+
+
+def test_intake_against_stream_is_its_result_file() -> None:
+    result = json.loads((RESULTS / "throughput_intake_vs_stream.json").read_text())
+    for arm in ("c", "s"):
+        assert f"{result['rates'][arm]:,.0f} " in DOC, arm
+        assert ", ".join(f"{x:,.0f}" for x in result["runs"][arm]) in DOC, arm
+    assert f"{result['ratio_c_s']:.2f}×" in DOC
+
+
+def test_latency_by_fetch_wait_is_its_result_files() -> None:
+    for name in ("throughput_latency_wait_500_intake", "throughput_latency_wait_500_stream", "throughput_latency_wait_50_intake"):
+        result = json.loads((RESULTS / f"{name}.json").read_text())
+        run = result["latency"]["runs"][0]
+        row = (
+            f"`{name}.json` | {result['rates']['c']:,.0f} | {run['target_rate']:,.0f} | {run['samples']:,} | "
+            f"{run['p50_ms']} ms | {run['p90_ms']} ms | {run['p99_ms']} ms |"
+        )
+        assert row in DOC, row
+
+
+def test_throughput_before_the_intake_is_its_result_file() -> None:
+    result = json.loads((RESULTS / "throughput_before_batch_intake.json").read_text())
+    rates = ", ".join(f"{arm} {result['rates'][arm]:,.0f}" for arm in ("a", "b", "c", "d", "r"))
+    assert rates in DOC.replace("\n", " "), rates
+    for key in ("ratio_c_a", "ratio", "ratio_d_c", "ratio_c_peer"):
+        assert f"{result[key]:.2f}" in DOC, key
