@@ -68,6 +68,7 @@ from twinstream.streams.records import (  # noqa: F401  (re-exported: the proces
     encode_dead_letter,
     encode_prediction,
 )
+from twinstream.streams.twin_cache import TwinCacheUpkeep
 from twinstream.streams.twin_journal import NEW_TWIN, TwinJournal
 from twinstream.streams.validation import Rejection, decode_telemetry
 
@@ -88,7 +89,7 @@ class _Deferred:
     gaps_before: int
 
 
-class TwinProcessor(FillsAndGaps):
+class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
     """Applies telemetry to twins held in memory; the agent persists them at checkpoints.
 
     ``load_twin(entity_id)`` returns the twin's last checkpointed bytes (or None for a
@@ -386,55 +387,3 @@ class TwinProcessor(FillsAndGaps):
                     reason.value, entity_id, record.topic, record.partition, record.offset, error)
         self.metrics.dead_letters.labels(reason.value).inc()
         out.dead_letters.append((record.key, encode_dead_letter(record, reason, error, entity_id)))
-
-    def take_dirty(self) -> dict[int, list[tuple[str, bytes]]]:
-        """Serialized dirty twins grouped by partition, for a checkpoint; clears the dirty set."""
-        grouped: dict[int, list[tuple[str, bytes]]] = {}
-        for entity_id in self.dirty:
-            blob = self.twins[entity_id].to_bytes()
-            self.journal.checkpointed(entity_id, blob)
-            grouped.setdefault(self.partition_of[entity_id], []).append((entity_id, blob))
-        self.dirty.clear()
-        self.journal.records.clear()  # a twin that is not dirty is its base: nothing to replay
-        if self.settings.twin_idle_evict_s > 0:
-            self.evict_idle()
-        return grouped
-
-    def evict_idle(self) -> int:
-        """Drop twins idle for ``twin_idle_evict_s`` (by ``clock``) and not dirty; returns how many.
-
-        Why: a fleet of a million entities, most of them quiet at any time, need not stay
-        resident. A twin leaves memory only when its state needs no checkpoint (not dirty):
-        :meth:`take_dirty` evicts right after serializing every changed twin, which the
-        agent writes to the table before it processes the next batch, so the twin reloads
-        its latest state (``load_twin``) on its next event.
-        """
-        horizon = self.clock().timestamp() - self.settings.twin_idle_evict_s
-        idle: list[str] = []
-        for entity_id, seen in self.touched.items():  # oldest first
-            if seen > horizon:
-                break
-            if entity_id not in self.dirty:
-                idle.append(entity_id)
-        for entity_id in idle:
-            del self.touched[entity_id]
-            self.twins.pop(entity_id, None)
-            self.partition_of.pop(entity_id, None)
-            self.journal.base.pop(entity_id, None)
-            self.journal.records.pop(entity_id, None)
-        if idle:
-            self.metrics.twins.set(len(self.twins))
-            log.debug("evicted %d twins idle for %.0f s; %d stay in memory", len(idle), self.settings.twin_idle_evict_s,
-                      len(self.twins))
-        return len(idle)
-
-    def drop_all(self) -> int:
-        """Forget every cached twin (after a rebalance); their checkpointed state lives on in the table."""
-        dropped = len(self.twins)
-        self.twins.clear()
-        self.touched.clear()
-        self.partition_of.clear()
-        self.dirty.clear()
-        self.journal.clear()
-        self.metrics.twins.set(0)
-        return dropped
