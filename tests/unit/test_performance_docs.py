@@ -112,6 +112,8 @@ def test_intake_against_stream_is_its_result_file() -> None:
         assert f"{result['rates'][arm]:,.0f} " in DOC, arm
         assert ", ".join(f"{x:,.0f}" for x in result["runs"][arm]) in DOC, arm
     assert f"{result['ratio_c_s']:.2f}×" in DOC
+    decisions = (ROOT / "docs" / "decisions.md").read_text()
+    assert f"{result['rates']['c']:,.0f} events/s through the intake against {result['rates']['s']:,.0f}" in decisions
 
 
 def test_latency_by_fetch_wait_is_its_result_files() -> None:
@@ -131,3 +133,11 @@ def test_throughput_before_the_intake_is_its_result_file() -> None:
     assert rates in DOC.replace("\n", " "), rates
     for key in ("ratio_c_a", "ratio", "ratio_d_c", "ratio_c_peer"):
         assert f"{result[key]:.2f}" in DOC, key
+
+
+def test_fetch_wait_at_the_latency_test_rate_is_its_result_file() -> None:
+    result = json.loads((RESULTS / "fetch_wait_5k_4_partitions.json").read_text())
+    assert result["partitions"] == 4
+    for run in result["runs"]:
+        assert f"p50\n  {run['p50_ms']} ms" in DOC or f"p50 {run['p50_ms']} ms" in DOC, run
+        assert f"{run['p99_ms']} ms" in DOC, run
