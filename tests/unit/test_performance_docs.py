@@ -141,3 +141,13 @@ def test_fetch_wait_at_the_latency_test_rate_is_its_result_file() -> None:
     for run in result["runs"]:
         assert f"p50\n  {run['p50_ms']} ms" in DOC or f"p50 {run['p50_ms']} ms" in DOC, run
         assert f"{run['p99_ms']} ms" in DOC, run
+
+
+def test_latency_by_partition_count_is_its_result_files() -> None:
+    for partitions in (1, 4):
+        result = json.loads((RESULTS / f"throughput_latency_partitions_{partitions}.json").read_text())
+        assert result["config"]["partitions"] == partitions
+        run = result["latency"]["runs"][0]
+        text = DOC.replace("\n  ", " ")
+        assert f"{run['p50_ms']} ms at {run['target_rate']:,.0f} events/s" in text, run
+        assert f"{run['p99_ms']}" in text, run
