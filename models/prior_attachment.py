@@ -87,20 +87,7 @@ class PriorAttachment:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state.setdefault("abandon_prior_above", 0.3)  # a twin pickled before the domain check
-        state.setdefault("_in_domain", True)
-        state.setdefault("_far", False)
-        state.setdefault("_domain_score", 0.0)
-        state.setdefault("_last_label", None)
-        state.setdefault("mask_outside_above", 1.0)  # a twin pickled before masking: as it was
-        state.setdefault("_fallback", False)
-        state.setdefault("_alarm", False)
-        state.setdefault("_evidence", [0.0, 0.0, 0.0])
-        state.setdefault("alarm_fallback", False)
-        state.setdefault("metrics", None)
-        state.setdefault("fallback_margin", 0.0)  # a twin pickled before the margin: as it was
-        state.setdefault("fallback_persist", 1)  # a twin pickled before persistence: as it was
-        state.setdefault("_runs", [0, 0])
+        """The pickled state, then the shared parts attached again."""
         self.__dict__.update(state)
         self._names = self._feature_names()
         self._attach()

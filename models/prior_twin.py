@@ -176,6 +176,24 @@ class PriorTwin(DomainFallback, PriorAttachment, TwinLearner):
             return GenericFeatures(self.metrics, fast_span=self.fast_span, slow_span=self.slow_span, baseline_n=self.baseline_n)
         return RulFeatures(fast_span=self.fast_span, slow_span=self.slow_span, baseline_n=self.baseline_n)
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """A twin pickled by an older version gets the defaults it was made without (it behaves as it did)."""
+        state.setdefault("abandon_prior_above", 0.3)  # a twin pickled before the domain check
+        state.setdefault("_in_domain", True)
+        state.setdefault("_far", False)
+        state.setdefault("_domain_score", 0.0)
+        state.setdefault("_last_label", None)
+        state.setdefault("mask_outside_above", 1.0)  # a twin pickled before masking: as it was
+        state.setdefault("_fallback", False)
+        state.setdefault("_alarm", False)
+        state.setdefault("_evidence", [0.0, 0.0, 0.0])
+        state.setdefault("alarm_fallback", False)
+        state.setdefault("metrics", None)
+        state.setdefault("fallback_margin", 0.0)  # a twin pickled before the margin: as it was
+        state.setdefault("fallback_persist", 1)  # a twin pickled before persistence: as it was
+        state.setdefault("_runs", [0, 0])
+        super().__setstate__(state)
+
     def params(self) -> dict[str, Any]:
         return {
             "prior": self.prior,
