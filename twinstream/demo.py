@@ -9,8 +9,8 @@ Gap filling on show (``DemoOptions.gaps``, on by default; ``--no-gaps``): in the
 one sensor of one training engine is null for a stretch of cycles mid-life. The
 worker's gap detector publishes the gap, the sidecar publishes synthetic fills for it,
 and the twin predicts with them (``synthetic_share`` > 0). That engine's cycles after
-the gap's first one are held back until the sidecar's first fill is on the topic (see
-``run_demo``). The demo reads the gaps, fills and predictions back and checks, against
+the gap's first one are held back until the worker has taken in the sidecar's first
+fill (see ``run_demo``). The demo reads the gaps, fills and predictions back and checks, against
 what it sent, that no fill names a measured value and no prediction has more synthetic
 input than the values that were missing.
 """
@@ -37,7 +37,15 @@ from twinstream.broker import EmbeddedBroker, free_port
 from twinstream.connectors.cmapss_replay import ReplayEvent, cmapss_events, test_last_cycles
 from twinstream.connectors.producer import send_all
 from twinstream.datasets.cmapss import load_subset
-from twinstream.demo_gaps import GapPlan, drop_sensor, hold_back, read_gap_outputs, sidecar_group, wait_for_fill
+from twinstream.demo_gaps import (
+    GapPlan,
+    drop_sensor,
+    hold_back,
+    read_gap_outputs,
+    sidecar_group,
+    wait_for_commit,
+    wait_for_fill,
+)
 from twinstream.kafka_security import client_options
 from twinstream.monitor import OutputTally, tally_outputs
 from twinstream.processes import settings_env, stop_process
@@ -160,7 +168,8 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console,
         predictions_topic = PREDICTIONS.in_namespace(namespace).name
         dlq_topic = TELEMETRY_DLQ.in_namespace(namespace).name
         # With a gap, the gapped engine's cycles after the gap's first one are held back
-        # until the sidecar's first fill is on the topic. In a live fleet cycles are far
+        # until the worker has taken in the sidecar's first fill (its group committed past
+        # the fill: nothing orders the fills topic against telemetry). In a live fleet cycles are far
         # apart and the fill lands while the sensor is still missing; in this replay the
         # worker would pass the whole gap before the sidecar (which fills only samples it
         # has seen, after the worker reported the gap) computed a single fill.
@@ -178,13 +187,18 @@ def run_demo(settings: Settings, options: DemoOptions, console: Console,
                 main_done.append((t.last_at or time.monotonic(), t.processed))
 
         async def send_held() -> int:
-            """The held-back cycles, once the sidecar's first fill of the gap is on the topic."""
+            """The held-back cycles, once the worker has taken in the sidecar's first fill of the gap."""
             if plan is None:
                 return 0
-            if not await wait_for_fill(settings.broker_servers, SYNTHETIC.in_namespace(namespace).name,
-                                       plan.entity_id, timeout_s=options.fill_wait_s, security=security):
+            fill = await wait_for_fill(settings.broker_servers, SYNTHETIC.in_namespace(namespace).name,
+                                       plan.entity_id, timeout_s=options.fill_wait_s, security=security)
+            if fill is None:
                 console.print(f"[yellow]no fill for {plan.entity_id} after {options.fill_wait_s:.0f} s; "
                               "sending its remaining cycles anyway[/yellow]")
+            elif not await wait_for_commit(settings.broker_servers, settings.app_id, fill,
+                                           timeout_s=options.fill_wait_s, security=security):
+                console.print(f"[yellow]the worker has not taken in the fill for {plan.entity_id} after "
+                              f"{options.fill_wait_s:.0f} s; sending its remaining cycles anyway[/yellow]")
             offsets: dict[int, int] = {}
             count = await send_all(settings.broker_servers, telemetry_topic, held, rate=options.rate,
                                    show_progress=False, next_offsets=offsets, security=security)

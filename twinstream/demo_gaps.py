@@ -61,8 +61,8 @@ def hold_back(events: list[ReplayEvent], plan: GapPlan) -> tuple[list[ReplayEven
 
 
 async def wait_for_fill(bootstrap_servers: str, topic: str, entity_id: str, *, timeout_s: float,
-                        security: dict[str, Any] | None = None) -> bool:
-    """True once a synthetic fill for ``entity_id`` is on ``topic``; False after ``timeout_s``."""
+                        security: dict[str, Any] | None = None) -> tuple[str, int, int] | None:
+    """The first synthetic fill for ``entity_id`` on ``topic`` as (topic, partition, offset); None after ``timeout_s``."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap_servers, group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="earliest", **(security or {}))
     await consumer.start()
@@ -75,11 +75,31 @@ async def wait_for_fill(bootstrap_servers: str, topic: str, entity_id: str, *, t
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=300)
-            if any(m.key == key for messages in batches.values() for m in messages):
-                return True
-        return False
+            for tp, messages in batches.items():
+                for message in messages:
+                    if message.key == key:
+                        return tp.topic, tp.partition, message.offset
+        return None
     finally:
         await consumer.stop()
+
+
+async def wait_for_commit(bootstrap_servers: str, group: str, position: tuple[str, int, int], *, timeout_s: float,
+                          security: dict[str, Any] | None = None) -> bool:
+    """True once ``group`` has committed past ``position`` (topic, partition, offset); False after ``timeout_s``.
+
+    Why the demo waits for this and not only for the fill to be on its topic: the worker
+    reads telemetry and fills from two topics, and nothing orders one topic's records
+    against the other's. A held-back cycle sent as soon as the fill is on its topic can
+    reach the twin first; the worker commits an offset only after the record is applied.
+    """
+    topic, partition, offset = position
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await asyncio.to_thread(committed_up_to, bootstrap_servers, group, {(topic, partition): offset + 1}, security):
+            return True
+        await asyncio.sleep(0.2)
+    return False
 
 
 @dataclass
