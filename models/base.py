@@ -157,6 +157,20 @@ class TwinLearner(abc.ABC):
     def predict_interval(self, x: Features) -> IntervalPrediction:
         """Point prediction with an interval."""
 
+    def predict_and_learn(self, x: Features, y: float | None, w: float = 1.0) -> IntervalPrediction:
+        """:meth:`predict_interval` on ``x``, then :meth:`learn_one` from ``y`` (none when ``y`` is None).
+
+        Why one call: the prequential step predicts and then learns on the same input, and
+        learning usually needs the prediction it has just made (e.g. the residual behind the
+        interval). A learner that overrides this shares that work between the two halves;
+        its result and state must stay exactly those of the two calls (the conformance
+        suite checks every registered learner). The default makes the two calls.
+        """
+        prediction = self.predict_interval(x)
+        if y is not None:
+            self.learn_one(x, y, w=w)
+        return prediction
+
     @property
     def model_version(self) -> str:
         return f"{self.family}-v{self.version}"

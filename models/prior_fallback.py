@@ -116,12 +116,15 @@ class DomainFallback:
         t = 1.0 if high <= low else min(max((self._domain_score - low) / (high - low), 0.0), 1.0)
         return max(half, (1.0 - t) * half + t * self.cap / 2.0)
 
-    def _weigh_evidence(self, x: Features, target: float) -> None:
-        """Running squared errors of the prior's answer and of the own estimate on this label (before learning it)."""
+    def _weigh_evidence(self, x: Features, target: float, with_prior: float) -> None:
+        """Running squared errors of the prior's answer (``with_prior``, for ``x``) and of the own estimate on this label.
+
+        Both are the answers before learning the label.
+        """
         if self._last_label is None:  # no own estimate yet to compare (mid-range is not the twin's own)
             return
         ev = self._evidence
         a = EVIDENCE_ALPHA if ev[0] else 1.0
-        ev[1] += a * ((target - self._with_prior(x)) ** 2 - ev[1])
+        ev[1] += a * ((target - with_prior) ** 2 - ev[1])
         ev[2] += a * ((target - self._own_estimate(x)) ** 2 - ev[2])
         ev[0] += 1.0

@@ -275,9 +275,13 @@ class PriorTwin(DomainFallback, PriorAttachment, TwinLearner):
         return {"base": base / self.cap, "age": min(age, 400.0) / self.cap}
 
     def predict_one(self, x: Features) -> float:
+        return self._predict(x, None)
+
+    def _predict(self, x: Features, with_prior: float | None) -> float:
+        """:meth:`predict_one`; ``with_prior``: :meth:`_with_prior` of ``x``, if already computed."""
         if self._far:
             return self._own_estimate(x)
-        value = self._with_prior(x)
+        value = self._with_prior(x) if with_prior is None else with_prior
         w = self._prior_weight()
         if w < 1.0:  # out of the prior's ranges its own labels say the prior is off here: lean on them
             value = w * value + (1.0 - w) * self._own_estimate(x)
@@ -293,7 +297,17 @@ class PriorTwin(DomainFallback, PriorAttachment, TwinLearner):
         return min(max(value, 0.0), self.cap)
 
     def predict_interval(self, x: Features) -> IntervalPrediction:
-        value = self.predict_one(x)
+        return self._interval(self.predict_one(x))
+
+    def predict_and_learn(self, x: Features, y: float | None, w: float = 1.0) -> IntervalPrediction:
+        """The prior's answer with the personal correction is computed once for predicting and learning."""
+        with_prior = None if self._far and y is None else self._with_prior(x)
+        prediction = self._interval(self._predict(x, with_prior))
+        if y is not None:
+            self._learn(x, y, w, with_prior)
+        return prediction
+
+    def _interval(self, value: float) -> IntervalPrediction:
         if self._far:  # nothing here is calibrated for inputs like these: the whole range
             return IntervalPrediction(value=value, lower=0.0, upper=self.cap)
         half = math.nan
@@ -336,14 +350,20 @@ class PriorTwin(DomainFallback, PriorAttachment, TwinLearner):
         return getattr(self, "_n_full", self._labels)
 
     def learn_one(self, x: Features, y: float, w: float = 1.0) -> None:
+        self._learn(x, y, w, None)
+
+    def _learn(self, x: Features, y: float, w: float, with_prior: float | None) -> None:
+        """:meth:`learn_one`; ``with_prior``: :meth:`_with_prior` of ``x`` before this label, if already computed."""
         w = check_weight(w)
         if y is None or not math.isfinite(y) or w == 0.0:
             return
         target = min(float(y), self.cap)
         base = self._base(x)
         if w == 1.0:
-            self._weigh_evidence(x, target)
-            self._abs_residual.update(abs(target - self._with_prior(x)))
+            if with_prior is None:
+                with_prior = self._with_prior(x)
+            self._weigh_evidence(x, target, with_prior)
+            self._abs_residual.update(abs(target - with_prior))
             self._n_full = self._full_labels + 1
             age = x.get("age")
             if age is not None and math.isfinite(age):

@@ -96,11 +96,22 @@ class RiverLinearTwin(TwinLearner):
         return self._clip(self._predict_raw(clean_features(x)))
 
     def predict_interval(self, x: Features) -> IntervalPrediction:
-        value = self.predict_one(x)
+        return self._interval(self.predict_one(x))
+
+    def _interval(self, value: float) -> IntervalPrediction:
         half = self._abs_residual.get() if self._full_weight >= 10 else None
         if half is None or not math.isfinite(half):
             half = abs(value) + 1.0  # nothing learned yet: say so with a wide interval
         return IntervalPrediction(value=value, lower=self._clip(value - half), upper=value + half)
+
+    def predict_and_learn(self, x: Features, y: float | None, w: float = 1.0) -> IntervalPrediction:
+        """One cleaning of ``x`` and one pass through the model: the residual learned is the prediction's own."""
+        features = clean_features(x)
+        raw = self._predict_raw(features)
+        prediction = self._interval(self._clip(raw))
+        if y is not None:
+            self._learn(features, y, w, raw)
+        return prediction
 
     @property
     def _full_weight(self) -> int:
@@ -108,15 +119,16 @@ class RiverLinearTwin(TwinLearner):
         return getattr(self, "_n_full", self._n)
 
     def learn_one(self, x: Features, y: float, w: float = 1.0) -> None:
+        self._learn(clean_features(x), y, w, None)
+
+    def _learn(self, features: dict[str, float], y: float, w: float, raw: float | None) -> None:
+        """:meth:`learn_one` on cleaned features; ``raw``: the model's prediction for them, if already made."""
         w = check_weight(w)
-        if y is None or not math.isfinite(y) or w == 0.0:
-            return
-        features = clean_features(x)
-        if not features:
+        if y is None or not math.isfinite(y) or w == 0.0 or not features:
             return
         if w == 1.0:
             if self._n > 0:
-                self._abs_residual.update(abs(y - self._predict_raw(features)))
+                self._abs_residual.update(abs(y - (self._predict_raw(features) if raw is None else raw)))
             self._n_full = self._full_weight + 1
         self._model.learn_one(features, y, w=w)  # the pipeline passes w to the regression only
         self._n += 1

@@ -131,9 +131,8 @@ class Twin:
 
     def _conclude(self, seq: int, learner: TwinLearner, x: Features, target: float | None, weight: float) -> IntervalPrediction:
         """After observing: predict, learn, advance (the rest of :meth:`step`)."""
-        prediction = learner.predict_interval(x)
+        prediction = learner.predict_and_learn(x, target, w=weight)
         if target is not None:
-            learner.learn_one(x, target, w=weight)
             self.labelled += 1
         self.advance(seq)
         return prediction

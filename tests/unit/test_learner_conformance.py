@@ -161,6 +161,30 @@ def test_sample_weight(name: str, params: dict[str, Any], stream: list) -> None:
 
 
 @pytest.mark.parametrize(("name", "params"), CASES, ids=IDS)
+def test_predict_and_learn_equals_predict_then_learn(name: str, params: dict[str, Any], stream: list) -> None:
+    """The one-call prequential step gives the two calls' predictions and leaves the same state.
+
+    The input mixes ordinary samples, samples far outside the training data (a prior's
+    fallback paths), missing labels and weights 1, 0.5 and 0.
+    """
+    far = [({k: v * 3.0 for k, v in m.items()}, y) for m, y in stream[400:460]]
+    samples = stream[:400] + far + stream[460:560]
+    weights = (1.0, 1.0, 0.5, 1.0, 0.0, 1.0, None)  # None: an unlabelled event
+    one_call, two_calls = make_learner(name, **params), make_learner(name, **params)
+    for i, (metrics, y) in enumerate(samples):
+        w = weights[i % len(weights)]
+        label = None if w is None else y
+        x = one_call.observe_one(metrics)
+        got = one_call.predict_and_learn(x, label, w=1.0 if w is None else w)
+        x = two_calls.observe_one(metrics)
+        expected = two_calls.predict_interval(x)
+        if label is not None:
+            two_calls.learn_one(x, label, w=w)
+        assert got == expected, f"sample {i}"
+    assert one_call.snapshot() == two_calls.snapshot()
+
+
+@pytest.mark.parametrize(("name", "params"), CASES, ids=IDS)
 def test_clone_is_fresh_with_same_params(name: str, params: dict[str, Any], stream: list) -> None:
     learner = make_learner(name, **params)
     run(learner, stream[:100])
