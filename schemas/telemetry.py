@@ -141,10 +141,13 @@ class Telemetry(BaseModel):
     @field_validator("metrics")
     @classmethod
     def _nan_is_missing(cls, values: dict[str, float | None]) -> dict[str, float | None]:
-        for v in values.values():
-            if v is not None and v != v:
-                values = {name: (None if v is not None and v != v else v) for name, v in values.items()}
+        low, high = -MAX_ABS_VALUE, MAX_ABS_VALUE
+        for v in values.values():  # hot path: one pass, one comparison per value (NaN fails it)
+            if v is not None and not low <= v <= high:
                 break
+        else:
+            return values
+        values = {name: (None if v is not None and v != v else v) for name, v in values.items()}
         return cls._finite(values)
 
     @field_validator("targets")
