@@ -164,12 +164,34 @@ class TwinLearner(abc.ABC):
         learning usually needs the prediction it has just made (e.g. the residual behind the
         interval). A learner that overrides this shares that work between the two halves;
         its result and state must stay exactly those of the two calls (the conformance
-        suite checks every registered learner). The default makes the two calls.
+        suite checks every registered learner), and it should apply only while
+        :meth:`steps_as` holds, so that a subclass overriding one of the two calls is not
+        bypassed. The default makes the two calls.
         """
         prediction = self.predict_interval(x)
         if y is not None:
             self.learn_one(x, y, w=w)
         return prediction
+
+    def steps_as(self, owner: type[TwinLearner]) -> bool:
+        """Whether this learner predicts and learns with ``owner``'s own methods.
+
+        Why: an override of :meth:`predict_and_learn` written for ``owner`` would skip a
+        subclass's own ``predict_one``, ``predict_interval`` or ``learn_one``, or one set
+        on the instance.
+
+        >>> from twinstream.models.river_linear import RiverLinearTwin
+        >>> class Louder(RiverLinearTwin):
+        ...     def predict_one(self, x): return 2 * super().predict_one(x)
+        >>> RiverLinearTwin().steps_as(RiverLinearTwin), Louder().steps_as(RiverLinearTwin)
+        (True, False)
+        """
+        cls = type(self)
+        if not (cls.predict_interval is owner.predict_interval and cls.predict_one is owner.predict_one
+                and cls.learn_one is owner.learn_one):
+            return False
+        own = getattr(self, "__dict__", None)  # a method replaced on the instance (e.g. patched in a test)
+        return not own or not ("predict_interval" in own or "predict_one" in own or "learn_one" in own)
 
     @property
     def model_version(self) -> str:

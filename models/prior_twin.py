@@ -301,6 +301,8 @@ class PriorTwin(DomainFallback, PriorAttachment, TwinLearner):
 
     def predict_and_learn(self, x: Features, y: float | None, w: float = 1.0) -> IntervalPrediction:
         """The prior's answer with the personal correction is computed once for predicting and learning."""
+        if not self.steps_as(PriorTwin):
+            return super().predict_and_learn(x, y, w)
         with_prior = None if self._far and y is None else self._with_prior(x)
         prediction = self._interval(self._predict(x, with_prior))
         if y is not None:

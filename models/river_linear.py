@@ -106,6 +106,8 @@ class RiverLinearTwin(TwinLearner):
 
     def predict_and_learn(self, x: Features, y: float | None, w: float = 1.0) -> IntervalPrediction:
         """One cleaning of ``x`` and one pass through the model: the residual learned is the prediction's own."""
+        if not self.steps_as(RiverLinearTwin):
+            return super().predict_and_learn(x, y, w)
         features = clean_features(x)
         raw = self._predict_raw(features)
         prediction = self._interval(self._clip(raw))

@@ -20,7 +20,7 @@ import pytest
 
 import twinstream.models
 from twinstream.datasets.cmapss import load_subset
-from twinstream.models.base import TwinLearner
+from twinstream.models.base import IntervalPrediction, TwinLearner
 from twinstream.models.registry import DEFAULT_LEARNER, DEFAULT_PARAMS, LEARNERS, make_learner
 from twinstream.models.twin import Twin
 
@@ -182,6 +182,29 @@ def test_predict_and_learn_equals_predict_then_learn(name: str, params: dict[str
             two_calls.learn_one(x, label, w=w)
         assert got == expected, f"sample {i}"
     assert one_call.snapshot() == two_calls.snapshot()
+
+
+@pytest.mark.parametrize(("name", "params"), CASES, ids=IDS)
+def test_predict_and_learn_keeps_a_subclass_own_methods(name: str, params: dict[str, Any], stream: list) -> None:
+    """A subclass that changes predicting or learning is not bypassed by its parent's one-call step."""
+    family = LEARNERS[name]
+
+    class Shifted(family):  # type: ignore[misc, valid-type]
+        learned = 0
+
+        def predict_interval(self, x: Any) -> IntervalPrediction:
+            p = super().predict_interval(x)
+            return IntervalPrediction(p.value + 1.0, p.lower + 1.0, p.upper + 1.0)
+
+        def learn_one(self, x: Any, y: float, w: float = 1.0) -> None:
+            self.learned += 1
+            super().learn_one(x, y, w=w)
+
+    shifted, plain = Shifted(**params), make_learner(name, **params)
+    for metrics, y in stream[:50]:
+        got = shifted.predict_and_learn(shifted.observe_one(metrics), y)
+        assert got.value == plain.predict_and_learn(plain.observe_one(metrics), y).value + 1.0
+    assert shifted.learned == 50
 
 
 @pytest.mark.parametrize(("name", "params"), CASES, ids=IDS)

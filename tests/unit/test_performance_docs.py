@@ -127,12 +127,14 @@ def test_latency_by_fetch_wait_is_its_result_files() -> None:
         assert row in DOC, row
 
 
-def test_throughput_before_the_intake_is_its_result_file() -> None:
-    result = json.loads((RESULTS / "throughput_before_batch_intake.json").read_text())
-    rates = ", ".join(f"{arm} {result['rates'][arm]:,.0f}" for arm in ("a", "b", "c", "d", "r"))
-    assert rates in DOC.replace("\n", " "), rates
-    for key in ("ratio_c_a", "ratio", "ratio_d_c", "ratio_c_peer"):
-        assert f"{result[key]:.2f}" in DOC, key
+def test_earlier_throughput_runs_are_their_result_files() -> None:
+    for name in ("throughput_before_batch_intake.json", "throughput_before_partition_senders.json"):
+        result = json.loads((RESULTS / name).read_text())
+        rates = ", ".join(f"{arm} {result['rates'][arm]:,.0f}" for arm in ("a", "b", "c", "d", "r", "p"))
+        ratios = ", ".join(f"{label} {result[key]:.2f}" for label, key in
+                           (("c/a", "ratio_c_a"), ("c/b", "ratio"), ("d/c", "ratio_d_c"), ("r/p", "ratio_c_peer")))
+        flat = " ".join(DOC.split())
+        assert f"{rates} events/s: {ratios}" in flat, (name, rates, ratios)
 
 
 def test_fetch_wait_at_the_latency_test_rate_is_its_result_file() -> None:
