@@ -9,7 +9,7 @@ partitioner every Kafka client uses) with a handful of awaits per batch.
 Why the hand-over to the producer runs in the background: the producer takes a new
 batch for a partition only once the one before it has left for the broker, which waits
 for the partition's request in flight. Awaited inline, that wait held the worker's
-agent about a tenth of its time (docs/performance.md). One sender task per
+agent for most of its publishing time (docs/decisions.md). One sender task per
 partition hands the batches over in the order they were published, so the order of a
 partition's messages is kept; ``publish`` returns delivery futures at once and waits
 only when more than ``max_queued`` batches of one partition are still to be handed over.
@@ -121,7 +121,7 @@ class _PartitionSender:
 
     async def put(self, batch: Any) -> asyncio.Future:
         """Queue ``batch``; the future resolves with its delivery (record metadata) or the error."""
-        if self.task.done():  # the producer failed or the sender was closed: say so, do not queue forever
+        if self.task.done():  # closed or cancelled: say so rather than queue for ever
             raise RuntimeError(f"the sender of {self.topic}[{self.partition}] has stopped")
         delivered: asyncio.Future = asyncio.get_running_loop().create_future()
         await self.queue.put((batch, delivered))
