@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
-from test_helm_render import render
+from helm_render_support import find_helm, render
 
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    path = shutil.which("helm")
-    if path is None:
-        if os.environ.get("CI") or os.environ.get("TWINSTREAM_REQUIRE_SERVERS") == "1":
-            pytest.fail("helm is not installed: .ci/test installs it (.ci/deps-helm.sh)")
-        pytest.skip("helm is not installed (.ci/test installs it, or source .ci/deps-helm.sh)")
-    return path
+    return find_helm()
 
 
 def worker_container(docs: list[dict]) -> dict:
