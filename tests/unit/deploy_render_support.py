@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,19 @@ DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 ENV_PREFIX = Settings.model_config["env_prefix"]
 SETTINGS_ENV = frozenset(ENV_PREFIX + name.upper() for name in Settings.model_fields)
 ENV_NAME = re.compile(rf"\b{ENV_PREFIX}[A-Z0-9_]+")
+
+
+def required_tool(name: str, in_ci: str, install: str) -> str:
+    """Path of a checker binary (helm, promtool); a failure under CI or TWINSTREAM_REQUIRE_SERVERS=1, else a skip.
+
+    ``in_ci`` says how CI installs it, ``install`` how a developer does.
+    """
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") or os.environ.get("TWINSTREAM_REQUIRE_SERVERS") == "1":
+            pytest.fail(f"{name} is not installed: {in_ci}")
+        pytest.skip(f"{name} is not installed ({install})")
+    return path
 
 
 def settings_from_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Settings:

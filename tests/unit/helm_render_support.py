@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
-from deploy_render_support import CHART
+from deploy_render_support import CHART, required_tool
 
 BASE_VALUES = {
     "config": {"broker": "kafka://kafka-bootstrap.kafka.svc:9092", "influx_url": "http://influxdb.monitoring.svc:8086"},
@@ -24,11 +22,7 @@ BASE_VALUES = {
 
 def find_helm() -> str:
     """The helm binary (Helm 3): a failure under CI or with TWINSTREAM_REQUIRE_SERVERS=1, else a skip when missing."""
-    path = shutil.which("helm")
-    if path is None:
-        if os.environ.get("CI") or os.environ.get("TWINSTREAM_REQUIRE_SERVERS") == "1":
-            pytest.fail("helm is not installed: .ci/test installs it (.ci/deps-helm.sh)")
-        pytest.skip("helm is not installed (.ci/test installs it, or source .ci/deps-helm.sh)")
+    path = required_tool("helm", ".ci/test installs it (.ci/deps-helm.sh)", ".ci/test installs it, or source .ci/deps-helm.sh")
     version = subprocess.run([path, "version", "--short"], capture_output=True, text=True, check=True).stdout
     assert version.startswith("v3."), f"the chart is checked with Helm 3, found {version}"
     return path

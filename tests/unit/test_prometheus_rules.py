@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
+from deploy_render_support import required_tool
 
 REPO = Path(__file__).resolve().parents[2]
 RULES = REPO / "deploy" / "prometheus" / "rules.yml"
@@ -17,11 +15,7 @@ OPERATIONS = REPO / "docs" / "operations.md"
 
 
 def test_promtool_accepts_the_rules() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        if os.environ.get("CI") or os.environ.get("TWINSTREAM_REQUIRE_SERVERS") == "1":
-            pytest.fail("promtool is not installed: .ci/test installs Debian's prometheus")
-        pytest.skip("promtool is not installed (apt-get install prometheus)")
+    promtool = required_tool("promtool", ".ci/test installs Debian's prometheus", "apt-get install prometheus")
     result = subprocess.run([promtool, "check", "rules", str(RULES)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS" in result.stdout
