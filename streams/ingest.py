@@ -12,6 +12,9 @@ Delivery contract (why the code is shaped like this):
   redelivers only events whose effect is not in the table, and the twin's sequence
   check skips the ones that are. Result: no update lost, none applied twice, every
   (entity, seq) prediction published at least once.
+* The agent waits for none of that: a checkpoint snapshots the twins and the offsets
+  they reflect in line, and the confirmations, writes and acks follow in the background
+  while the agent takes the next batches (:mod:`twinstream.streams.checkpoint`).
 * On a rebalance every cached twin is dropped, and a checkpoint that straddles a
   rebalance does not ack. Events fetched before the rebalance but handed to the agent
   after it (Faust's take buffer is not cleared on revocation) are discarded unapplied
@@ -37,7 +40,6 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -45,13 +47,13 @@ from faust.types import TP
 
 from twinstream.kafka_security import client_options
 from twinstream.settings import Settings
-from twinstream.streams.agent_guards import as_event_of_partition, exit_on_agent_crash
+from twinstream.streams.agent_guards import exit_on_agent_crash
 from twinstream.streams.batch_intake import BatchIntake
+from twinstream.streams.checkpoint import CheckpointSteps, PendingWork
 from twinstream.streams.input_offsets import (
     InputOffsets,
     OffsetGuard,
     decode_marker,
-    encode_marker,
     marker_key,
 )
 from twinstream.streams.metrics import WorkerMetrics
@@ -64,21 +66,7 @@ log = logging.getLogger(__name__)
 TWIN_TABLE = "twins"
 
 
-@dataclass
-class _Pending:
-    """Work done since the last checkpoint: events to ack and sends to confirm."""
-
-    events: list[faust.EventT] = field(default_factory=list)
-    sends: list[Awaitable[Any]] = field(default_factory=list)
-    last_event_of_partition: dict[int, faust.EventT] = field(default_factory=dict)
-
-    def clear(self) -> None:
-        self.events.clear()
-        self.sends.clear()
-        self.last_event_of_partition.clear()
-
-
-class IngestAgent:
+class IngestAgent(CheckpointSteps):
     """Wires a :class:`TwinProcessor` into a Faust app (agent, table, timer, rebalance hooks)."""
 
     def __init__(self, app: faust.App, settings: Settings, topics: dict[str, faust.TopicT], metrics: WorkerMetrics) -> None:
@@ -105,7 +93,7 @@ class IngestAgent:
         self.publisher = BatchPublisher(settings.broker_servers, client_id=f"{settings.app_id}-outputs",
                                         security=client_options(settings))
         self.input_topics = frozenset({self.telemetry.get_topic_name(), synthetic.get_topic_name()})
-        self.pending = _Pending()
+        self.pending = PendingWork()
         self.offsets = InputOffsets()
         self.lock = asyncio.Lock()
         self.generation = 0
@@ -114,8 +102,12 @@ class IngestAgent:
         self.rebalancing = True
         # Per input partition, the next offset to apply (seeded from the markers).
         self.guard = OffsetGuard()
-        self.last_checkpoint = time.monotonic()
+        self.last_checkpoint = time.monotonic()  # when the latest checkpoint began
         self.checkpoint_number = 0
+        # The checkpoint finishing in the background, and its twin states until they are in the table.
+        self.finishing: asyncio.Future[None] | None = None
+        self.writing: dict[str, bytes] = {}
+        self.stopping = False
         self.stream: faust.StreamT | None = None
         # Input records a fetch at a time, past Faust's per-record stream (None: Faust's stream).
         self.intake = (BatchIntake(app, self.input_topics, capacity=max(settings.batch_size, 4096))
@@ -141,6 +133,8 @@ class IngestAgent:
         except Exception as exc:
             exit_on_agent_crash(exc)
         finally:
+            self.stopping = True
+            await self._settle_on_stop()
             await self.publisher.stop()
 
     def _batches(self, stream: faust.StreamT) -> AsyncIterator[list[faust.EventT]]:
@@ -168,6 +162,7 @@ class IngestAgent:
         self.generation += 1
         self.rebalancing = True
         dropped = self.processor.drop_all()
+        self.writing = {}  # a checkpoint straddling the rebalance writes nothing more
         if self.intake is not None:
             self.intake.clear()
         self.pending.clear()
@@ -200,7 +195,8 @@ class IngestAgent:
 
     # --- work -----------------------------------------------------------------------
     def _load_twin(self, entity_id: str) -> bytes | None:
-        return self.table.get(entity_id.encode())
+        blob = self.writing.get(entity_id)  # a checkpoint in the background has not written it yet
+        return blob if blob is not None else self.table.get(entity_id.encode())
 
     def _read_key(self, partition: int, key: bytes) -> bytes | None:
         """Read a key from one partition's local store (no current event places it here)."""
@@ -289,73 +285,6 @@ class IngestAgent:
             return
         self.pending.sends.extend(sends)
         self.pending.events.extend(events)
-
-    async def _checkpoint(self) -> None:
-        """Confirm sends, write dirty twins and await their changelog delivery, markers, then ack."""
-        generation = self.generation
-        started = time.monotonic()
-        events = list(self.pending.events)
-        sends = list(self.pending.sends)
-        last_events = dict(self.pending.last_event_of_partition)
-        self.pending.clear()
-        if sends:
-            await asyncio.gather(*sends)  # raises if the broker refused any prediction/dead letter
-        if generation != self.generation:
-            log.info("checkpoint straddled a rebalance; %d events will be redelivered instead of acked", len(events))
-            return
-        # From here to the markers' delivery nothing awaits between snapshotting the
-        # twins and the offsets they reflect, so the two agree.
-        dirty = self.processor.take_dirty()
-        offsets = self.offsets.snapshot()
-        changelog: list[Awaitable[Any]] = []
-        for partition, items in dirty.items():
-            with as_event_of_partition(last_events.get(partition)):
-                for entity_id, blob in items:
-                    changelog.append(self._write_table(partition, entity_id.encode(), blob))
-        await asyncio.gather(*changelog)  # every twin is in the changelog before any marker
-        if offsets:
-            await asyncio.gather(*self._write_markers(offsets, last_events))
-        if generation != self.generation:
-            log.info("checkpoint straddled a rebalance; %d events will be redelivered instead of acked", len(events))
-            return
-        self.offsets.written(offsets)
-        assert self.stream is not None
-        for event in events:
-            await self.stream.ack(event)
-        self.last_checkpoint = time.monotonic()
-        self.metrics.checkpoints.inc()
-        self.metrics.checkpoint_seconds.observe(self.last_checkpoint - started)
-        log.debug("checkpoint: %d twins written, %d events acked", len(changelog), len(events))
-
-    def _write_table(self, partition: int, key: bytes, value: bytes) -> Awaitable[Any]:
-        """Write one table entry and return the future of its changelog delivery.
-
-        Not ``table[key] = value``: that drops the changelog future, and Faust's producer
-        buffer flush gives up after 100 ms without a message sent, so a flush can return
-        with twin states still unsent. Acknowledging inputs on that basis lost updates
-        in the crash test on a loaded machine. Awaiting each record's own delivery does not.
-        """
-        self.table.data[key] = value  # local RocksDB (partition from the current event)
-        return self.table.send_changelog(partition, key, value)
-
-    def _write_markers(
-        self, offsets: dict[int, dict[str, int]], last_events: dict[int, faust.EventT]
-    ) -> list[Awaitable[Any]]:
-        """End each partition that had events with a one-record marker naming its next input offsets.
-
-        Sent after the twins' changelog records are confirmed, so the marker is its own
-        record batch (the embedded broker's high watermark is then exact) and a reader
-        that sees the marker also sees every twin state it vouches for.
-        """
-        self.checkpoint_number += 1
-        now = time.time()
-        futures = []
-        for partition, topic_offsets in offsets.items():
-            marker = encode_marker(self.checkpoint_number, topic_offsets, now)
-            with as_event_of_partition(last_events.get(partition)):
-                futures.append(self._write_table(partition, marker_key(partition), marker))
-        return futures
-
 
 def _describe(offsets: dict[TP, int]) -> str:
     return ", ".join(f"{tp.topic}[{tp.partition}]={offset}" for tp, offset in sorted(offsets.items())) or "(none)"
