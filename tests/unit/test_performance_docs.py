@@ -119,7 +119,8 @@ def test_intake_against_stream_is_its_result_file() -> None:
 
 
 def test_latency_by_fetch_wait_is_its_result_files() -> None:
-    for name in ("throughput_latency_wait_500_intake", "throughput_latency_wait_500_stream", "throughput_latency_wait_50_intake"):
+    for name in ("throughput_latency_wait_500_intake", "throughput_latency_wait_500_stream", "throughput_latency_wait_50_intake",
+                 "throughput_latency_background_checkpoint_wait_500", "throughput_latency_background_checkpoint_wait_50"):
         result = json.loads((RESULTS / f"{name}.json").read_text())
         run = result["latency"]["runs"][0]
         row = (
@@ -130,13 +131,23 @@ def test_latency_by_fetch_wait_is_its_result_files() -> None:
 
 
 def test_earlier_throughput_runs_are_their_result_files() -> None:
-    for name in ("throughput_before_batch_intake.json", "throughput_before_partition_senders.json"):
+    for name in ("throughput_before_batch_intake.json", "throughput_before_partition_senders.json",
+                 "throughput_before_background_checkpoint.json"):
         result = json.loads((RESULTS / name).read_text())
         rates = ", ".join(f"{arm} {result['rates'][arm]:,.0f}" for arm in ("a", "b", "c", "d", "r", "p"))
         ratios = ", ".join(f"{label} {result[key]:.2f}" for label, key in
                            (("c/a", "ratio_c_a"), ("c/b", "ratio"), ("d/c", "ratio_d_c"), ("r/p", "ratio_c_peer")))
         flat = " ".join(DOC.split())
         assert f"{rates} events/s: {ratios}" in flat, (name, rates, ratios)
+
+
+def test_checkpoint_side_by_side_is_its_result_files() -> None:
+    flat = " ".join(DOC.split())
+    for variant, words in (("inline", "events/s with the checkpoint in line"), ("background", "with it in the background")):
+        runs = [json.loads((RESULTS / "checkpoint_side_by_side" / f"{variant}_{k}.json").read_text()) for k in (1, 2, 3)]
+        rates = ", ".join(f"{run['rates']['c']:,.0f}" for run in runs)
+        assert f"{rates} {words}" in flat, (variant, rates)
+        assert all(run["config"]["env"] == runs[0]["config"]["env"] for run in runs)
 
 
 def test_fetch_wait_at_the_latency_test_rate_is_its_result_file() -> None:
