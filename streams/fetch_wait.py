@@ -2,9 +2,9 @@
 
 Why: Faust creates its consumer with ``fetch_max_wait_ms=1500`` and no setting to change
 it. Apache Kafka answers a fetch as soon as it has ``fetch_min_bytes`` (one byte), so
-there the wait only matters when a topic is idle. The embedded broker holds a fetch
-for much of the wait even with data ready, so a bare consumer's latency grows with the
-wait (``benchmarks/fetch_wait.py``; docs/performance.md). A short wait costs more fetches
+there the wait only matters when a topic is idle. The embedded broker sleeps before it
+answers even a fetch whose records are ready, about half the wait, so a bare consumer's
+latency grows with the wait (``benchmarks/fetch_wait.py``; docs/performance.md). A short wait costs more fetches
 on a quiet topic: nothing on the in-memory broker or Apache Kafka, but on the embedded
 broker's durable storage each fetch lists a partition's objects, and at 50 ms those
 listings starved the broker's writes (produce requests timed out in the broker-restart

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
         ge=1,
         le=30_000,
         description="Longest a worker's fetch may wait at the broker (Faust's fixed value is 1,500 ms). The embedded "
-            "broker holds a fetch for much of this even with data ready, so it bounds ingest latency; 50 gives the "
+            "broker holds a fetch for about half of this even with data ready, so it bounds ingest latency; 50 gives the "
             "lowest latency with the in-memory embedded broker or Apache Kafka, but on the embedded broker's durable "
             "storage every fetch lists a partition's objects, and fetches that often starve its writes "
             "(streams/fetch_wait.py).",

@@ -90,6 +90,15 @@ def test_fetch_wait_table_is_the_benchmark_result() -> None:
         assert row in DOC, row
 
 
+def test_fetch_hold_table_is_the_benchmark_result() -> None:
+    result = json.loads((RESULTS / "fetch_wait_hold_rule.json").read_text())
+    assert [run["fetch_max_wait_ms"] for run in result["runs"]] == [500, 250, 249, 100]
+    for run in result["runs"]:
+        row = (f"| {run['fetch_max_wait_ms']:,} ms | {run['records']:,} | {run['p50_ms']} ms | {run['p99_ms']} ms | "
+               f"{run['max_ms']} ms |")
+        assert row in DOC, row
+
+
 def test_latency_before_the_fetch_wait_is_its_result_file() -> None:
     run = json.loads((RESULTS / "throughput_quiet_before_latency.json").read_text())["latency"]["runs"][0]
     assert f"{run['target_rate']:,.0f} events/s was p50 {run['p50_ms']} ms and p99 {run['p99_ms']} ms" in DOC
