@@ -50,9 +50,9 @@ class TwinCacheUpkeep:
 
         Why: a fleet of a million entities, most of them quiet at any time, need not stay
         resident. A twin leaves memory only when its state needs no checkpoint (not dirty):
-        :meth:`take_dirty` evicts right after serializing every changed twin, which the
-        agent writes to the table before it processes the next batch, so the twin reloads
-        its latest state (``load_twin``) on its next event.
+        :meth:`take_dirty` evicts right after serializing every changed twin, and the
+        agent's ``load_twin`` answers from those bytes until they are in the table, so the
+        twin reloads its latest state on its next event.
         """
         horizon = self.clock().timestamp() - self.settings.twin_idle_evict_s
         idle: list[str] = []
