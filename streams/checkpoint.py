@@ -83,8 +83,8 @@ class CheckpointSteps:
         """Snapshot the twins and the offsets they reflect; the rest of the checkpoint runs in the background.
 
         Why in the background: confirming the sends, the changelog records and the
-        markers is waiting, not work, and while the agent waited it took no events (about
-        a tenth of a loaded worker's time, and most of a checkpoint's stall in latency).
+        markers is waiting, not work, and while the agent waited it took no events: a
+        stall once per interval, seen in latency under load (docs/performance.md).
         The order within a checkpoint is unchanged (:meth:`_finish_checkpoint`); a
         checkpoint begins only after the previous one has finished, so their table
         writes keep their order too. Until its twins are in the table, a twin loaded
