@@ -50,7 +50,6 @@ class PendingWork:
         self.last_event_of_partition.clear()
 
 
-
 class CheckpointSteps:
     """Methods of :class:`~twinstream.streams.ingest.IngestAgent` that checkpoint its twins."""
 
@@ -123,8 +122,7 @@ class CheckpointSteps:
         """
         if sends:
             await asyncio.gather(*sends)  # raises if the broker refused any prediction/dead letter
-        if generation != self.generation:
-            log.info("checkpoint straddled a rebalance; %d events will be redelivered instead of acked", len(events))
+        if self._straddled(generation, events):
             return
         changelog: list[Awaitable[Any]] = []
         for partition, items in dirty.items():
@@ -135,8 +133,7 @@ class CheckpointSteps:
         await asyncio.gather(*changelog)  # every twin is in the changelog before any marker
         if offsets:
             await asyncio.gather(*self._write_markers(offsets, last_events))
-        if generation != self.generation:
-            log.info("checkpoint straddled a rebalance; %d events will be redelivered instead of acked", len(events))
+        if self._straddled(generation, events):
             return
         self.offsets.written(offsets)
         assert self.stream is not None
@@ -145,6 +142,13 @@ class CheckpointSteps:
         self.metrics.checkpoints.inc()
         self.metrics.checkpoint_seconds.observe(time.monotonic() - started)
         log.debug("checkpoint: %d twins written, %d events acked", len(changelog), len(events))
+
+    def _straddled(self, generation: int, events: list[faust.EventT]) -> bool:
+        """Whether a rebalance came since the checkpoint began (then its events are redelivered, not acked)."""
+        if generation == self.generation:
+            return False
+        log.info("checkpoint straddled a rebalance; %d events will be redelivered instead of acked", len(events))
+        return True
 
     def _exit_if_failed(self, finishing: asyncio.Future[None]) -> None:
         """A checkpoint that failed in the background ends the worker, as one in the agent does (not while stopping)."""

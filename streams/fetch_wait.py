@@ -4,12 +4,12 @@ Why: Faust creates its consumer with ``fetch_max_wait_ms=1500`` and no setting t
 it. Apache Kafka answers a fetch as soon as it has ``fetch_min_bytes`` (one byte), so
 there the wait only matters when a topic is idle. The embedded broker sleeps before it
 answers even a fetch whose records are ready, about half the wait, so a bare consumer's
-latency grows with the wait (``benchmarks/fetch_wait.py``; docs/performance.md). A short wait costs more fetches
-on a quiet topic: nothing on the in-memory broker or Apache Kafka, but on the embedded
-broker's durable storage each fetch lists a partition's objects, and at 50 ms those
-listings starved the broker's writes (produce requests timed out in the broker-restart
-test). Hence a default of 500 ms, a third of Faust's, and 50 ms where latency matters and
-the broker allows it. Setting: ``fetch_max_wait_ms``.
+latency grows with the wait (``benchmarks/fetch_wait.py``; docs/performance.md). A short
+wait costs more fetches on a quiet topic: nothing on the in-memory broker or Apache
+Kafka, but on the embedded broker's durable storage each fetch lists a partition's
+objects, and at 50 ms those listings starved the broker's writes (produce requests timed
+out in the broker-restart test). Hence a default of 500 ms, a third of Faust's, and 50 ms
+where latency matters and the broker allows it. Setting: ``fetch_max_wait_ms``.
 """
 
 from __future__ import annotations

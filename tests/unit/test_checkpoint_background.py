@@ -86,8 +86,16 @@ class Harness:
 
     def confirm(self, futures: list[asyncio.Future[None]], error: Exception | None = None) -> None:
         for future in futures:
-            if not future.done():
-                future.set_exception(error) if error else future.set_result(None)
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(error)
+
+    def confirm_writes(self) -> None:
+        """The broker confirms every table write so far (twins, markers)."""
+        self.confirm([future for _, future in self.writes])
 
 
 async def settle() -> None:
@@ -109,11 +117,11 @@ def test_checkpoint_returns_before_its_waits_and_acks_only_after_them(tmp_path: 
         await settle()
         assert [key for key, _ in h.writes] == [b"e1"] and h.acked == []  # twin written, no marker before it is delivered
 
-        h.confirm([future for _, future in h.writes])
+        h.confirm_writes()
         await settle()
         assert [key for key, _ in h.writes] == [b"e1", marker_key(0)] and h.acked == []
 
-        h.confirm([future for _, future in h.writes])
+        h.confirm_writes()
         await h.agent._checkpoint_done()
         assert h.acked == [1, 2]  # the third event stays pending for the next checkpoint
         assert [event.message.offset for event in h.agent.pending.events] == [3]
@@ -133,7 +141,7 @@ def test_next_checkpoint_snapshots_only_after_the_previous_finished(tmp_path: Pa
         h.confirm(h.sends[:1])
         for _ in range(2):  # the first checkpoint's twin, then its marker
             await settle()
-            h.confirm([future for _, future in h.writes])
+            h.confirm_writes()
         await asyncio.wait_for(second, timeout=1.0)
         assert h.acked == [1] and h.agent.pending.events == []
 
