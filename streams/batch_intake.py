@@ -7,7 +7,8 @@ fills the next one. Measured on the worker (docs/performance.md), that path cost
 as much per event as the twin step itself, and the agent's batches never filled: 165
 events per 10 ms wait, one fetch of 2,000 records every 270 ms. The twins want whole
 batches, so the records of the agent's input topics skip that path: the fetch loop
-turns each fetch into messages and events in one pass and hands the list over.
+turns each fetch into messages and events in one pass and hands them over in parts of
+``HAND_OVER_EVERY`` as it goes (whole, the agent waited for the rest of a large fetch).
 
 What is kept from Faust's fetch loop, in the same order, so offsets, commits and
 rebalances behave as before: records older than the partition's read offset are
@@ -33,11 +34,14 @@ from faust.events import Event
 
 log = logging.getLogger(__name__)
 
-YIELD_EVERY = 500  # records turned into events between turns given to the event loop
+# Records turned into events between turns given to the event loop; each turn also hands the
+# events so far to the agent. The agent takes a batch (1,000 events) per turn, so a turn must
+# bring more than that or the agent waits for the rest of the fetch.
+HAND_OVER_EVERY = 2000
 
 
 class EventBuffer:
-    """A bounded FIFO of events: the fetch loop puts whole fetches, the agent takes batches.
+    """A bounded FIFO of events: the fetch loop puts parts of fetches, the agent takes batches.
 
     >>> async def main():
     ...     buffer = EventBuffer(capacity=4)
@@ -152,7 +156,7 @@ class BatchIntake:
                     continue
                 events = await self._to_events(consumer, records, active, seeks)
                 if events:
-                    await consumer.wait_first(self.buffer.put(events), consumer.suspend_flow.wait())
+                    await self._hand_over(consumer, events)
         except consumer.consumer_stopped_errors:
             if consumer.transport.app.should_stop:
                 log.info("broker stopped the consumer; shutting down")
@@ -162,6 +166,10 @@ class BatchIntake:
             if consumer.transport.app.should_stop:
                 return
             raise
+
+    async def _hand_over(self, consumer: Any, events: list[Any]) -> None:
+        """Put ``events`` in the agent's buffer, raced against the flow's suspension as Faust races its own."""
+        await consumer.wait_first(self.buffer.put(events), consumer.suspend_flow.wait())
 
     async def _seek_back(self, consumer: Any) -> None:
         """Faust's answer to records fetched while the flow is suspended: seek to the committed offsets."""
@@ -187,6 +195,9 @@ class BatchIntake:
     async def _to_events(self, consumer: Any, records: dict[Any, list[Any]], active: set[Any] | None,
                          seeks: int) -> list[Any]:
         """One fetch's records as tracked events, with Faust's per-record bookkeeping.
+
+        Every ``HAND_OVER_EVERY`` records the events so far go to the agent's buffer; the
+        rest are returned.
 
         ``seeks`` is the seek count when the fetch began (-1 if a seek was running then).
         If a seek overlapped the fetch (the agent seeking a partition back, Faust seeking
@@ -227,9 +238,13 @@ class BatchIntake:
                         await self._fetch_again(consumer, tp, record.offset)
                         break
                 since_yield += 1
-                if since_yield >= YIELD_EVERY:
+                if since_yield >= HAND_OVER_EVERY:
                     since_yield = 0
-                    await asyncio.sleep(0)
+                    if events:  # a rebalance meanwhile is seen at the next record, as after any turn
+                        await self._hand_over(consumer, events)
+                        events = []
+                    else:
+                        await asyncio.sleep(0)
                 message = to_message(tp, record)
                 offset = message.offset
                 r_offset = read_offset[tp]

@@ -110,7 +110,7 @@ class IngestAgent(CheckpointSteps):
         self.stopping = False
         self.stream: faust.StreamT | None = None
         # Input records a fetch at a time, past Faust's per-record stream (None: Faust's stream).
-        self.intake = (BatchIntake(app, self.input_topics, capacity=max(settings.batch_size, 4096))
+        self.intake = (BatchIntake(app, self.input_topics, capacity=max(settings.batch_size, 16384))
                        if settings.batch_intake else None)
         # Told the records of every applied batch (the twin API publishes the twins they touched).
         self.on_batch: Callable[[list[Record]], None] | None = None

@@ -143,6 +143,13 @@ class _Consumer:
         self.flow_active = True
         self.gaps: list[tuple[int, int]] = []
         self.sought: list[int] = []
+        self.suspend_flow = asyncio.Event()
+
+    async def wait_first(self, *coros):  # Faust's race: the first to finish wins, the others are cancelled
+        futures = [asyncio.ensure_future(coro) for coro in coros]
+        _, pending = await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+        for future in pending:
+            future.cancel()
 
     def _to_message(self, tp, record):
         from faust.types import Message
@@ -228,3 +235,28 @@ def test_after_a_seek_to_nothing_committed_the_fetch_is_taken_as_faust_would() -
     """With no read offset to seek back to, leaving the records would lose them: they are taken."""
     offsets, read, _, sought = convert([0, 1, 2], seek_to=0)
     assert (offsets, read, sought) == ([0, 1, 2], 2, [0])
+
+
+def test_a_long_fetch_reaches_the_agent_in_parts_while_it_is_turned_into_events(monkeypatch) -> None:
+    """The agent must not wait for a whole fetch to be converted: each turn hands the events so far over."""
+    from faust.types import TP
+
+    from twinstream.streams import batch_intake
+    from twinstream.streams.batch_intake import BatchIntake
+
+    monkeypatch.setattr(batch_intake, "HAND_OVER_EVERY", 3)
+    tp = TP("in", 0)
+    consumer, intake = _Consumer(), BatchIntake(_App(), frozenset({"in"}), capacity=100)  # type: ignore[arg-type]
+    intake.install(consumer)
+
+    async def main() -> tuple[list[int], list[int], list[int]]:
+        taker = asyncio.ensure_future(intake.take(100))
+        rest = await intake._to_events(consumer, {tp: [_Record("in", 0, o) for o in range(8)]}, None, intake.seeks)
+        first = await asyncio.wait_for(taker, 1)
+        later = await intake.take(100)
+        return [e.message.offset for e in first], [e.message.offset for e in later], [e.message.offset for e in rest]
+
+    first, later, rest = asyncio.run(main())
+    assert first == [0, 1]  # taken while the fetch was still being converted
+    assert first + later + rest == list(range(8))
+    assert consumer._read_offset[tp] == 7

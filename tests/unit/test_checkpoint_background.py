@@ -198,3 +198,45 @@ def test_checkpoint_failing_in_the_background_ends_the_worker_unless_it_stops(
     assert [str(crash) for crash in crashes] == ["broker refused the prediction"]
     asyncio.run(main(stopping=True))
     assert len(crashes) == 1
+
+
+def test_a_checkpoint_still_finishing_puts_the_next_off_without_waiting(tmp_path: Path) -> None:
+    async def main() -> None:
+        h = Harness(tmp_path, checkpoint_interval_s=0.0)
+        h.apply("e1", 0)
+        assert h.agent._checkpoint_due()
+        await h.agent._checkpoint()
+        h.apply("e1", 1)
+        assert not h.agent._checkpoint_due()  # the first still waits for its prediction's send
+        await asyncio.wait_for(h.agent._on_timer(), timeout=1.0)  # the timer does not wait for it either
+        assert [event.message.offset for event in h.agent.pending.events] == [2] and h.acked == []
+
+        h.confirm(h.sends)
+        await settle()
+        h.confirm_writes()
+        await settle()
+        h.confirm_writes()
+        await settle()
+        assert h.acked == [1] and h.agent._checkpoint_due()
+        await asyncio.wait_for(h.agent._on_timer(), timeout=1.0)  # now the put-off checkpoint runs
+        assert h.agent.pending.events == []
+        h.confirm(h.sends)
+        await settle()
+        h.confirm_writes()
+        await settle()
+        h.confirm_writes()
+        await h.agent._checkpoint_done()
+        assert h.acked == [1, 2]
+
+    asyncio.run(main())
+
+
+def test_no_checkpoint_before_its_interval(tmp_path: Path) -> None:
+    async def main() -> None:
+        h = Harness(tmp_path, checkpoint_interval_s=60.0)
+        h.apply("e1", 0)
+        assert not h.agent._checkpoint_due()
+        await h.agent._on_timer()
+        assert len(h.agent.pending.events) == 1 and h.agent.finishing is None
+
+    asyncio.run(main())
