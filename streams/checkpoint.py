@@ -99,8 +99,8 @@ class CheckpointSteps:
         markers is waiting, not work, and while the agent waited it took no events: a
         stall once per interval, seen in latency under load (docs/performance.md).
         The order within a checkpoint is unchanged (:meth:`_finish_checkpoint`); a
-        checkpoint begins only after the previous one has finished, so their table
-        writes keep their order too. Until its twins are in the table, a twin loaded
+        checkpoint begins only after the previous one has finished (the agent puts it
+        off meanwhile, :meth:`_checkpoint_due`), so their table writes keep their order too. Until its twins are in the table, a twin loaded
         again (evicted meanwhile) comes from the snapshot (:meth:`_load_twin`).
         """
         await self._checkpoint_done()

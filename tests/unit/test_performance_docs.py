@@ -142,7 +142,7 @@ def test_latency_by_fetch_wait_is_its_result_files() -> None:
 
 def test_earlier_throughput_runs_are_their_result_files() -> None:
     for name in ("throughput_before_batch_intake.json", "throughput_before_partition_senders.json",
-                 "throughput_before_background_checkpoint.json"):
+                 "throughput_before_background_checkpoint.json", "throughput_before_worker_waits.json"):
         result = json.loads((RESULTS / name).read_text())
         rates = ", ".join(f"{arm} {result['rates'][arm]:,.0f}" for arm in ("a", "b", "c", "d", "r", "p"))
         ratios = ", ".join(f"{label} {result[key]:.2f}" for label, key in
@@ -158,6 +158,27 @@ def test_checkpoint_side_by_side_is_its_result_files() -> None:
         rates = ", ".join(f"{run['rates']['c']:,.0f}" for run in runs)
         assert f"{rates} {words}" in flat, (variant, rates)
         assert all(run["config"]["env"] == runs[0]["config"]["env"] for run in runs)
+
+
+def test_worker_waits_side_by_side_is_its_result_files() -> None:
+    flat = " ".join(DOC.split())
+    runs = {variant: [json.loads((RESULTS / "worker_waits_side_by_side" / f"{variant}_{k}.json").read_text())
+                      for k in (1, 2, 3)] for variant in ("before", "after")}
+    before, after = (", ".join(f"{run['rates']['c']:,.0f}" for run in runs[v]) for v in ("before", "after"))
+    assert f"arm c {before} events/s before and {after} after" in flat, (before, after)
+    assert all(run["config"]["env"] == runs["before"][0]["config"]["env"] != [] for v in runs for run in runs[v])
+
+
+def test_worker_waits_latency_side_by_side_is_its_result_files() -> None:
+    flat = " ".join(DOC.split())
+    runs = {variant: [json.loads((RESULTS / "worker_waits_latency_side_by_side" / f"{variant}_{k}.json").read_text())
+                      for k in (1, 2)] for variant in ("before", "after")}
+    rates = {v: " and ".join(f"{run['rates']['c']:,.0f}" for run in runs[v]) for v in runs}
+    assert f"arm c {rates['before']} events/s before, {rates['after']} after" in flat, rates
+    for key in ("p50_ms", "p99_ms"):
+        for variant in runs:
+            values = " and ".join(f"{run['latency']['runs'][0][key]}" for run in runs[variant])
+            assert f"{values} ms {variant}" in flat, (key, variant, values)
 
 
 def test_fetch_wait_at_the_latency_test_rate_is_its_result_file() -> None:
