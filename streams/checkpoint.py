@@ -84,7 +84,7 @@ class CheckpointSteps:
 
         Why not wait for the one finishing: its waits are the broker's, and an agent that
         waited for them took no events meanwhile (about a tenth of a loaded worker's time
-        went there, docs/performance.md). Its twins stay dirty and its events pending, so a
+        went there, docs/decisions.md). Its twins stay dirty and its events pending, so a
         later batch (or the timer) checkpoints them once it has finished: the interval
         stretches while the broker is slow, and nothing is acked sooner than before.
         """
@@ -100,8 +100,9 @@ class CheckpointSteps:
         stall once per interval, seen in latency under load (docs/performance.md).
         The order within a checkpoint is unchanged (:meth:`_finish_checkpoint`); a
         checkpoint begins only after the previous one has finished (the agent puts it
-        off meanwhile, :meth:`_checkpoint_due`), so their table writes keep their order too. Until its twins are in the table, a twin loaded
-        again (evicted meanwhile) comes from the snapshot (:meth:`_load_twin`).
+        off meanwhile, :meth:`_checkpoint_due`), so their table writes keep their order
+        too. Until its twins are in the table, a twin loaded again (evicted meanwhile)
+        comes from the snapshot (:meth:`_load_twin`).
         """
         await self._checkpoint_done()
         generation = self.generation

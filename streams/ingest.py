@@ -128,7 +128,7 @@ class IngestAgent(CheckpointSteps):
             async for events in self._batches(stream):
                 async with self.lock:
                     await self._handle(events)
-                    if time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
+                    if self._checkpoint_due():
                         await self._checkpoint()
         except Exception as exc:
             exit_on_agent_crash(exc)
@@ -147,12 +147,15 @@ class IngestAgent(CheckpointSteps):
             yield await intake.take(self.settings.batch_size)
 
     async def _on_timer(self) -> None:
-        if self.pending.events and time.monotonic() - self.last_checkpoint >= self.settings.checkpoint_interval_s:
-            async with self.lock:
-                try:
-                    await self._checkpoint()
-                except Exception as exc:
-                    exit_on_agent_crash(exc)
+        if not (self.pending.events and self._checkpoint_due()):
+            return
+        async with self.lock:
+            if not (self.pending.events and self._checkpoint_due()):  # the agent checkpointed meanwhile
+                return
+            try:
+                await self._checkpoint()
+            except Exception as exc:
+                exit_on_agent_crash(exc)
 
     async def _on_revoked(self, app: faust.App, revoked: set[Any], **_: Any) -> None:
         # Drop every cached twin, not only those of revoked partitions: the group's
