@@ -35,6 +35,9 @@ from twinstream.streams.processor import TwinProcessor
 log = logging.getLogger("twinstream.streams.ingest")
 
 STOP_CHECKPOINT_WAIT_S = 10.0  # how long a stopping worker lets a checkpoint in the background finish
+# Events pending (applied, not yet acked) beyond which a due checkpoint waits for the one still
+# finishing instead of being put off: a slow broker then slows the agent rather than its memory growing.
+PUT_OFF_MAX_EVENTS = 100_000
 
 
 @dataclass
@@ -86,11 +89,12 @@ class CheckpointSteps:
         waited for them took no events meanwhile (about a tenth of a loaded worker's time
         went there, docs/decisions.md). Its twins stay dirty and its events pending, so a
         later batch (or the timer) checkpoints them once it has finished: the interval
-        stretches while the broker is slow, and nothing is acked sooner than before.
+        stretches while the broker is slow, and nothing is acked sooner than before. With
+        ``PUT_OFF_MAX_EVENTS`` events pending it is due anyway, and waits as before.
         """
         if time.monotonic() - self.last_checkpoint < self.settings.checkpoint_interval_s:
             return False
-        return self.finishing is None or self.finishing.done()
+        return self.finishing is None or self.finishing.done() or len(self.pending.events) >= PUT_OFF_MAX_EVENTS
 
     async def _checkpoint(self) -> None:
         """Snapshot the twins and the offsets they reflect; the rest of the checkpoint runs in the background.

@@ -240,3 +240,29 @@ def test_no_checkpoint_before_its_interval(tmp_path: Path) -> None:
         assert len(h.agent.pending.events) == 1 and h.agent.finishing is None
 
     asyncio.run(main())
+
+
+def test_too_many_events_pending_make_the_checkpoint_wait_for_the_one_finishing(tmp_path: Path, monkeypatch) -> None:
+    """Put off without end, a slow broker would grow the pending events without bound."""
+    monkeypatch.setattr(checkpoint_module, "PUT_OFF_MAX_EVENTS", 2)
+
+    async def main() -> None:
+        h = Harness(tmp_path, checkpoint_interval_s=0.0)
+        h.apply("e1", 0)
+        await h.agent._checkpoint()
+        h.apply("e1", 1)
+        assert not h.agent._checkpoint_due()  # one pending: put off
+        h.apply("e1", 2)
+        assert h.agent._checkpoint_due()  # two: due, and the checkpoint waits for the one finishing
+        waiting = asyncio.ensure_future(h.agent._on_timer())
+        await settle()
+        assert not waiting.done() and len(h.agent.pending.events) == 2
+        h.confirm(h.sends)
+        await settle()
+        h.confirm_writes()
+        await settle()
+        h.confirm_writes()
+        await asyncio.wait_for(waiting, timeout=1.0)
+        assert h.acked == [1] and h.agent.pending.events == []
+
+    asyncio.run(main())

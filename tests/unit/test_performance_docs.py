@@ -162,16 +162,25 @@ def test_checkpoint_side_by_side_is_its_result_files() -> None:
 
 def test_worker_waits_side_by_side_is_its_result_files() -> None:
     flat = " ".join(DOC.split())
-    runs = {variant: [json.loads((RESULTS / "worker_waits_side_by_side" / f"{variant}_{k}.json").read_text())
-                      for k in (1, 2, 3)] for variant in ("before", "after")}
-    before, after = (", ".join(f"{run['rates']['c']:,.0f}" for run in runs[v]) for v in ("before", "after"))
-    assert f"arm c {before} events/s before and {after} after" in flat, (before, after)
-    assert all(run["config"]["env"] == runs["before"][0]["config"]["env"] != [] for v in runs for run in runs[v])
+    for folder in ("worker_waits_side_by_side", "worker_waits_side_by_side_without_put_off"):
+        runs = {variant: [json.loads((RESULTS / folder / f"{variant}_{k}.json").read_text())
+                          for k in (1, 2, 3)] for variant in ("before", "after")}
+        before, after = (", ".join(f"{run['rates']['c']:,.0f}" for run in runs[v]) for v in ("before", "after"))
+        assert f"arm c {before} events/s before and {after} after" in flat, (folder, before, after)
+        assert all(run["config"]["env"] == runs["before"][0]["config"]["env"] != [] for v in runs for run in runs[v])
+
+
+def test_worker_waits_full_run_without_the_put_off_is_its_result_file() -> None:
+    result = json.loads((RESULTS / "throughput_without_put_off.json").read_text())
+    rates = ", ".join(f"{arm} {result['rates'][arm]:,.0f}" for arm in ("a", "b", "c", "d", "r", "p"))
+    ratios = ", ".join(f"{label} {result[key]:.2f}" for label, key in
+                       (("c/a", "ratio_c_a"), ("c/b", "ratio"), ("d/c", "ratio_d_c"), ("r/p", "ratio_c_peer")))
+    assert f"{rates} events/s: {ratios}" in " ".join(DOC.split()), (rates, ratios)
 
 
 def test_worker_waits_latency_side_by_side_is_its_result_files() -> None:
     flat = " ".join(DOC.split())
-    runs = {variant: [json.loads((RESULTS / "worker_waits_latency_side_by_side" / f"{variant}_{k}.json").read_text())
+    runs = {variant: [json.loads((RESULTS / "worker_waits_latency_side_by_side_without_put_off" / f"{variant}_{k}.json").read_text())
                       for k in (1, 2)] for variant in ("before", "after")}
     rates = {v: " and ".join(f"{run['rates']['c']:,.0f}" for run in runs[v]) for v in runs}
     assert f"arm c {rates['before']} events/s before, {rates['after']} after" in flat, rates
