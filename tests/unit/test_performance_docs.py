@@ -15,7 +15,8 @@ def test_failover_table_is_the_loop_result() -> None:
     summary = json.loads((RESULTS / "failover.json").read_text())["summary"]
     for scenario, counts in summary.items():
         assert f"| {scenario} |" in DOC and f"| {counts['passed']} / {counts['runs']} |" in DOC, scenario
-    for name in ("failover_before_partition_senders.json", "failover_before_background_checkpoint.json"):
+    for name in ("failover_before_partition_senders.json", "failover_before_background_checkpoint.json",
+                 "failover_before_worker_waits.json"):
         earlier = json.loads((RESULTS / name).read_text())["summary"]
         assert all(c["passed"] == c["runs"] > 0 for c in earlier.values()) and name in DOC, name
     before = json.loads((RESULTS / "failover_before_offset_guard.json").read_text())["summary"]
