@@ -207,3 +207,10 @@ def test_latency_by_partition_count_is_its_result_files() -> None:
         text = DOC.replace("\n  ", " ")
         assert f"{run['p50_ms']} ms at {run['target_rate']:,.0f} events/s" in text, run
         assert f"{run['p99_ms']}" in text, run
+
+
+def test_put_off_memory_is_its_result_files() -> None:
+    flat = " ".join(DOC.split())
+    capped, waiting = (json.loads((RESULTS / "put_off_memory" / name).read_text()) for name in ("cap_100000.json", "cap_0.json"))
+    assert f"ended at {capped['worker_rss_mb_end']:,.0f} MB and {waiting['worker_rss_mb_end']:,.0f} MB of RSS" in flat
+    assert f"c {capped['rates']['c']:,.0f} and {waiting['rates']['c']:,.0f} events/s" in flat
