@@ -55,8 +55,8 @@ def create_app(settings: Settings) -> faust.App:
         producer_max_batch_size=256 * 1024,
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=max(1.0, settings.session_timeout_s / 4),
-        # Records per poll: the batch intake hands a poll over whole, and a partition is fetched
-        # again only once its buffered records are taken, so small polls left the agent waiting.
+        # Records per poll: aiokafka fetches a partition again only once its buffered records are
+        # taken, so small polls left the batch intake, and the agent behind it, waiting for input.
         broker_max_poll_records=10000,
         consumer_max_fetch_size=4 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",

@@ -220,7 +220,7 @@ class BatchIntake:
         unacked = consumer._unacked_messages
         on_message_in = consumer._on_message_in
         events: list[Any] = []
-        since_yield = 0
+        since_hand_over = 0
         for tp, tp_records in records.items():
             if active is not None and tp not in active and tp not in buffered:
                 continue
@@ -237,9 +237,9 @@ class BatchIntake:
                     else:
                         await self._fetch_again(consumer, tp, record.offset)
                         break
-                since_yield += 1
-                if since_yield >= HAND_OVER_EVERY:
-                    since_yield = 0
+                since_hand_over += 1
+                if since_hand_over >= HAND_OVER_EVERY:
+                    since_hand_over = 0
                     if events:  # a rebalance meanwhile is seen at the next record, as after any turn
                         await self._hand_over(consumer, events)
                         events = []

@@ -97,6 +97,15 @@ class Harness:
         """The broker confirms every table write so far (twins, markers)."""
         self.confirm([future for _, future in self.writes])
 
+    async def confirm_checkpoint(self) -> None:
+        """The broker confirms the sends, then the twins' writes, then the markers, as a checkpoint awaits them in turn."""
+        self.confirm(self.sends)
+        await settle()
+        self.confirm_writes()
+        await settle()
+        self.confirm_writes()
+        await settle()
+
 
 async def settle() -> None:
     for _ in range(5):
@@ -211,20 +220,11 @@ def test_a_checkpoint_still_finishing_puts_the_next_off_without_waiting(tmp_path
         await asyncio.wait_for(h.agent._on_timer(), timeout=1.0)  # the timer does not wait for it either
         assert [event.message.offset for event in h.agent.pending.events] == [2] and h.acked == []
 
-        h.confirm(h.sends)
-        await settle()
-        h.confirm_writes()
-        await settle()
-        h.confirm_writes()
-        await settle()
+        await h.confirm_checkpoint()
         assert h.acked == [1] and h.agent._checkpoint_due()
         await asyncio.wait_for(h.agent._on_timer(), timeout=1.0)  # now the put-off checkpoint runs
         assert h.agent.pending.events == []
-        h.confirm(h.sends)
-        await settle()
-        h.confirm_writes()
-        await settle()
-        h.confirm_writes()
+        await h.confirm_checkpoint()
         await h.agent._checkpoint_done()
         assert h.acked == [1, 2]
 
@@ -257,11 +257,7 @@ def test_too_many_events_pending_make_the_checkpoint_wait_for_the_one_finishing(
         waiting = asyncio.ensure_future(h.agent._on_timer())
         await settle()
         assert not waiting.done() and len(h.agent.pending.events) == 2
-        h.confirm(h.sends)
-        await settle()
-        h.confirm_writes()
-        await settle()
-        h.confirm_writes()
+        await h.confirm_checkpoint()
         await asyncio.wait_for(waiting, timeout=1.0)
         assert h.acked == [1] and h.agent.pending.events == []
 
