@@ -155,7 +155,7 @@ def puller_for_worker(settings: Any, processor: Any, metrics: WorkerMetrics, loc
         expected_schema=learner.feature_schema(),
         current_version=current.manifest.version,
         cache_dir=Path(settings.data_dir) / "priors",
-        learners=lambda: (twin.learner for twin in processor.twins.values()),
+        learners=lambda: (twin.learner for twin in processor.twins_about_to_change()),
         metrics=metrics,
         lock=lock,
     )
@@ -250,7 +250,7 @@ def kind_pullers(settings: Any, processor: Any, metrics: WorkerMetrics, lock: An
             expected_schema=prior.manifest.feature_schema,
             current_version=current.manifest.version,
             cache_dir=Path(settings.data_dir) / "priors",
-            learners=lambda kind=name: (t.learner for t in processor.twins.values() if t.kind == kind),
+            learners=lambda kind=name: (t.learner for t in processor.twins_about_to_change() if t.kind == kind),
             metrics=metrics,
             lock=lock,
         ))

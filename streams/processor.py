@@ -68,7 +68,7 @@ from twinstream.streams.records import (  # noqa: F401  (re-exported: the proces
     encode_dead_letter,
     encode_prediction,
 )
-from twinstream.streams.twin_cache import TwinCacheUpkeep
+from twinstream.streams.twin_cache import TwinCacheUpkeep, TwinSnapshot
 from twinstream.streams.twin_journal import NEW_TWIN, TwinJournal
 from twinstream.streams.validation import Rejection, decode_telemetry
 
@@ -115,6 +115,7 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
         self.partition_of: dict[str, int] = {}
         self.dirty: set[str] = set()
         self.journal = TwinJournal()
+        self.snapshot = TwinSnapshot({})
         self._skew = timedelta(seconds=settings.max_future_skew_s)
         self.synthetic_topic = SYNTHETIC.in_namespace(settings.topic_namespace).name
         # Raises SpecError for a bad spec: the worker stops before it consumes anything.
@@ -130,6 +131,9 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
         return Twin(entity_id=entity_id, learner=learner)
 
     def twin(self, entity_id: str, partition: int, spec: KindSpec | None = None) -> Twin:
+        """The entity's twin, about to change: a checkpoint still waiting for its state gets it first."""
+        if entity_id in self.snapshot.pending:
+            self._keep_in_snapshot(entity_id)
         twin = self.twins.get(entity_id)
         if twin is None:
             blob = self.load_twin(entity_id)

@@ -174,6 +174,31 @@ def test_twin_evicted_while_its_checkpoint_waits_reloads_the_snapshot(tmp_path: 
     asyncio.run(main())
 
 
+def test_checkpoint_writes_each_twin_as_it_was_when_it_began(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The twins are pickled in the background, a slice per turn; one the agent changes first keeps its old state."""
+    monkeypatch.setattr(checkpoint_module, "SNAPSHOT_TWINS_PER_TURN", 1)
+
+    async def main() -> None:
+        h = Harness(tmp_path)
+        entities = ("e1", "e2", "e3")
+        for entity in entities:
+            h.apply(entity, 0)
+        expected = {entity.encode(): h.agent.processor.twins[entity].to_bytes() for entity in entities}
+        await h.agent._checkpoint()
+        assert set(h.agent.processor.snapshot.pending) == set(entities)  # nothing pickled in line
+        h.apply("e3", 1)
+        h.apply("e1", 1)
+        for _ in range(50):  # the broker confirms whatever was sent, turn after turn (the order is tested above)
+            h.confirm(h.sends)
+            h.confirm_writes()
+            await settle()
+        await asyncio.wait_for(h.agent._checkpoint_done(), timeout=5.0)
+        assert {key: value for key, value in h.store.items() if key in expected} == expected
+        assert h.acked == [1, 2, 3] and h.agent.processor.twins["e1"].to_bytes() != expected[b"e1"]
+
+    asyncio.run(main())
+
+
 def test_checkpoint_straddling_a_rebalance_writes_and_acks_nothing(tmp_path: Path) -> None:
     async def main() -> None:
         h = Harness(tmp_path)

@@ -214,3 +214,22 @@ def test_put_off_memory_is_its_result_files() -> None:
     capped, waiting = (json.loads((RESULTS / "put_off_memory" / name).read_text()) for name in ("cap_100000.json", "cap_0.json"))
     assert f"ended at {capped['worker_rss_mb_end']:,.0f} MB and {waiting['worker_rss_mb_end']:,.0f} MB of RSS" in flat
     assert f"c {capped['rates']['c']:,.0f} and {waiting['rates']['c']:,.0f} events/s" in flat
+
+
+def test_snapshot_side_by_side_is_its_result_files() -> None:
+    runs = {(side, wait, pair): json.loads((RESULTS / "snapshot_side_by_side" / f"{side}_wait_{wait}_{pair}.json").read_text())
+            for side in ("before", "after") for wait in (500, 50) for pair in (1, 2)}
+    for (side, wait, pair), result in runs.items():
+        assert result["config"]["env"] == [f"TWINSTREAM_FETCH_MAX_WAIT_MS={wait}"]
+        run = result["latency"]["runs"][0]
+        row = (f"| {wait} ms | {pair} | {side} | {result['rates']['c']:,.0f} | {run['target_rate']:,.0f} | {run['samples']:,} "
+               f"| {run['p50_ms']} ms | {run['p90_ms']} ms | {run['p99_ms']} ms | {run['max_ms']} ms |")
+        assert row in DOC, row
+    flat = " ".join(DOC.split())
+    at_50 = {(side, pair): runs[(side, 50, pair)]["latency"]["runs"][0] for side in ("before", "after") for pair in (1, 2)}
+    for key in ("p50_ms", "p90_ms", "p99_ms"):
+        assert all(at_50[("after", pair)][key] < at_50[("before", pair)][key] for pair in (1, 2)), key
+    lower = {key: " and ".join(f"{at_50[('before', p)][key] - at_50[('after', p)][key]:.0f}" for p in (1, 2)) for key in ("p50_ms", "p99_ms")}
+    assert f"(p50 by {lower['p50_ms']} ms, p99 by {lower['p99_ms']} ms;" in flat, lower
+    max_lower = sum(at_50[("after", p)]["max_ms"] < at_50[("before", p)]["max_ms"] for p in (1, 2))
+    assert f"the maximum was lower in {'one' if max_lower == 1 else 'both'})" in flat
