@@ -1,4 +1,4 @@
-"""The ingest agent's checkpoint: what it snapshots in line, and what it waits for in the background.
+"""The ingest agent's checkpoint: what it takes in line, and what it does and waits for in the background.
 
 Why a module of its own: the checkpoint is the delivery contract's core (docs/architecture.md,
 the ingest module's docstring), apart from the batch path and the rebalance hooks; the

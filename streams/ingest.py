@@ -12,9 +12,10 @@ Delivery contract (why the code is shaped like this):
   redelivers only events whose effect is not in the table, and the twin's sequence
   check skips the ones that are. Result: no update lost, none applied twice, every
   (entity, seq) prediction published at least once.
-* The agent waits for none of that: a checkpoint snapshots the twins and the offsets
-  they reflect in line, and the confirmations, writes and acks follow in the background
-  while the agent takes the next batches (:mod:`twinstream.streams.checkpoint`).
+* The agent waits for none of that: a checkpoint takes the changed twins and the offsets
+  they reflect in line, and the pickling (copy on write), confirmations, writes and acks
+  follow in the background while the agent takes the next batches
+  (:mod:`twinstream.streams.checkpoint`).
 * On a rebalance every cached twin is dropped, and a checkpoint that straddles a
   rebalance does not ack. Events fetched before the rebalance but handed to the agent
   after it (Faust's take buffer is not cleared on revocation) are discarded unapplied
