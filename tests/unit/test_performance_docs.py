@@ -229,7 +229,8 @@ def test_snapshot_side_by_side_is_its_result_files() -> None:
     at_50 = {(side, pair): runs[(side, 50, pair)]["latency"]["runs"][0] for side in ("before", "after") for pair in (1, 2)}
     for key in ("p50_ms", "p90_ms", "p99_ms"):
         assert all(at_50[("after", pair)][key] < at_50[("before", pair)][key] for pair in (1, 2)), key
-    lower = {key: " and ".join(f"{at_50[('before', p)][key] - at_50[('after', p)][key]:.0f}" for p in (1, 2)) for key in ("p50_ms", "p99_ms")}
+    lower = {key: " and ".join(f"{at_50[('before', p)][key] - at_50[('after', p)][key]:.0f}" for p in (1, 2))
+             for key in ("p50_ms", "p99_ms")}
     assert f"(p50 by {lower['p50_ms']} ms, p99 by {lower['p99_ms']} ms;" in flat, lower
     max_lower = sum(at_50[("after", p)]["max_ms"] < at_50[("before", p)]["max_ms"] for p in (1, 2))
     assert f"the maximum was lower in {'one' if max_lower == 1 else 'both'})" in flat
