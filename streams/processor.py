@@ -172,14 +172,7 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
             decoded: Telemetry | Rejection | None = None
             marks = (len(out.predictions), len(out.dead_letters), len(out.gaps))
             try:
-                decoded = decode_telemetry(
-                    record.value,
-                    record.key,
-                    now=now,
-                    max_payload=self.settings.max_payload_bytes,
-                    max_future_skew=self._skew,
-                    max_metrics=self.settings.max_metrics,
-                )
+                decoded = self._decode(record, now)
                 if isinstance(decoded, Rejection):
                     self._reject(out, record, decoded.reason, decoded.error, decoded.entity_id)
                     continue
@@ -259,7 +252,7 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
         twin = self.twin(decoded.entity_id, record.partition, spec)
         if record.topic == self.synthetic_topic:
             self._offer_fill(out, record, decoded, twin)
-            self.journal.applied(decoded.entity_id, record, decoded, twin)
+            self.journal.applied(decoded.entity_id, record, twin)
             return False
         status = twin.classify(decoded.seq)
         if status is SeqStatus.DUPLICATE:
@@ -275,7 +268,7 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
         if status is SeqStatus.LATE:
             twin.forget_missing(decoded.seq)
             self.dirty.add(decoded.entity_id)
-            self.journal.applied(decoded.entity_id, record, decoded, twin)
+            self.journal.applied(decoded.entity_id, record, twin)
             self._reject(
                 out, record, RejectReason.OUT_OF_ORDER,
                 f"seq {decoded.seq} arrived after seq {twin.last_seq} was applied", decoded.entity_id,
@@ -304,7 +297,7 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
                 counts.predicted(p.target)
         if self.settings.gap_detection and not decoded.synthetic:
             self._detect_or_reset(out, decoded, twin, now)
-        self.journal.applied(decoded.entity_id, record, decoded, twin)
+        self.journal.applied(decoded.entity_id, record, twin)
         if twin.gaps != gaps_before:
             self.metrics.sequence_gaps.inc(twin.gaps - gaps_before)
 
@@ -369,7 +362,10 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
         try:
             self.twins[entity_id] = Twin.from_bytes(base) if base else self.new_twin(entity_id, spec)
             scratch = BatchOutput()
-            for record, decoded in done:
+            for record in done:
+                decoded = self._decode(record, now)
+                if isinstance(decoded, Rejection):  # it passed before; now gone is its state too
+                    raise RuntimeError(f"record at offset {record.offset} no longer decodes: {decoded.error}")
                 self._apply_now(scratch, record, decoded, now, TargetCounts(self.metrics))
             log.warning("twin restored entity=%s: checkpoint state + %d records replayed", entity_id, len(done))
         except Exception:
@@ -385,6 +381,10 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
         finally:
             self.metrics = metrics
             self.metrics.twins.set(len(self.twins))
+
+    def _decode(self, record: Record, now: datetime) -> Telemetry | Rejection:
+        return decode_telemetry(record.value, record.key, now=now, max_payload=self.settings.max_payload_bytes,
+                                max_future_skew=self._skew, max_metrics=self.settings.max_metrics)
 
     def _reject(self, out: BatchOutput, record: Record, reason: RejectReason, error: str, entity_id: str | None) -> None:
         log.warning("dead-letter reason=%s entity=%s topic=%s partition=%s offset=%s: %s",
