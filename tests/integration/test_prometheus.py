@@ -141,13 +141,13 @@ def test_prometheus_scrapes_every_documented_metric(stack: tuple[Settings, str, 
     assert kinds.get("turbofan") == len(ENGINES)
     share = query(prometheus, 'twinstream_in_domain_share{kind="turbofan"}')
     assert share and 0.0 <= float(share[0]["value"][1]) <= 1.0
-    def latency_observed() -> float:
-        result = query(prometheus, "twinstream_ingest_latency_seconds_count")
+    def latency_observed() -> float:  # summed: the sink and sidecar export the histogram too, empty
+        result = query(prometheus, "sum(twinstream_ingest_latency_seconds_count)")
         return float(result[0]["value"][1]) if result else 0.0
 
     # every applied event's input timestamp is observed (the broken message's too)
     wait_until(lambda: latency_observed() >= len(events) + 1, 30, "an ingest latency for every event")
-    seconds = float(query(prometheus, "twinstream_ingest_latency_seconds_sum")[0]["value"][1])
+    seconds = float(query(prometheus, "sum(twinstream_ingest_latency_seconds_sum)")[0]["value"][1])
     assert 0.0 < seconds / latency_observed() < 180.0, "mean ingest latency (the producer sent just now)"
     reasons = {r["metric"]["reason"] for r in query(prometheus, "twinstream_dead_letters_total")}
     assert reasons, "the broken message is counted by reason"
