@@ -234,3 +234,19 @@ def test_snapshot_side_by_side_is_its_result_files() -> None:
     assert f"(p50 by {lower['p50_ms']} ms, p99 by {lower['p99_ms']} ms;" in flat, lower
     max_lower = sum(at_50[("after", p)]["max_ms"] < at_50[("before", p)]["max_ms"] for p in (1, 2))
     assert f"the maximum was lower in {'one' if max_lower == 1 else 'both'})" in flat
+
+
+def test_journal_memory_is_its_result_files() -> None:
+    flat = " ".join(DOC.split())
+    journal = json.loads((RESULTS / "journal_memory" / "journal.json").read_text())
+    assert f"a decoded sample at {journal['decoded_sample_bytes']:,} B of heap" in flat
+    assert f"growing {journal['journal_bytes_per_event']:,} B an event over {journal['events_waiting']:,} events" in flat
+    runs = {(side, pair): json.loads((RESULTS / "journal_memory" / f"{side}_{pair}.json").read_text())
+            for side in ("before", "after") for pair in (1, 2)}
+    for (side, pair), run in runs.items():
+        row = (f"| {pair} | {side} | {run['rates']['c']:,.0f} | {run['worker_rss_mb_first_output']:,.0f} MB "
+               f"| {run['worker_rss_mb_end']:,.0f} MB |")
+        assert row in DOC, row
+    smaller = " and ".join(f"{runs[('before', p)]['worker_rss_mb_end'] - runs[('after', p)]['worker_rss_mb_end']:,.0f}"
+                           for p in (1, 2))
+    assert f"The worker ended {smaller} MB smaller" in flat, smaller
