@@ -364,7 +364,7 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
             scratch = BatchOutput()
             for record in done:
                 decoded = self._decode(record, now)
-                if isinstance(decoded, Rejection):  # it passed before; now gone is its state too
+                if isinstance(decoded, Rejection):  # it passed before: undo to the last checkpoint (below)
                     raise RuntimeError(f"record at offset {record.offset} no longer decodes: {decoded.error}")
                 self._apply_now(scratch, record, decoded, now, TargetCounts(self.metrics))
             log.warning("twin restored entity=%s: checkpoint state + %d records replayed", entity_id, len(done))
