@@ -262,12 +262,10 @@ class IngestAgent(CheckpointSteps):
         if not events:
             return
         records = []
-        stamps: list[float | None] = []
         per_topic: dict[str, int] = {}
         for event in events:
             message = event.message
             records.append(Record(message.key, message.value, message.topic, message.partition, message.offset))
-            stamps.append(message.timestamp)
             self.pending.last_event_of_partition[message.partition] = event
             self.offsets.advance(message.topic, message.partition, message.offset)
             per_topic[message.topic] = per_topic.get(message.topic, 0) + 1
@@ -284,7 +282,8 @@ class IngestAgent(CheckpointSteps):
             sends += await self.publisher.publish(self.dlq_topic, partitions, output.dead_letters)
         if output.gaps:
             sends += await self.publisher.publish(self.gaps_topic, partitions, output.gaps)
-        observe_ages(self.metrics.ingest_latency, stamps, time.time())  # the outputs' timestamps are taken by now
+        # the outputs' timestamps are taken by now
+        observe_ages(self.metrics.ingest_latency, [event.message.timestamp for event in events], time.time())
         if generation != self.generation:
             # Revoked while publishing: the twins these events changed were dropped, so
             # the events must come again rather than be acked.

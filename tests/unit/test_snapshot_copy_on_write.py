@@ -38,14 +38,17 @@ class Harness:
         out = self.processor.process([Record(entity.encode(), telemetry(entity, seq), "twinstream.telemetry", 0, self.offset)])
         assert len(out.predictions) == 1, out.dead_letters
 
+    def feed_all(self, seq: int = 0) -> None:
+        for entity in ENTITIES:
+            self.feed(entity, seq)
+
     def states(self) -> dict[str, bytes]:
         return {entity: twin.to_bytes() for entity, twin in self.processor.twins.items()}
 
 
 def test_a_twin_changed_after_the_snapshot_began_is_kept_as_it_was() -> None:
     h = Harness()
-    for entity in ENTITIES:
-        h.feed(entity, 0)
+    h.feed_all()
     before = h.states()
     snapshot = h.processor.begin_snapshot()
     assert set(snapshot.pending) == set(ENTITIES) and snapshot.blobs == {}  # nothing pickled in line
@@ -60,8 +63,7 @@ def test_a_twin_changed_after_the_snapshot_began_is_kept_as_it_was() -> None:
 
 def test_an_idle_twin_is_pickled_before_it_is_evicted() -> None:
     h = Harness(twin_idle_evict_s=60.0)
-    for entity in ENTITIES:
-        h.feed(entity, 0)
+    h.feed_all()
     h.processor.take_dirty()
     h.now += timedelta(seconds=30)
     h.feed("e2", 1)
@@ -76,8 +78,7 @@ def test_an_idle_twin_is_pickled_before_it_is_evicted() -> None:
 
 def test_a_prior_swap_gets_the_twins_after_the_snapshot_has_them() -> None:
     h = Harness()
-    for entity in ENTITIES:
-        h.feed(entity, 0)
+    h.feed_all()
     before = h.states()
     snapshot = h.processor.begin_snapshot()
     twins = h.processor.twins_about_to_change()
