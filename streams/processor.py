@@ -69,7 +69,7 @@ from twinstream.streams.records import (  # noqa: F401  (re-exported: the proces
     encode_prediction,
 )
 from twinstream.streams.twin_cache import TwinCacheUpkeep, TwinSnapshot
-from twinstream.streams.twin_journal import NEW_TWIN, TwinJournal
+from twinstream.streams.twin_journal import TwinJournal
 from twinstream.streams.validation import Rejection, decode_telemetry
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
             twin = Twin.from_bytes(blob) if blob else self.new_twin(entity_id, spec)
             if spec is not None and twin.kind != spec.name and self.kinds is not None:
                 self.kinds.adopt(twin, spec)
-            self.journal.loaded(entity_id, blob)
+            self.journal.checkpointed(entity_id)  # loaded: its base is what load_twin gives
             self.twins[entity_id] = twin
             self.partition_of[entity_id] = partition
             self.metrics.twins.set(len(self.twins))
@@ -354,7 +354,7 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
 
     def _restore(self, entity_id: str, partition: int, now: datetime) -> None:
         """The twin as it was before the failed record: checkpoint bytes + the records applied since."""
-        base = self.journal.base.get(entity_id, NEW_TWIN)
+        base = self._checkpointed_bytes(entity_id)
         done = self.journal.records.pop(entity_id, [])
         kind = self.twins[entity_id].kind
         spec = self.kinds.kind(kind) if kind is not None and self.kinds is not None else None
@@ -376,11 +376,20 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
             self.touched.pop(entity_id, None)
             self.partition_of.pop(entity_id, None)
             self.dirty.discard(entity_id)
-            self.journal.base.pop(entity_id, None)
-            self.journal.records.pop(entity_id, None)
+            self.journal.forget(entity_id)
         finally:
             self.metrics = metrics
             self.metrics.twins.set(len(self.twins))
+
+    def _checkpointed_bytes(self, entity_id: str) -> bytes | None:
+        """The twin's state its journal's records follow: folded bytes, the snapshot's, else the table's (None: new).
+
+        The snapshot's come first: its bytes may not be in the table yet. A twin not in it
+        was last checkpointed by an earlier checkpoint, whose writes ended before this one
+        began, or was loaded from the table, or is new and in neither.
+        """
+        blob = self.journal.folded.get(entity_id) or self.snapshot.blobs.get(entity_id)
+        return blob if blob is not None else self.load_twin(entity_id)
 
     def _decode(self, record: Record, now: datetime) -> Telemetry | Rejection:
         return decode_telemetry(record.value, record.key, now=now, max_payload=self.settings.max_payload_bytes,

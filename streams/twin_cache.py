@@ -39,6 +39,11 @@ class TwinSnapshot:
     def complete(self) -> bool:
         return not self.pending
 
+    def written(self) -> None:
+        """Its bytes are in the table now: let them go (a reload or an undo reads them there)."""
+        self.blobs = {}
+        self.partitions = {}
+
     def by_partition(self) -> dict[int, list[tuple[str, bytes]]]:
         grouped: dict[int, list[tuple[str, bytes]]] = {}
         for entity_id, blob in self.blobs.items():
@@ -110,7 +115,7 @@ class TwinCacheUpkeep:
         if twin is None:  # dropped by a rebalance: that checkpoint writes nothing
             return
         blob = twin.to_bytes()
-        self.journal.checkpointed(entity_id, blob)
+        self.journal.checkpointed(entity_id)  # the snapshot holds its bytes, then the table
         snapshot.blobs[entity_id] = blob
         snapshot.partitions[entity_id] = partition
 
@@ -137,8 +142,7 @@ class TwinCacheUpkeep:
             del self.touched[entity_id]
             self.twins.pop(entity_id, None)
             self.partition_of.pop(entity_id, None)
-            self.journal.base.pop(entity_id, None)
-            self.journal.records.pop(entity_id, None)
+            self.journal.forget(entity_id)
         if idle:
             self.metrics.twins.set(len(self.twins))
             log.debug("evicted %d twins idle for %.0f s; %d stay in memory", len(idle), self.settings.twin_idle_evict_s,

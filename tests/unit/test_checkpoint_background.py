@@ -199,6 +199,28 @@ def test_checkpoint_writes_each_twin_as_it_was_when_it_began(tmp_path: Path, mon
     asyncio.run(main())
 
 
+def test_a_written_checkpoint_keeps_no_copy_and_an_undo_reads_the_table(tmp_path: Path) -> None:
+    """Once its twins are in the table the processor lets their bytes go; a failed step then restores from the table."""
+    async def main() -> None:
+        h, reference = Harness(tmp_path / "a"), Harness(tmp_path / "b")
+        for seq in range(3):
+            h.apply("e1", seq)
+            reference.apply("e1", seq)
+        await h.agent._checkpoint()
+        await h.confirm_checkpoint()
+        await asyncio.wait_for(h.agent._checkpoint_done(), timeout=1.0)
+        processor = h.agent.processor
+        assert h.acked == [1, 2, 3] and processor.snapshot.blobs == {} and h.agent.writing == {}
+        h.apply("e1", 3)
+        reference.apply("e1", 3)
+        processor._restore("e1", 0, START)  # what a failed step does: the table's bytes + the record since
+        twin = processor.twins["e1"]
+        assert (twin.last_seq, twin.updates) == (3, 4)
+        assert h.apply("e1", 4) == reference.apply("e1", 4)
+
+    asyncio.run(main())
+
+
 def test_checkpoint_straddling_a_rebalance_writes_and_acks_nothing(tmp_path: Path) -> None:
     async def main() -> None:
         h = Harness(tmp_path)

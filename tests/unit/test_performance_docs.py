@@ -250,3 +250,13 @@ def test_journal_memory_is_its_result_files() -> None:
     smaller = " and ".join(f"{runs[('before', p)]['worker_rss_mb_end'] - runs[('after', p)]['worker_rss_mb_end']:,.0f}"
                            for p in (1, 2))
     assert f"The worker ended {smaller} MB smaller" in flat, smaller
+
+
+def test_resident_twin_memory_is_its_result_files() -> None:
+    flat = " ".join(DOC.split())
+    before, after = (json.loads((RESULTS / "journal_base" / f"resident_{side}.json").read_text()) for side in ("before", "after"))
+    assert before["twins"] == after["twins"] and before["pickle_bytes"] == after["pickle_bytes"]
+    assert f"loads {after['twins']:,} twins from the table" in flat
+    assert (f"resident twin at {before['heap_per_resident_twin_bytes']:,} B before the change and "
+            f"{after['heap_per_resident_twin_bytes']:,} B after it, pickles of {after['pickle_bytes']:,} B") in flat
+    assert before["heap_per_resident_twin_bytes"] - after["heap_per_resident_twin_bytes"] > 0.8 * after["pickle_bytes"]

@@ -172,18 +172,21 @@ def sample(entity: str, seq: int, **extra: float) -> bytes:
 
 
 @pytest.mark.parametrize("poison", [{"boom": 1.0}, {"nan_out": 1.0}])
-@pytest.mark.parametrize("checkpoint_before", ["done", "begun", "none"])
+@pytest.mark.parametrize("checkpoint_before", ["done", "earlier", "begun", "none"])
 def test_failed_step_restores_the_twin(monkeypatch: pytest.MonkeyPatch, poison: dict, checkpoint_before: str) -> None:
     """The twin after a failed record predicts exactly like a twin that never saw it.
 
     ``begun``: a checkpoint's snapshot still waits for the twin when the record comes.
+    ``earlier``: a later checkpoint found it unchanged, so its state is only in the table.
     """
     monkeypatch.setitem(registry.LEARNERS, FlakyLearner.family, FlakyLearner)
 
     def run(with_poison: bool) -> Run:
         r = Run(learner=FlakyLearner.family, gap_detection=False)
         first = [Message(b"e", sample("e", s), "e", "ok") for s in range(5)]
-        r.feed(first, batch=2, checkpoint_every=1 if checkpoint_before == "done" else 10**6)
+        r.feed(first, batch=2, checkpoint_every=1 if checkpoint_before in ("done", "earlier") else 10**6)
+        if checkpoint_before == "earlier":
+            assert r.processor.take_dirty() == {}
         if checkpoint_before == "begun":
             assert set(r.processor.begin_snapshot().pending) == {"e"}  # changed since the first batch's checkpoint
         later = [Message(b"e", sample("e", s), "e", "ok") for s in range(6, 12)]

@@ -79,7 +79,7 @@ def test_idle_twins_are_evicted_after_checkpoint_and_reload_unchanged() -> None:
         worker.checkpoint()
     assert set(evicting.processor.twins) == {"busy"}
     assert set(resident.processor.twins) == {"busy", "quiet"}
-    assert "quiet" not in evicting.processor.partition_of and "quiet" not in evicting.processor.journal.base
+    assert "quiet" not in evicting.processor.partition_of and "quiet" not in evicting.processor.journal.records
 
     loads = len(evicting.loads)
     for seq in range(21, 40):  # the evicted twin reloads from the table and goes on where it was
