@@ -15,6 +15,7 @@ from worker_harness import (
     latest_twins_from_changelog,
     prediction_keys,
     wait_until,
+    where_missing,
 )
 
 from twinstream.broker import EmbeddedBroker
@@ -84,7 +85,13 @@ def test_sigkill_twice_mid_replay_loses_nothing(kafka_broker: EmbeddedBroker, ap
             predictions.poll()
             return expected <= set(prediction_keys(predictions.values()))
 
-        wait_until(all_predicted, 180, "a prediction for every (entity, seq)")
+        def what_is_missing() -> str:
+            missing = expected - set(prediction_keys(predictions.values()))
+            return (f"a prediction for every (entity, seq): "
+                    f"{where_missing(kafka_broker.bootstrap_servers, TELEMETRY.in_namespace(namespace).name, missing)}; "
+                    f"worker log {tmp_path / 'worker.log'}, its tail:\n{worker.log_tail()}")
+
+        wait_until(all_predicted, 180, what_is_missing)
         wait_until(lambda: committed_all(kafka_broker.bootstrap_servers, app_id,
                                          TELEMETRY.in_namespace(namespace).name, next_offsets),
                    60, "the worker to commit every telemetry offset", poll_s=1.0)

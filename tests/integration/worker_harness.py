@@ -121,3 +121,27 @@ def committed_all(bootstrap: str, group: str, topic: str, next_offsets: dict[int
 
 def prediction_keys(values: list[dict]) -> Counter:
     return Counter((v["entity_id"], v["seq"]) for v in values)
+
+
+def where_missing(bootstrap: str, telemetry_topic: str, missing: set[tuple[str, int]], shown: int = 20) -> str:
+    """The (entity, seq) pairs without a prediction, with their input partition and offset, for a failure message.
+
+    Why: a missing prediction is a lost event or one skipped as already applied; which
+    partition and offsets it sits at tells the worker log's lines to read.
+    """
+    reader = TopicReader(bootstrap, telemetry_topic)
+    before = -1
+    while before != len(reader.messages):  # read on until a poll brings nothing new
+        before = len(reader.messages)
+        reader.poll(1000)
+    where: dict[tuple[str, int], tuple[int, int]] = {}
+    for message in reader.messages:
+        value = orjson.loads(message.value)
+        where[(value["entity_id"], value["seq"])] = (message.partition, message.offset)
+    reader.close()
+    placed = sorted((where.get(key, (-1, -1)), key) for key in missing)
+    per_partition = Counter(partition for (partition, _), _ in placed)
+    lines = [f"{key} at partition {partition} offset {offset}" if partition >= 0 else f"{key} not in the input"
+             for (partition, offset), key in placed[:shown]]
+    return (f"{len(missing)} (entity, seq) pairs without a prediction, per input partition {dict(per_partition)}; "
+            f"first ones: " + "; ".join(lines))
