@@ -354,12 +354,12 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
 
     def _restore(self, entity_id: str, partition: int, now: datetime) -> None:
         """The twin as it was before the failed record: checkpoint bytes + the records applied since."""
-        base = self._checkpointed_bytes(entity_id)
         done = self.journal.records.pop(entity_id, [])
         kind = self.twins[entity_id].kind
         spec = self.kinds.kind(kind) if kind is not None and self.kinds is not None else None
         metrics, self.metrics = self.metrics, WorkerMetrics()  # the replay counts nothing twice
         try:
+            base = self._checkpointed_bytes(entity_id)  # may read the table: a failure ends the undo below
             self.twins[entity_id] = Twin.from_bytes(base) if base else self.new_twin(entity_id, spec)
             scratch = BatchOutput()
             for record in done:

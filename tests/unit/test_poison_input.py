@@ -211,6 +211,29 @@ def test_failed_step_restores_the_twin(monkeypatch: pytest.MonkeyPatch, poison: 
     assert (a.last_seq, a.updates, a.labelled) == (b.last_seq, b.updates, b.labelled)
 
 
+def test_an_undo_whose_table_read_fails_sends_the_twin_back_to_the_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The undo reads the twin's checkpointed bytes from the table; a failing read ends the undo, not the batch."""
+    monkeypatch.setitem(registry.LEARNERS, FlakyLearner.family, FlakyLearner)
+    r = Run(learner=FlakyLearner.family, gap_detection=False)
+    r.feed([Message(b"e", sample("e", s), "e", "ok") for s in range(3)], batch=3, checkpoint_every=1)
+    assert r.processor.take_dirty() == {}  # nothing changed since: the twin's bytes are in the table only
+    table, failing = r.table, {"on": True}
+
+    def load(entity: str) -> bytes | None:
+        if failing["on"]:
+            raise OSError("store unavailable")
+        return table.get(entity)
+
+    r.processor.load_twin = load
+    r.feed([Message(b"e", sample("e", 3, boom=1.0), "e", "poison")], batch=1, checkpoint_every=10**6)
+    assert [letter.reason for letter in r.letters] == [RejectReason.TWIN_ERROR]
+    assert r.metrics.twin_errors.labels("restore")._value.get() == 1 and "e" not in r.processor.twins
+    failing["on"] = False
+    r.feed([Message(b"e", sample("e", 4), "e", "ok")], batch=1, checkpoint_every=10**6)
+    twin = r.processor.twins["e"]
+    assert (twin.last_seq, twin.updates) == (4, 4)  # the checkpointed three, then this one
+
+
 def test_unreadable_twin_state_is_a_dead_letter_not_a_crash() -> None:
     run = Run(learner="river-linear")
     run.table["e"] = b"not a pickle"
