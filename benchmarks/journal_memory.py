@@ -48,6 +48,14 @@ def heap_growth(work: Callable[[], object]) -> tuple[int, object]:
     return grown, kept
 
 
+def write_result(result: dict, path: Path | None) -> None:
+    """Print the result, and write it to ``path`` when one is given."""
+    print(json.dumps(result, indent=2))
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=50_000, help="messages (default 50000)")
@@ -77,10 +85,7 @@ def main() -> int:
         "journal_bytes_per_event": round(journal_grown / waiting),
         "decoded_sample_bytes": round(decoded_grown / len(decoded)),  # type: ignore[arg-type]
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.json)
     return 0
 
 

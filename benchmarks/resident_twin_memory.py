@@ -22,16 +22,14 @@ worker's own processor on the throughput benchmark's messages, no broker, traced
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import subprocess
 import sys
-import tracemalloc
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_messages import make_messages  # noqa: E402  (benchmarks/ is not a package)
+from journal_memory import heap_growth, write_result  # noqa: E402
 
 import twinstream  # noqa: E402
 from twinstream.settings import Settings  # noqa: E402
@@ -70,20 +68,16 @@ def main() -> int:
     del first
     restarted = TwinProcessor(Settings(), table.get)
     restarted.process(records[:1])  # lazily built module state, outside the trace (that twin is left out below)
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.take_snapshot()
-        table_before = sum(len(blob) for blob in table.values())
+    table_before = sum(len(blob) for blob in table.values())
+
+    def apply_and_checkpoint() -> None:
         for start in range(args.entities, len(records), 1000):
             restarted.process(records[start:start + 1000])
         checkpoint(restarted, table)
         checkpoint(restarted, table)  # nothing changed since: the snapshot before it is let go
-        gc.collect()
-        grown = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
-        table_grown = sum(len(blob) for blob in table.values()) - table_before
-    finally:
-        tracemalloc.stop()
+
+    grown, _ = heap_growth(apply_and_checkpoint)
+    table_grown = sum(len(blob) for blob in table.values()) - table_before
     twins = len(restarted.twins) - 1
     result = {
         "command": "python benchmarks/resident_twin_memory.py" + (f" --json {args.json}" if args.json else ""),
@@ -92,10 +86,7 @@ def main() -> int:
         "heap_per_resident_twin_bytes": round((grown - table_grown) / twins),
         "pickle_bytes": round(sum(len(blob) for blob in table.values()) / len(table)),
     }
-    print(json.dumps(result, indent=2))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(result, args.json)
     return 0
 
 
