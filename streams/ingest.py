@@ -26,8 +26,9 @@ Delivery contract (why the code is shaped like this):
   offset of each input topic (:mod:`twinstream.streams.input_offsets`). After every
   rebalance, once the table is recovered and before consuming resumes, the group's
   committed offsets are set to the markers, so what is replayed is exactly what the
-  table lacks. If the first event of a partition is still ahead of its marker, the
-  partition is sought back (and counted): that would otherwise be a silent loss.
+  table lacks; a partition without a marker (no checkpoint has written it) resumes from
+  the start of its log. If the first event of a partition is still ahead of where it
+  resumes, the partition is sought back (and counted): that would otherwise be a silent loss.
 * The agent reads the measured telemetry topic and the synthetic topic (the sidecar's
   fills) as one stream: both are keyed by entity id with the same partition count, so
   Faust assigns partition *p* of both to the same worker, next to the twins of *p*.
@@ -189,13 +190,33 @@ class IngestAgent(CheckpointSteps):
                 if tp.partition == partition and offsets and tp.topic in offsets:
                     targets[tp] = offsets[tp.topic]
                     self.offsets.known[(tp.topic, partition)] = offsets[tp.topic]
+        from_start = await self._log_starts(app, [tp for tp in assigned if tp not in targets])
+        targets.update(from_start)
         if targets and not await app.consumer._commit(targets):
             log.warning("rebalance: could not set committed offsets to the table's markers %s; "
                         "a newer rebalance will retry", _describe(targets))
         self.guard.start(targets)
         self.rebalancing = False
-        log.info("rebalance complete: %d input partitions, resuming from the table's markers %s",
-                 len(assigned), _describe(targets))
+        log.info("rebalance complete: %d input partitions, resuming from the table's markers %s; "
+                 "without a marker, from the log start %s", len(assigned),
+                 _describe({tp: offset for tp, offset in targets.items() if tp not in from_start}), _describe(from_start))
+
+    @staticmethod
+    async def _log_starts(app: faust.App, unmarked: list[TP]) -> dict[TP, int]:
+        """Where a partition without a marker resumes: the start of its log, since the table holds none of it.
+
+        Why not the group's committed offset, or the first offset fetched: a partition that
+        no checkpoint has written has no effect in the table, so everything in it must be
+        applied. Its committed offset can be ahead of that (committed by an earlier design,
+        or by hand), and the first record fetched can be too: records fetched while
+        Faust's flow is suspended are dropped and fetched again by a seek to the committed
+        offsets, which the client skips for a partition with none. The offset guard then
+        seeks such a partition back to its log start instead of accepting a later offset.
+        """
+        if not unmarked:
+            return {}
+        starts = await app.consumer.earliest_offsets(*unmarked)
+        return {tp: int(starts[tp]) for tp in unmarked if starts.get(tp) is not None}
 
     # --- work -----------------------------------------------------------------------
     def _load_twin(self, entity_id: str) -> bytes | None:
