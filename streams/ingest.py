@@ -215,8 +215,15 @@ class IngestAgent(CheckpointSteps):
         """
         if not unmarked:
             return {}
-        starts = await app.consumer.earliest_offsets(*unmarked)
-        return {tp: int(starts[tp]) for tp in unmarked if starts.get(tp) is not None}
+        try:
+            starts = await app.consumer.earliest_offsets(*unmarked)
+        except Exception as exc:  # noqa: BLE001 - the broker is asked again at the next rebalance
+            # 0 is never past the log start; should the log start later, the guard takes its
+            # first offset once its gap timeout has passed.
+            log.warning("rebalance: could not read the log start of %s (%r); expecting offset 0",
+                        ", ".join(f"{tp.topic}[{tp.partition}]" for tp in unmarked), exc)
+            starts = {}
+        return {tp: int(starts.get(tp) or 0) for tp in unmarked}
 
     # --- work -----------------------------------------------------------------------
     def _load_twin(self, entity_id: str) -> bytes | None:

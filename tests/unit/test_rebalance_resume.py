@@ -25,7 +25,7 @@ from twinstream.streams.metrics import WorkerMetrics
 class Consumer:
     """What the rebalance asks of Faust's consumer: the assignment, log starts, and a commit."""
 
-    def __init__(self, assignment: set[TP], log_start: int) -> None:
+    def __init__(self, assignment: set[TP], log_start: int | None) -> None:
         self._assignment = assignment
         self.log_start = log_start
         self.committed: dict[TP, int] = {}
@@ -34,6 +34,8 @@ class Consumer:
         return self._assignment
 
     async def earliest_offsets(self, *partitions: TP) -> dict[TP, int]:
+        if self.log_start is None:
+            raise ConnectionError("broker unreachable")
         return {tp: self.log_start for tp in partitions}
 
     async def _commit(self, offsets: dict[TP, int]) -> bool:
@@ -41,7 +43,7 @@ class Consumer:
         return True
 
 
-def rebalance(tmp_path: Path, markers: dict[int, int], log_start: int = 0) -> tuple[IngestAgent, Consumer, str]:
+def rebalance(tmp_path: Path, markers: dict[int, int], log_start: int | None = 0) -> tuple[IngestAgent, Consumer, str]:
     """Complete a rebalance that assigned partitions 0 and 1 of the telemetry topic, with ``markers`` in the table."""
     settings = Settings(broker="kafka://127.0.0.1:1", data_dir=tmp_path, twins_spec="none", partitions=2)
     app = create_app(settings)
@@ -67,3 +69,9 @@ def test_a_log_whose_start_was_deleted_resumes_where_it_begins(tmp_path: Path) -
     agent, consumer, topic = rebalance(tmp_path, markers={}, log_start=5_000)
     assert consumer.committed == {TP(topic, 0): 5_000, TP(topic, 1): 5_000}
     assert agent.guard.check(TP(topic, 1), 5_000, now=0.0) == OffsetGuard.APPLY
+
+
+def test_a_log_start_the_broker_does_not_give_is_taken_as_0(tmp_path: Path) -> None:
+    agent, consumer, topic = rebalance(tmp_path, markers={0: 42}, log_start=None)
+    assert consumer.committed == {TP(topic, 0): 42, TP(topic, 1): 0}
+    assert agent.guard.check(TP(topic, 1), 300, now=0.0) == OffsetGuard.SEEK
