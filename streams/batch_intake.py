@@ -168,8 +168,24 @@ class BatchIntake:
             raise
 
     async def _hand_over(self, consumer: Any, events: list[Any]) -> None:
-        """Put ``events`` in the agent's buffer, raced against the flow's suspension as Faust races its own."""
-        await consumer.wait_first(self.buffer.put(events), consumer.suspend_flow.wait())
+        """Put ``events`` in the agent's buffer, raced against the flow's suspension as Faust races its own.
+
+        Events the suspension kept from the buffer are fetched again (:meth:`_fetch_later`).
+        """
+        handed = False
+
+        async def put() -> None:
+            nonlocal handed
+            await self.buffer.put(events)
+            handed = True
+
+        await consumer.wait_first(put(), consumer.suspend_flow.wait())
+        if not handed:
+            first: dict[Any, int] = {}
+            for event in events:
+                first.setdefault(event.message.tp, event.message.offset)
+            for tp, offset in first.items():
+                await self._fetch_later(consumer, tp, offset)
 
     async def _seek_back(self, consumer: Any) -> None:
         """Faust's answer to records fetched while the flow is suspended: seek to the committed offsets."""
@@ -186,6 +202,24 @@ class BatchIntake:
         log.info("a fetch of %s[%d] spans a seek: its records from offset %d on are fetched again from %d",
                  tp.topic, tp.partition, first_left, offset)
         await consumer.seek(tp, offset)
+
+    async def _fetch_later(self, consumer: Any, tp: Any, offset: int) -> None:
+        """Seek an input partition back to ``offset``: this fetch's records from there on are not taken now.
+
+        Why: Faust's loop drops the records of a partition that is not active (paused
+        while a rebalance recovers the tables) and those fetched while its flow is
+        suspended, and counts on a seek to the committed offsets to fetch them again. The
+        client skips that seek for a partition with no committed offset or with 0, so
+        there they were gone: silently, when no later record of the partition came for
+        the offset guard to notice (the tail of a partition at the end of its input).
+        A partition no longer assigned is left alone: its next owner starts it afresh.
+        """
+        if tp.topic not in self.topics or tp not in consumer.assignment():
+            return
+        try:
+            await consumer.seek(tp, offset)
+        except Exception as exc:  # noqa: BLE001 - the offset guard still catches a later record
+            log.warning("could not seek %s[%d] back to %d for records not taken: %r", tp.topic, tp.partition, offset, exc)
 
     async def _seeks_finished(self) -> None:
         """Wait for running seeks: the read offsets are theirs only once they are done."""
@@ -221,15 +255,24 @@ class BatchIntake:
         on_message_in = consumer._on_message_in
         events: list[Any] = []
         since_hand_over = 0
+        done: set[Any] = set()  # partitions of this fetch converted (or sought back) already
         for tp, tp_records in records.items():
+            done.add(tp)
             if active is not None and tp not in active and tp not in buffered:
+                await self._fetch_later(consumer, tp, tp_records[0].offset)  # Faust drops them here
                 continue
             app.monitor.track_tp_end_offset(tp, consumer.highwater(tp))
             bulk = check_seeks = tp.topic in self.topics
             acks_enabled = acks_enabled_for(tp.topic)
             for record in tp_records:
-                if not consumer.flow_active or app.consumer_generation_id != generation:
-                    return events  # the rest is fetched again after the rebalance
+                if app.consumer_generation_id != generation:
+                    return events  # the rest is fetched again from where the new assignment starts
+                if not consumer.flow_active:  # suspended: what is left of this fetch comes again later
+                    await self._fetch_later(consumer, tp, record.offset)
+                    for later_tp, later_records in records.items():
+                        if later_tp.topic in self.topics and later_records and later_tp != tp and later_tp not in done:
+                            await self._fetch_later(consumer, later_tp, later_records[0].offset)
+                    return events
                 if check_seeks and self.seeks != seeks:
                     await self._seeks_finished()
                     if read_offset[tp] is None:  # nothing to seek back to: taken, as Faust would

@@ -144,6 +144,10 @@ class _Consumer:
         self.gaps: list[tuple[int, int]] = []
         self.sought: list[int] = []
         self.suspend_flow = asyncio.Event()
+        self.assigned: set = set()
+
+    def assignment(self) -> set:
+        return self.assigned
 
     async def wait_first(self, *coros):  # Faust's race: the first to finish wins, the others are cancelled
         futures = [asyncio.ensure_future(coro) for coro in coros]
@@ -188,8 +192,13 @@ class _App:
             pass
 
 
-def convert(offsets: list[int], *, seek_to: int | None = None, read_offset: int | None = None):
-    """Run one fetch of ``offsets`` through the intake; ``seek_to``: a seek between the fetch and its conversion."""
+def convert(offsets: list[int], *, seek_to: int | None = None, read_offset: int | None = None,
+            active: bool = True, flow: bool = True, assigned: bool = True):
+    """Run one fetch of ``offsets`` through the intake; ``seek_to``: a seek between the fetch and its conversion.
+
+    ``active``: the partition is active (not paused while a rebalance recovers the tables);
+    ``flow``: the consumer's flow is on; ``assigned``: the partition is still this worker's.
+    """
     from faust.types import TP
 
     from twinstream.streams.batch_intake import BatchIntake
@@ -198,12 +207,15 @@ def convert(offsets: list[int], *, seek_to: int | None = None, read_offset: int 
     consumer, intake = _Consumer(), BatchIntake(_App(), frozenset({"in"}), capacity=100)  # type: ignore[arg-type]
     intake.install(consumer)
     consumer._read_offset[tp] = read_offset
+    consumer.flow_active = flow
+    consumer.assigned = {tp} if assigned else set()
 
     async def main() -> list:
         seeks = intake.seeks
         if seek_to is not None:
             await consumer.seek(tp, seek_to)
-        return await intake._to_events(consumer, {tp: [_Record("in", 0, o) for o in offsets]}, None, seeks)
+        partitions = {tp} if active else set()
+        return await intake._to_events(consumer, {tp: [_Record("in", 0, o) for o in offsets]}, partitions, seeks)
 
     events = asyncio.run(main())
     return [e.message.offset for e in events], consumer._read_offset[tp], consumer.gaps, consumer.sought
@@ -235,6 +247,42 @@ def test_after_a_seek_to_nothing_committed_the_fetch_is_taken_as_faust_would() -
     """With no read offset to seek back to, leaving the records would lose them: they are taken."""
     offsets, read, _, sought = convert([0, 1, 2], seek_to=0)
     assert (offsets, read, sought) == ([0, 1, 2], 2, [0])
+
+
+def test_records_of_a_partition_not_active_are_fetched_again_not_dropped() -> None:
+    """Faust drops them and counts on a seek to the committed offset, which the client skips without one."""
+    offsets, read, _, sought = convert([0, 1, 2], active=False)
+    assert (offsets, read, sought) == ([], None, [0])
+
+
+def test_records_fetched_while_the_flow_is_suspended_are_fetched_again() -> None:
+    offsets, _, _, sought = convert([40, 41], read_offset=39, flow=False)
+    assert (offsets, sought) == ([], [40])
+
+
+def test_a_partition_no_longer_assigned_is_not_sought() -> None:
+    offsets, _, _, sought = convert([40, 41], read_offset=39, flow=False, assigned=False)
+    assert (offsets, sought) == ([], [])
+
+
+def test_events_a_suspension_keeps_from_the_agent_are_fetched_again() -> None:
+    from faust.types import TP
+
+    from twinstream.streams.batch_intake import BatchIntake
+
+    tp = TP("in", 0)
+    consumer, intake = _Consumer(), BatchIntake(_App(), frozenset({"in"}), capacity=1)  # type: ignore[arg-type]
+    intake.install(consumer)
+    consumer.assigned = {tp}
+
+    async def main() -> None:
+        await intake.buffer.put(["taken by nobody"])  # full: the next hand-over waits
+        events = await intake._to_events(consumer, {tp: [_Record("in", 0, o) for o in (7, 8)]}, None, intake.seeks)
+        consumer.suspend_flow.set()
+        await intake._hand_over(consumer, events)
+
+    asyncio.run(main())
+    assert consumer.sought == [7]
 
 
 def test_a_long_fetch_reaches_the_agent_in_parts_while_it_is_turned_into_events(monkeypatch) -> None:
