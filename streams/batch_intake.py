@@ -216,6 +216,8 @@ class BatchIntake:
         """
         if tp.topic not in self.topics or tp not in consumer.assignment():
             return
+        log.info("records of %s[%d] from offset %d not taken now (partition paused or flow suspended); fetched again",
+                 tp.topic, tp.partition, offset)
         try:
             await consumer.seek(tp, offset)
         except Exception as exc:  # noqa: BLE001 - the offset guard still catches a later record
