@@ -13,9 +13,11 @@ turns each fetch into messages and events in one pass and hands them over in par
 What is kept from Faust's fetch loop, in the same order, so offsets, commits and
 rebalances behave as before: records older than the partition's read offset are
 dropped, gaps are recorded for commits, the read offset advances per record, the
-batch is cut short when the flow is suspended or the generation changes (what was not
-handed over is fetched again after the rebalance), and the hand-over is raced against
-the flow's suspension as Faust races its own. Every message is tracked as unacked
+batch is cut short when the flow is suspended or the generation changes, and the
+hand-over is raced against the flow's suspension as Faust races its own. One departure:
+what is not taken then (or belongs to a partition not active yet) is sought back to,
+so it is fetched again; Faust leaves that to a seek to the committed offsets, which the
+Kafka client skips for a partition with none (docs/decisions.md). Every message is tracked as unacked
 with one reference, so the agent's ``stream.ack(event)`` at a checkpoint makes it
 committable exactly as before. Records of other topics (table changelogs, standbys)
 take Faust's own per-record path. Setting: ``batch_intake``.
