@@ -46,7 +46,7 @@ class WorkerMetrics:
         self.offset_rewinds = Counter(
             "twinstream_offset_rewinds_total",
             "Input partitions sought back because an event came past an offset not yet applied "
-            "(after a rebalance: past the table's marker)",
+            "(after a rebalance: past the table's marker, or past the log start without one)",
             registry=r,
         )
         self.checkpoint_seconds = Histogram(
