@@ -88,10 +88,7 @@ def test_sigkill_twice_mid_replay_loses_nothing(kafka_broker: EmbeddedBroker, ap
         def what_is_missing() -> str:
             missing = expected - set(prediction_keys(predictions.values()))
             fresh = TopicReader(kafka_broker.bootstrap_servers, PREDICTIONS.in_namespace(namespace).name)
-            before = -1
-            while before != len(fresh.messages):  # read on until a poll brings nothing new
-                before = len(fresh.messages)
-                fresh.poll(1000)
+            fresh.read_to_end()
             in_topic = missing & set(prediction_keys(fresh.values()))
             fresh.close()
             return (f"a prediction for every (entity, seq) ({len(in_topic)} of the missing ones are in the topic "

@@ -73,6 +73,14 @@ class TopicReader:
             self.messages.extend(batch)
         return len(self.messages)
 
+    def read_to_end(self, timeout_ms: int = 1000) -> int:
+        """Poll until a poll brings nothing new (the embedded broker under-reports end offsets)."""
+        before = -1
+        while before != len(self.messages):
+            before = len(self.messages)
+            self.poll(timeout_ms)
+        return len(self.messages)
+
     def values(self) -> list[dict]:
         return [orjson.loads(m.value) for m in self.messages]
 
@@ -96,10 +104,7 @@ def latest_twins_from_changelog(bootstrap: str, changelog_topic: str) -> dict[st
     end = reader.consumer.end_offsets(reader.tps)  # may be short of the true end (embedded broker)
     while any(reader.consumer.position(tp) < end[tp] for tp in reader.tps):
         reader.poll(500)
-    before = -1
-    while before != len(reader.messages):  # read on until a poll brings nothing new
-        before = len(reader.messages)
-        reader.poll(1000)
+    reader.read_to_end()
     latest: dict[str, Twin] = {}
     for message in reader.messages:
         if message.value is not None:
@@ -130,10 +135,7 @@ def where_missing(bootstrap: str, telemetry_topic: str, missing: set[tuple[str, 
     partition and offsets it sits at tells the worker log's lines to read.
     """
     reader = TopicReader(bootstrap, telemetry_topic)
-    before = -1
-    while before != len(reader.messages):  # read on until a poll brings nothing new
-        before = len(reader.messages)
-        reader.poll(1000)
+    reader.read_to_end()
     where: dict[tuple[str, int], tuple[int, int]] = {}
     for message in reader.messages:
         value = orjson.loads(message.value)
