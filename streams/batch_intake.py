@@ -259,9 +259,8 @@ class BatchIntake:
         on_message_in = consumer._on_message_in
         events: list[Any] = []
         since_hand_over = 0
-        done: set[Any] = set()  # partitions of this fetch converted (or sought back) already
-        for tp, tp_records in records.items():
-            done.add(tp)
+        fetched = list(records.items())
+        for index, (tp, tp_records) in enumerate(fetched):
             if active is not None and tp not in active and tp not in buffered:
                 await self._fetch_later(consumer, tp, tp_records[0].offset)  # Faust drops them here
                 continue
@@ -273,8 +272,8 @@ class BatchIntake:
                     return events  # the rest is fetched again from where the new assignment starts
                 if not consumer.flow_active:  # suspended: what is left of this fetch comes again later
                     await self._fetch_later(consumer, tp, record.offset)
-                    for later_tp, later_records in records.items():
-                        if later_tp.topic in self.topics and later_records and later_tp != tp and later_tp not in done:
+                    for later_tp, later_records in fetched[index + 1:]:
+                        if later_records:
                             await self._fetch_later(consumer, later_tp, later_records[0].offset)
                     return events
                 if check_seeks and self.seeks != seeks:

@@ -381,16 +381,6 @@ class TwinProcessor(FillsAndGaps, TwinCacheUpkeep):
             self.metrics = metrics
             self.metrics.twins.set(len(self.twins))
 
-    def _checkpointed_bytes(self, entity_id: str) -> bytes | None:
-        """The twin's state its journal's records follow: folded bytes, the snapshot's, else the table's (None: new).
-
-        The snapshot's come first: its bytes may not be in the table yet. A twin not in it
-        was last checkpointed by an earlier checkpoint, whose writes ended before this one
-        began, or was loaded from the table, or is new and in neither.
-        """
-        blob = self.journal.folded.get(entity_id) or self.snapshot.blobs.get(entity_id)
-        return blob if blob is not None else self.load_twin(entity_id)
-
     def _decode(self, record: Record, now: datetime) -> Telemetry | Rejection:
         return decode_telemetry(record.value, record.key, now=now, max_payload=self.settings.max_payload_bytes,
                                 max_future_skew=self._skew, max_metrics=self.settings.max_metrics)

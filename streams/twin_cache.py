@@ -63,6 +63,7 @@ class TwinCacheUpkeep:
     dirty: set[str]
     journal: TwinJournal
     snapshot: TwinSnapshot  # the latest checkpoint's twins; complete once none is pending
+    load_twin: Callable[[str], bytes | None]  # a twin's bytes in the table (None: not there)
 
     def take_dirty(self) -> dict[int, list[tuple[str, bytes]]]:
         """Serialized dirty twins grouped by partition, all at once; clears the dirty set.
@@ -118,6 +119,16 @@ class TwinCacheUpkeep:
         self.journal.checkpointed(entity_id)  # the snapshot holds its bytes, then the table
         snapshot.blobs[entity_id] = blob
         snapshot.partitions[entity_id] = partition
+
+    def _checkpointed_bytes(self, entity_id: str) -> bytes | None:
+        """The twin's state its journal's records follow: folded bytes, the snapshot's, else the table's (None: new).
+
+        The snapshot's come first: its bytes may not be in the table yet. A twin not in it
+        was last checkpointed by an earlier checkpoint, whose writes ended before this one
+        began, or was loaded from the table, or is new and in neither.
+        """
+        blob = self.journal.folded.get(entity_id) or self.snapshot.blobs.get(entity_id)
+        return blob if blob is not None else self.load_twin(entity_id)
 
     def evict_idle(self) -> int:
         """Drop twins idle for ``twin_idle_evict_s`` (by ``clock``) and not dirty; returns how many.
